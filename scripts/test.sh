@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md documents it: unit, property and
+# end-to-end tests (real processes on loopback, port 0), the ring buffer
+# under loom and Miri. Installs the nightly Miri component if it can.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test (unit + end-to-end)"
+cargo test --release
+
+echo "== loom model of the SPSC ring buffer"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_ringbuf
+
+echo "== Miri on the SPSC ring buffer"
+bash .ci/miri.sh

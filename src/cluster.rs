@@ -1,0 +1,257 @@
+//! Runs an LB and workers as child processes of this machine: the engine
+//! of `rrstore cluster`, `rrstore demo` and the end-to-end tests.
+//!
+//! Each child prints one machine-readable line on stdout once it is up
+//! (`listening clients=… control=…` from the LB, `registered id=… addr=…`
+//! from a worker); everything else it says goes to a log file in the
+//! cluster's directory. Children get their own process group, so a Ctrl-C
+//! at the terminal reaches only this process, which then stops the workers
+//! first (each deregisters and hands off cleanly) and the LB last.
+//! Dropping a [`Cluster`] kills whatever is still running.
+
+use crate::client;
+use crate::msg::{Member, Status};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a child may take to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct WorkerProc {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub addr: String,
+}
+
+pub struct Cluster {
+    exe: PathBuf,
+    dir: PathBuf,
+    lb: Option<Child>,
+    /// Client address (port 5059 by default).
+    pub lb_addr: String,
+    pub control_addr: String,
+    pub workers: BTreeMap<u32, WorkerProc>,
+    next_dir: u32,
+    /// Extra arguments for every worker (e.g. `--fsync always`).
+    pub worker_args: Vec<String>,
+}
+
+fn err(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+/// Spawns `cmd` with stdout piped and stderr to `log`, and waits for the
+/// first stdout line that starts with `prefix`.
+fn spawn_ready(mut cmd: Command, log: &Path, prefix: &'static str) -> io::Result<(Child, String)> {
+    cmd.stdout(Stdio::piped())
+        .stderr(File::create(log)?)
+        .stdin(Stdio::null())
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| err("no stdout".into()))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with(prefix) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(line) => Ok((child, line)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            Err(err(format!("child did not start; its log says:\n{tail}")))
+        }
+    }
+}
+
+/// `key=value` from a ready line.
+fn field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) takes any pid and signal number and touches no memory
+    // of ours; the pid is our own child's, which we have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+/// Waits for `child` to exit, killing it past `timeout`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Cluster {
+    /// Starts the LB on `listen` / `control` (port 0 picks free ports).
+    pub fn start(
+        exe: &Path,
+        dir: &Path,
+        listen: &str,
+        control: &str,
+        lb_args: &[&str],
+    ) -> io::Result<Cluster> {
+        std::fs::create_dir_all(dir)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("lb")
+            .args(["--listen", listen, "--control", control])
+            .arg("--processed-log")
+            .arg(dir.join("processed.log"))
+            .args(lb_args);
+        let (child, line) = spawn_ready(cmd, &dir.join("lb.log"), "listening")?;
+        let lb_addr =
+            field(&line, "clients").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
+        let control_addr =
+            field(&line, "control").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
+        Ok(Cluster {
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            lb: Some(child),
+            lb_addr: lb_addr.replace("0.0.0.0", "127.0.0.1"),
+            control_addr,
+            workers: BTreeMap::new(),
+            next_dir: 1,
+            worker_args: Vec::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn processed_log(&self) -> PathBuf {
+        self.dir.join("processed.log")
+    }
+
+    /// Starts a worker with a fresh data directory; returns its ID.
+    pub fn add_worker(&mut self) -> io::Result<u32> {
+        let data_dir = self.dir.join(format!("worker-{}", self.next_dir));
+        self.next_dir += 1;
+        self.add_worker_at(&data_dir)
+    }
+
+    /// Starts a worker on `data_dir` (a restart if it has been used before).
+    pub fn add_worker_at(&mut self, data_dir: &Path) -> io::Result<u32> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("worker")
+            .args(["--lb", &self.control_addr, "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(&self.worker_args);
+        let name = data_dir
+            .file_name()
+            .map_or("worker".into(), |n| n.to_string_lossy().into_owned());
+        let (child, line) = spawn_ready(cmd, &self.dir.join(format!("{name}.log")), "registered")?;
+        let id: u32 = field(&line, "id")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| err(format!("bad ready line {line:?}")))?;
+        let addr = field(&line, "addr").unwrap_or_default();
+        self.workers.insert(
+            id,
+            WorkerProc {
+                child,
+                data_dir: data_dir.to_path_buf(),
+                addr,
+            },
+        );
+        Ok(id)
+    }
+
+    pub fn members(&self) -> io::Result<Vec<Member>> {
+        client::members(&self.control_addr).map_err(|e| err(e.to_string()))
+    }
+
+    /// Polls the LB until `ids` are all active, or fails at the deadline.
+    pub fn wait_active(&self, ids: &[u32], timeout: Duration) -> io::Result<Vec<Member>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let members = self.members()?;
+            let all = ids.iter().all(|id| {
+                members
+                    .iter()
+                    .any(|m| m.id == *id && m.status == Status::Active)
+            });
+            if all {
+                return Ok(members);
+            }
+            if Instant::now() >= deadline {
+                return Err(err(format!(
+                    "workers {ids:?} not all active in time: {members:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM to worker `id` and wait for it to exit (killed past the timeout).
+    pub fn stop_worker(&mut self, id: u32, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        let Some(mut w) = self.workers.remove(&id) else {
+            return Err(err(format!("no worker {id}")));
+        };
+        signal(&w.child, libc::SIGTERM);
+        wait_timeout(&mut w.child, timeout)
+    }
+
+    /// SIGKILL to worker `id` (a crash).
+    pub fn kill_worker(&mut self, id: u32) -> io::Result<WorkerProc> {
+        let Some(mut w) = self.workers.remove(&id) else {
+            return Err(err(format!("no worker {id}")));
+        };
+        w.child.kill()?;
+        w.child.wait()?;
+        Ok(w)
+    }
+
+    /// Stops every worker (cleanly, in parallel), then the LB.
+    pub fn shutdown(&mut self, timeout: Duration) -> Vec<(u32, Option<ExitStatus>)> {
+        for w in self.workers.values() {
+            signal(&w.child, libc::SIGTERM);
+        }
+        let mut out = Vec::new();
+        for (id, mut w) in std::mem::take(&mut self.workers) {
+            out.push((id, wait_timeout(&mut w.child, timeout).ok().flatten()));
+        }
+        if let Some(mut lb) = self.lb.take() {
+            signal(&lb, libc::SIGTERM);
+            let _ = wait_timeout(&mut lb, timeout);
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in self.workers.values_mut() {
+            let _ = w.child.kill();
+            let _ = w.child.wait();
+        }
+        if let Some(lb) = self.lb.as_mut() {
+            let _ = lb.kill();
+            let _ = lb.wait();
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! A non-blocking connection: read buffer, write buffer and interest
+//! tracking, shared by the LB and the workers.
+//!
+//! Invariants:
+//! - `rbuf[rstart..rend]` holds received bytes not yet consumed by a parser;
+//!   `rbuf.len()` is the read window (it only grows, up to one whole frame).
+//! - `wbuf[wstart..]` holds encoded bytes not yet written to the socket.
+//! - `registered` is the interest the kernel has; [`Conn::set_interest`]
+//!   re-registers only when the wanted interest differs (user-space interest
+//!   tracking: no syscall when nothing changed).
+//! - WRITABLE is asked for only while output is pending.
+//!
+//! Reads drain the socket until `WouldBlock` (edge-triggered epoll), so one
+//! read event yields every frame that arrived; writes are issued once per
+//! loop turn for all frames queued in that turn.
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use std::io::{self, ErrorKind, Read, Write};
+
+/// Initial read window; grows only for frames larger than this.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub struct Conn {
+    pub stream: TcpStream,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    wbuf: Vec<u8>,
+    wstart: usize,
+    registered: Option<Interest>,
+    /// Set once the peer closed its side or an I/O error occurred.
+    pub closed: bool,
+    /// Total bytes read and written, for stats.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// What a call to [`Conn::read_ready`] saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    pub bytes: usize,
+    pub syscalls: u32,
+    /// The peer closed its write side (read returned 0) or the socket failed.
+    pub eof: bool,
+    /// The socket said `WouldBlock`: no more readiness edge is owed to us
+    /// until new bytes arrive. If false (and not eof), the caller stopped
+    /// early and must read again after consuming input.
+    pub drained: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
+            wbuf: Vec::new(),
+            wstart: 0,
+            registered: None,
+            closed: false,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Unconsumed received bytes.
+    pub fn input(&self) -> &[u8] {
+        &self.rbuf[self.rstart..self.rend]
+    }
+
+    /// The whole read buffer, to detach while a frame borrowed from it is
+    /// handled (put it back before reading again).
+    pub fn input_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.rbuf
+    }
+
+    /// Where [`Conn::input`] lies inside [`Conn::input_mut`].
+    pub fn input_range(&self) -> (usize, usize) {
+        (self.rstart, self.rend)
+    }
+
+    /// Adds bytes that were read before the connection became non-blocking.
+    pub fn push_input(&mut self, bytes: &[u8]) {
+        self.make_room(bytes.len());
+        self.rbuf[self.rend..self.rend + bytes.len()].copy_from_slice(bytes);
+        self.rend += bytes.len();
+    }
+
+    /// Records an interest registered by the caller directly.
+    pub fn mark_registered(&mut self, interest: Interest) {
+        self.registered = Some(interest);
+    }
+
+    /// Marks `n` bytes of [`Conn::input`] as parsed.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.rend - self.rstart);
+        self.rstart += n;
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        }
+    }
+
+    /// Reads until `WouldBlock`, or until `max_buffered` unconsumed bytes are
+    /// held (the caller parses, then calls again). `need` is the size of the
+    /// frame being assembled, so the window grows to fit exactly one frame.
+    pub fn read_ready(&mut self, need: usize, max_buffered: usize) -> ReadOutcome {
+        let mut out = ReadOutcome::default();
+        loop {
+            let buffered = self.rend - self.rstart;
+            if buffered >= max_buffered.max(need) {
+                return out;
+            }
+            self.make_room(need.max(READ_CHUNK));
+            out.syscalls += 1;
+            match self.stream.read(&mut self.rbuf[self.rend..]) {
+                Ok(0) => {
+                    out.eof = true;
+                    self.closed = true;
+                    return out;
+                }
+                Ok(n) => {
+                    self.rend += n;
+                    out.bytes += n;
+                    self.bytes_in += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    out.drained = true;
+                    return out;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    out.eof = true;
+                    self.closed = true;
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Ensures at least `window` bytes of read window past `rstart`, moving
+    /// unconsumed bytes to the front first.
+    fn make_room(&mut self, window: usize) {
+        if self.rstart > 0 && (self.rend == self.rbuf.len() || self.rstart >= self.rbuf.len() / 2) {
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
+            self.rstart = 0;
+        }
+        if self.rbuf.len() - self.rstart < window || self.rend == self.rbuf.len() {
+            let target = (self.rstart + window).max(self.rend + READ_CHUNK / 4);
+            self.rbuf.resize(target, 0);
+        }
+    }
+
+    /// Where encoders append frames; flushed by [`Conn::flush`].
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.wbuf
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending_out(&self) -> usize {
+        self.wbuf.len() - self.wstart
+    }
+
+    /// Writes queued bytes until done or `WouldBlock`. Returns the number of
+    /// write syscalls made. An error marks the connection closed.
+    pub fn flush(&mut self) -> u32 {
+        let mut syscalls = 0;
+        while self.wstart < self.wbuf.len() {
+            syscalls += 1;
+            match self.stream.write(&self.wbuf[self.wstart..]) {
+                Ok(0) => {
+                    self.closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.wstart += n;
+                    self.bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.closed = true;
+                    break;
+                }
+            }
+        }
+        if self.wstart == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wstart = 0;
+        } else if self.wstart > 1 << 20 && self.wstart * 2 > self.wbuf.len() {
+            self.wbuf.drain(..self.wstart);
+            self.wstart = 0;
+        }
+        syscalls
+    }
+
+    /// Registers or re-registers for READABLE (if `read`) and WRITABLE (if
+    /// output is pending), making a syscall only when that changes.
+    pub fn set_interest(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        read: bool,
+    ) -> io::Result<()> {
+        let write = self.pending_out() > 0;
+        let want = match (read, write) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        };
+        if want == self.registered {
+            return Ok(());
+        }
+        match (self.registered, want) {
+            (None, Some(i)) => registry.register(&mut self.stream, token, i)?,
+            (Some(_), Some(i)) => registry.reregister(&mut self.stream, token, i)?,
+            (Some(_), None) => registry.deregister(&mut self.stream)?,
+            (None, None) => {}
+        }
+        self.registered = want;
+        Ok(())
+    }
+
+    /// Removes the socket from the poller (before dropping it).
+    pub fn deregister(&mut self, registry: &Registry) {
+        if self.registered.take().is_some() {
+            let _ = registry.deregister(&mut self.stream);
+        }
+    }
+}

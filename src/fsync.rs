@@ -1,0 +1,117 @@
+//! The worker's fsync thread, so the event loop never blocks on fdatasync.
+//!
+//! Work travels through two SPSC rings (`src/ringbuf.rs`): the loop pushes
+//! "make the log durable up to byte N" and unparks the thread; the thread
+//! fdatasyncs once for everything requested so far (group commit), pushes
+//! "durable up to N" back and wakes the loop through its mio `Waker`.
+//! Under `interval` the thread also syncs on its own timer; under `never` it
+//! is not started at all.
+
+use crate::log::FsyncPolicy;
+use crate::ringbuf::{channel, Consumer, Producer};
+use mio::Waker;
+use std::fs::File;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+pub struct Syncer {
+    requests: Producer<u64>,
+    done: Consumer<u64>,
+    thread: Option<JoinHandle<()>>,
+    /// Highest offset requested and not yet reported durable.
+    outstanding: u64,
+}
+
+impl Syncer {
+    pub fn start(
+        file: File,
+        policy: FsyncPolicy,
+        interval: Duration,
+        waker: Arc<Waker>,
+    ) -> std::io::Result<Syncer> {
+        let (requests, mut inbox) = channel::<u64>(1024);
+        let (mut outbox, done) = channel::<u64>(1024);
+        let thread = thread::Builder::new()
+            .name("rrstore-fsync".into())
+            .spawn(move || {
+                let mut last_sync = Instant::now();
+                let mut unreported: Option<u64> = None;
+                loop {
+                    let mut target = None;
+                    while let Some(off) = inbox.pop() {
+                        target = target.max(Some(off));
+                    }
+                    let stopping = inbox.is_abandoned() && inbox.is_empty();
+                    let timer_due =
+                        policy == FsyncPolicy::Interval && last_sync.elapsed() >= interval;
+                    if target.is_some() || timer_due || stopping {
+                        if let Err(e) = file.sync_data() {
+                            eprintln!("rrstore worker: fdatasync failed: {e}");
+                        }
+                        last_sync = Instant::now();
+                        unreported = unreported.max(target);
+                    }
+                    if let Some(off) = unreported {
+                        if outbox.push(off).is_ok() {
+                            unreported = None;
+                            let _ = waker.wake();
+                        }
+                    }
+                    if stopping {
+                        return;
+                    }
+                    let wait = match policy {
+                        FsyncPolicy::Interval => interval.saturating_sub(last_sync.elapsed()),
+                        _ => Duration::from_millis(100),
+                    };
+                    if inbox.is_empty() {
+                        thread::park_timeout(wait.max(Duration::from_millis(1)));
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            requests,
+            done,
+            thread: Some(thread),
+            outstanding: 0,
+        })
+    }
+
+    /// Asks for durability up to `offset` (at most one wake-up per call).
+    pub fn request(&mut self, offset: u64) {
+        if offset <= self.outstanding {
+            return;
+        }
+        // The ring holds 1024 offsets and the thread drains it whole on every
+        // pass; if it is ever full, the request is simply repeated next turn.
+        if self.requests.push(offset).is_ok() {
+            self.outstanding = offset;
+        }
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
+    /// The highest offset reported durable since the last call, if any.
+    pub fn completed(&mut self) -> Option<u64> {
+        let mut best = None;
+        while let Some(off) = self.done.pop() {
+            best = best.max(Some(off));
+        }
+        best
+    }
+}
+
+impl Drop for Syncer {
+    /// Stops the thread after one final fdatasync.
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            // Replace the producer so the thread sees the ring abandoned.
+            let (dead, _) = channel::<u64>(1);
+            drop(std::mem::replace(&mut self.requests, dead));
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,807 @@
+//! `rrstore lb`: one single-threaded mio loop.
+//!
+//! - Port 5059 (`--listen`): clients speaking protocol v1 (`wire.rs`).
+//! - Control port (`--control`): workers register and stay connected (their
+//!   PUT/GET traffic, acks and reports flow on that connection), and admin
+//!   tools ask for members and stats.
+//!
+//! Each PUT or GET goes to the next active worker (`membership.rs`), tagged
+//! with a request id that is never reused; PUTs are stamped with a version
+//! from the LB's clock `max(last + 1, unix µs, highest version any worker
+//! reported)`, which orders writes of one id by their arrival at the LB. A
+//! confirmation is logged through the processed-log thread (`plog.rs`), then
+//! answered. A GET carries the frontier of acknowledged writes the chosen
+//! worker may not have yet, and the worker answers once it covers it.
+//!
+//! Per loop turn: drain every readable socket, handle every frame, then
+//! flush each connection once (responses and forwarded requests coalesce).
+
+use crate::conn::Conn;
+use crate::membership::Membership;
+use crate::msg::{self, Msg, Status};
+use crate::plog::{unix_micros, Confirmed, ProcessedLog};
+use crate::replica::ready_covers;
+use crate::vector::lookup;
+use crate::wire::{self, ErrorCode, Parse, Request, Response};
+use hdrhistogram::Histogram;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::error::Error;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const CLIENTS: Token = Token(usize::MAX);
+const CONTROL: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+/// Stop reading a client whose unread responses pass this (backpressure).
+const CLIENT_OUT_CAP: usize = 4 << 20;
+/// Stop reading clients altogether while a worker's queue passes this.
+const WORKER_OUT_CAP: usize = 32 << 20;
+
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    pub listen: SocketAddr,
+    pub control: SocketAddr,
+    pub processed_log: PathBuf,
+    pub max_content: usize,
+    /// Requests in flight at the LB before new ones get BUSY.
+    pub max_inflight: usize,
+    /// A request not confirmed by then is answered TIMEOUT.
+    pub request_timeout: Duration,
+}
+
+enum Role {
+    Client {
+        serial: u64,
+        paused: bool,
+        closing: bool,
+    },
+    /// On the control port, first frame not yet seen.
+    Control,
+    Worker {
+        id: u32,
+    },
+    Admin,
+}
+
+struct Link {
+    conn: Conn,
+    role: Role,
+}
+
+struct Pending {
+    client: usize,
+    serial: u64,
+    tag: u32,
+    id: u64,
+    worker: u32,
+    version: u64,
+    start: Instant,
+}
+
+#[derive(Default)]
+struct Counters {
+    puts: u64,
+    gets: u64,
+    pings: u64,
+    stored: u64,
+    values: u64,
+    not_found: u64,
+    errors: [u64; 7],
+    timeouts: u64,
+    clients_accepted: u64,
+    reads: u64,
+    writes: u64,
+    turns: u64,
+}
+
+pub struct Lb {
+    poll: Poll,
+    clients: TcpListener,
+    control: TcpListener,
+    signals: Signals,
+    links: Slab<Link>,
+    members: Membership,
+    pending: HashMap<u64, Pending>,
+    /// (deadline, request id) in send order, so deadlines are non-decreasing.
+    deadlines: VecDeque<(Instant, u64)>,
+    next_req: u64,
+    next_serial: u64,
+    clock: u64,
+    /// Highest acknowledged seq per origin: what a GET must see.
+    frontier: BTreeMap<u32, u64>,
+    membership_changed: bool,
+    /// Clients with input left unparsed because of backpressure.
+    reread: Vec<usize>,
+    latency: Histogram<u64>,
+    counters: Counters,
+    plog: ProcessedLog,
+    config: LbConfig,
+}
+
+/// Binds both ports (an already-bound pair of listeners is taken by
+/// [`Lb::with_listeners`]) and runs until SIGTERM or SIGINT.
+pub fn run(config: LbConfig) -> Result<(), Box<dyn Error>> {
+    let clients = bind(config.listen)?;
+    let control = bind(config.control)?;
+    let mut lb = Lb::with_listeners(config, clients, control)?;
+    // The one line on stdout: tools that start the LB on port 0 read it.
+    println!(
+        "listening clients={} control={}",
+        lb.clients.local_addr()?,
+        lb.control.local_addr()?
+    );
+    std::io::Write::flush(&mut std::io::stdout())?;
+    eprintln!(
+        "rrstore lb: processed log {}",
+        lb.config.processed_log.display()
+    );
+    lb.run()
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+impl Lb {
+    pub fn with_listeners(
+        config: LbConfig,
+        mut clients: TcpListener,
+        mut control: TcpListener,
+    ) -> Result<Lb, Box<dyn Error>> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut clients, CLIENTS, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut control, CONTROL, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let plog = ProcessedLog::open(&config.processed_log).map_err(|e| {
+            format!(
+                "cannot open processed log {}: {e}",
+                config.processed_log.display()
+            )
+        })?;
+        Ok(Lb {
+            poll,
+            clients,
+            control,
+            signals,
+            links: Slab::with_capacity(1024),
+            members: Membership::default(),
+            pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+            next_req: 1,
+            next_serial: 1,
+            clock: 0,
+            frontier: BTreeMap::new(),
+            membership_changed: false,
+            reread: Vec::new(),
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            counters: Counters::default(),
+            plog,
+            config,
+        })
+    }
+
+    pub fn run(&mut self) -> Result<(), Box<dyn Error>> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.counters.turns += 1;
+            self.end_of_turn();
+            let timeout = if self.reread.is_empty() {
+                self.deadlines.front().map(|&(d, _)| {
+                    d.saturating_duration_since(Instant::now()) + Duration::from_millis(1)
+                })
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            for event in events.iter() {
+                match event.token() {
+                    CLIENTS => self.accept(true),
+                    CONTROL => self.accept(false),
+                    SIGNALS => {
+                        if self.signals.pending().next().is_some() {
+                            eprintln!("rrstore lb: shutting down");
+                            return Ok(());
+                        }
+                    }
+                    Token(key) => self.on_readable(key),
+                }
+            }
+            for key in std::mem::take(&mut self.reread) {
+                self.on_readable(key);
+            }
+            self.expire(Instant::now());
+        }
+    }
+
+    fn accept(&mut self, client: bool) {
+        loop {
+            let listener = if client { &self.clients } else { &self.control };
+            match listener.accept() {
+                Ok((stream, _)) => self.add_link(stream, client),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: stop accepting this turn, keep serving.
+                    eprintln!("rrstore lb: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_link(&mut self, stream: TcpStream, client: bool) {
+        let _ = stream.set_nodelay(true);
+        let entry = self.links.vacant_entry();
+        let key = entry.key();
+        let mut conn = Conn::new(stream);
+        if conn
+            .set_interest(self.poll.registry(), Token(key), true)
+            .is_err()
+        {
+            return;
+        }
+        let role = if client {
+            self.counters.clients_accepted += 1;
+            self.next_serial += 1;
+            Role::Client {
+                serial: self.next_serial,
+                paused: false,
+                closing: false,
+            }
+        } else {
+            Role::Control
+        };
+        entry.insert(Link { conn, role });
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        loop {
+            let Some(link) = self.links.get_mut(key) else {
+                return;
+            };
+            if let Role::Client { paused: true, .. } | Role::Client { closing: true, .. } =
+                link.role
+            {
+                return;
+            }
+            let max_in = wire::HEADER_LEN + wire::max_request_body(self.config.max_content);
+            let read = link.conn.read_ready(0, max_in.max(1 << 20));
+            self.counters.reads += read.syscalls as u64;
+            let is_client = matches!(link.role, Role::Client { .. });
+            if is_client {
+                self.client_frames(key);
+            } else {
+                self.control_frames(key);
+            }
+            let Some(link) = self.links.get(key) else {
+                return;
+            };
+            if read.eof {
+                self.close(key);
+                return;
+            }
+            if read.drained || matches!(link.role, Role::Client { paused: true, .. }) {
+                return;
+            }
+        }
+    }
+
+    /// Handles every whole client frame buffered on `key`. The read buffer
+    /// is detached while its frames are handled, so a PUT's content goes
+    /// straight from it into the worker's output buffer with no copy between.
+    fn client_frames(&mut self, key: usize) {
+        let Some(link) = self.links.get_mut(key) else {
+            return;
+        };
+        let Role::Client { serial, .. } = link.role else {
+            return;
+        };
+        let input = std::mem::take(link.conn.input_mut());
+        let (start, end) = link.conn.input_range();
+        let mut pos = start;
+        let backlogged = self.workers_backlogged();
+        loop {
+            let Some(link) = self.links.get_mut(key) else {
+                return;
+            };
+            if link.conn.pending_out() > CLIENT_OUT_CAP || backlogged {
+                link.role = Role::Client {
+                    serial,
+                    paused: true,
+                    closing: false,
+                };
+                break;
+            }
+            match wire::parse_request(&input[pos..end], self.config.max_content) {
+                Parse::Incomplete => break,
+                Parse::Reject { code, tag, skip } => {
+                    self.counters.errors[code as usize] += 1;
+                    wire::encode_error(link.conn.out(), tag, code);
+                    match skip {
+                        Some(n) => pos += n,
+                        None => {
+                            link.role = Role::Client {
+                                serial,
+                                paused: false,
+                                closing: true,
+                            };
+                            break;
+                        }
+                    }
+                }
+                Parse::Frame { tag, msg, consumed } => {
+                    self.request(key, serial, tag, msg);
+                    pos += consumed;
+                }
+            }
+        }
+        if let Some(link) = self.links.get_mut(key) {
+            *link.conn.input_mut() = input;
+            link.conn.consume(pos - start);
+        }
+    }
+
+    fn workers_backlogged(&self) -> bool {
+        self.members.links().any(|k| {
+            self.links
+                .get(k)
+                .is_some_and(|l| l.conn.pending_out() > WORKER_OUT_CAP)
+        })
+    }
+
+    /// Dispatches one client request to the next active worker.
+    fn request(&mut self, key: usize, serial: u64, tag: u32, req: Request<'_>) {
+        let id = match req {
+            Request::Ping => {
+                self.counters.pings += 1;
+                if let Some(l) = self.links.get_mut(key) {
+                    wire::encode_response(l.conn.out(), tag, &Response::Pong);
+                }
+                return;
+            }
+            Request::Put { id, .. } | Request::Get { id } => id,
+        };
+        let reject = if self.members.active().is_empty() {
+            Some(ErrorCode::Unavailable)
+        } else if self.pending.len() >= self.config.max_inflight {
+            Some(ErrorCode::Busy)
+        } else {
+            None
+        };
+        if let Some(code) = reject {
+            self.counters.errors[code as usize] += 1;
+            if let Some(l) = self.links.get_mut(key) {
+                wire::encode_error(l.conn.out(), tag, code);
+            }
+            return;
+        }
+        let Some(worker) = self.members.next_worker() else {
+            return;
+        };
+        let (wid, Some(wlink)) = (worker.id, worker.link) else {
+            return;
+        };
+        // A GET carries only the part of the frontier this worker may lack
+        // (empty, and allocation-free, in the steady state).
+        let min: msg::Vector = match req {
+            Request::Get { .. } => self
+                .frontier
+                .iter()
+                .filter(|&(&o, &s)| lookup(&worker.vector, o) < s)
+                .map(|(&o, &s)| (o, s))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let req_id = self.next_req;
+        self.next_req += 1;
+        let mut version = 0;
+        let Some(wconn) = self.links.get_mut(wlink) else {
+            return;
+        };
+        match req {
+            Request::Put { id, content } => {
+                self.counters.puts += 1;
+                self.clock = (self.clock + 1).max(unix_micros());
+                version = self.clock;
+                msg::encode(
+                    wconn.conn.out(),
+                    &Msg::Put {
+                        req: req_id,
+                        version,
+                        id,
+                        content,
+                    },
+                );
+            }
+            Request::Get { id } => {
+                self.counters.gets += 1;
+                msg::encode(
+                    wconn.conn.out(),
+                    &Msg::Get {
+                        req: req_id,
+                        id,
+                        min,
+                    },
+                );
+            }
+            Request::Ping => {}
+        }
+        let now = Instant::now();
+        self.pending.insert(
+            req_id,
+            Pending {
+                client: key,
+                serial,
+                tag,
+                id,
+                worker: wid,
+                version,
+                start: now,
+            },
+        );
+        self.deadlines
+            .push_back((now + self.config.request_timeout, req_id));
+    }
+
+    /// Answers a client, if the connection that asked is still there.
+    fn answer(&mut self, p: &Pending, resp: &Response<'_>) {
+        if let Some(link) = self.links.get_mut(p.client) {
+            if let Role::Client { serial, .. } = link.role {
+                if serial == p.serial {
+                    wire::encode_response(link.conn.out(), p.tag, resp);
+                }
+            }
+        }
+        let micros = p.start.elapsed().as_micros() as u64;
+        let _ = self.latency.record(micros.max(1));
+    }
+
+    fn answer_error(&mut self, p: &Pending, code: ErrorCode) {
+        self.counters.errors[code as usize] += 1;
+        if let Some(link) = self.links.get_mut(p.client) {
+            if let Role::Client { serial, .. } = link.role {
+                if serial == p.serial {
+                    wire::encode_error(link.conn.out(), p.tag, code);
+                }
+            }
+        }
+    }
+
+    /// Handles every whole frame from a worker or admin tool on `key`.
+    fn control_frames(&mut self, key: usize) {
+        loop {
+            let Some(link) = self.links.get_mut(key) else {
+                return;
+            };
+            let input = std::mem::take(link.conn.input_mut());
+            let (start, end) = link.conn.input_range();
+            let decoded = msg::decode(&input[start..end], self.config.max_content);
+            let failed = decoded.is_err();
+            let outcome = match decoded {
+                Ok(None) => None,
+                Ok(Some((m, consumed))) => {
+                    self.control_frame(key, m);
+                    Some(consumed)
+                }
+                Err(code) => {
+                    eprintln!(
+                        "rrstore lb: bad frame on control link {key}: {}",
+                        code.name()
+                    );
+                    None
+                }
+            };
+            let Some(link) = self.links.get_mut(key) else {
+                return;
+            };
+            *link.conn.input_mut() = input;
+            match outcome {
+                Some(n) => link.conn.consume(n),
+                None => {
+                    if failed {
+                        self.close(key);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn control_frame(&mut self, key: usize, m: Msg<'_>) {
+        let worker = match self.links.get(key).map(|l| &l.role) {
+            Some(Role::Worker { id }) => Some(*id),
+            Some(_) => None,
+            None => return,
+        };
+        match (worker, m) {
+            (Some(w), Msg::Stored { req, seq }) => {
+                let Some(p) = self.take_pending(req, w) else {
+                    return;
+                };
+                let f = self.frontier.entry(w).or_insert(0);
+                *f = (*f).max(seq);
+                self.counters.stored += 1;
+                self.plog.push(Confirmed {
+                    id: p.id,
+                    worker: w,
+                    version: p.version,
+                    micros: unix_micros(),
+                });
+                self.answer(
+                    &p,
+                    &Response::Stored {
+                        id: p.id,
+                        worker: w,
+                    },
+                );
+            }
+            (Some(w), Msg::Value { req, content }) => {
+                let Some(p) = self.take_pending(req, w) else {
+                    return;
+                };
+                match content {
+                    Some(content) => {
+                        self.counters.values += 1;
+                        self.answer(&p, &Response::Value { id: p.id, content });
+                    }
+                    None => {
+                        self.counters.not_found += 1;
+                        self.answer(&p, &Response::NotFound { id: p.id });
+                    }
+                }
+            }
+            (
+                Some(w),
+                Msg::Report {
+                    records,
+                    max_version,
+                    vector,
+                },
+            ) => {
+                self.clock = self.clock.max(max_version);
+                if let Some(info) = self.members.get_mut(w) {
+                    info.records = records;
+                    info.vector = vector;
+                }
+            }
+            (Some(w), Msg::Ready { vector, markers }) => {
+                let complete = ready_covers(self.members.active(), w, &vector, &markers);
+                if complete && self.members.activate(w) {
+                    eprintln!("rrstore lb: worker {w} caught up (markers {markers:?}); now active");
+                    self.membership_changed = true;
+                }
+            }
+            (Some(w), Msg::Deregister) => {
+                eprintln!("rrstore lb: worker {w} deregistered");
+                self.members.deregister(w);
+                self.membership_changed = true;
+                if let Some(link) = self.links.get_mut(key) {
+                    msg::encode(link.conn.out(), &Msg::DeregisterOk);
+                }
+            }
+            (
+                None,
+                Msg::Register {
+                    id,
+                    incarnation,
+                    max_version,
+                    addr,
+                },
+            ) => {
+                self.clock = self.clock.max(max_version);
+                match self.members.register(id, incarnation, addr.clone(), key) {
+                    Ok((id, incarnation)) => {
+                        eprintln!("rrstore lb: worker {id} (incarnation {incarnation}) registered from {addr}; joining");
+                        let members = self.members.members();
+                        if let Some(link) = self.links.get_mut(key) {
+                            link.role = Role::Worker { id };
+                            msg::encode(link.conn.out(), &Msg::Welcome { id, members });
+                        }
+                        self.membership_changed = true;
+                    }
+                    Err(reason) => {
+                        eprintln!("rrstore lb: refused registration: {reason}");
+                        if let Some(link) = self.links.get_mut(key) {
+                            msg::encode(link.conn.out(), &Msg::Refused { reason });
+                            link.conn.flush();
+                        }
+                        self.close(key);
+                    }
+                }
+            }
+            (None, Msg::MembersRequest) => {
+                let members = self.members.members();
+                self.admin_reply(key, &Msg::Members { members });
+            }
+            (None, Msg::StatsRequest) => {
+                let pairs = self.stats();
+                self.admin_reply(key, &Msg::Stats { pairs });
+            }
+            (_, other) => {
+                eprintln!("rrstore lb: unexpected {other:?} on control link {key}; closing it");
+                self.close(key);
+            }
+        }
+    }
+
+    fn admin_reply(&mut self, key: usize, m: &Msg<'_>) {
+        if let Some(link) = self.links.get_mut(key) {
+            link.role = Role::Admin;
+            msg::encode(link.conn.out(), m);
+        }
+    }
+
+    /// Removes a pending request answered by `worker`; a stale or foreign
+    /// answer (its id unknown, or sent to another worker) matches nothing.
+    fn take_pending(&mut self, req: u64, worker: u32) -> Option<Pending> {
+        match self.pending.get(&req) {
+            Some(p) if p.worker == worker => self.pending.remove(&req),
+            _ => None,
+        }
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        let c = &self.counters;
+        let mut v: Vec<(String, u64)> = vec![
+            ("requests_put".into(), c.puts),
+            ("requests_get".into(), c.gets),
+            ("requests_ping".into(), c.pings),
+            ("responses_stored".into(), c.stored),
+            ("responses_value".into(), c.values),
+            ("responses_not_found".into(), c.not_found),
+            ("responses_timeout".into(), c.timeouts),
+            ("in_flight".into(), self.pending.len() as u64),
+            ("clients_accepted".into(), c.clients_accepted),
+            (
+                "workers_active".into(),
+                self.members.count(Status::Active) as u64,
+            ),
+            (
+                "workers_joining".into(),
+                self.members.count(Status::Joining) as u64,
+            ),
+            (
+                "workers_inactive".into(),
+                self.members.count(Status::Inactive) as u64,
+            ),
+            ("read_syscalls".into(), c.reads),
+            ("write_syscalls".into(), c.writes),
+            ("loop_turns".into(), c.turns),
+            ("processed_log_backlog".into(), self.plog.backlog() as u64),
+        ];
+        for code in 1..=6u16 {
+            if let Some(e) = ErrorCode::from_u16(code) {
+                v.push((
+                    format!("errors_{}", e.name().to_lowercase()),
+                    c.errors[code as usize],
+                ));
+            }
+        }
+        let h = &self.latency;
+        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+            v.push((format!("latency_us_{name}"), h.value_at_quantile(q)));
+        }
+        v.push(("latency_us_max".into(), h.max()));
+        v.push(("latency_samples".into(), h.len()));
+        v
+    }
+
+    /// Answers TIMEOUT for every request past its deadline.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, req)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(p) = self.pending.remove(&req) {
+                self.counters.timeouts += 1;
+                self.answer_error(&p, ErrorCode::Timeout);
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if !self.links.contains(key) {
+            return;
+        }
+        let mut link = self.links.remove(key);
+        link.conn.deregister(self.poll.registry());
+        if let Role::Worker { id } = link.role {
+            let leaving = self
+                .members
+                .get(id)
+                .is_some_and(|w| w.status == Status::Leaving);
+            eprintln!(
+                "rrstore lb: worker {id} disconnected{}",
+                if leaving {
+                    "; removed"
+                } else {
+                    " without deregistering; inactive"
+                }
+            );
+            self.members.lost(id);
+            self.membership_changed = true;
+            // Its unconfirmed requests may or may not have been applied.
+            let lost: Vec<u64> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.worker == id)
+                .map(|(&r, _)| r)
+                .collect();
+            for req in lost {
+                if let Some(p) = self.pending.remove(&req) {
+                    self.answer_error(&p, ErrorCode::Timeout);
+                }
+            }
+        }
+    }
+
+    fn end_of_turn(&mut self) {
+        if std::mem::take(&mut self.membership_changed) {
+            let members = self.members.members();
+            let mut frame = Vec::new();
+            msg::encode(&mut frame, &Msg::Members { members });
+            let keys: Vec<usize> = self.members.links().collect();
+            for k in keys {
+                if let Some(l) = self.links.get_mut(k) {
+                    l.conn.out().extend_from_slice(&frame);
+                }
+            }
+        }
+        self.plog.end_of_turn();
+        let registry = self.poll.registry();
+        let mut dead = Vec::new();
+        let backlogged = self.workers_backlogged();
+        for (key, link) in self.links.iter_mut() {
+            if link.conn.pending_out() > 0 {
+                self.counters.writes += link.conn.flush() as u64;
+            }
+            let mut read = true;
+            if let Role::Client {
+                paused, closing, ..
+            } = &mut link.role
+            {
+                if *closing && link.conn.pending_out() == 0 {
+                    dead.push(key);
+                    continue;
+                }
+                if *paused && link.conn.pending_out() <= CLIENT_OUT_CAP / 2 && !backlogged {
+                    *paused = false;
+                    self.reread.push(key);
+                }
+                read = !*paused && !*closing;
+            }
+            if link.conn.closed || link.conn.set_interest(registry, Token(key), read).is_err() {
+                dead.push(key);
+            }
+        }
+        for key in dead {
+            self.close(key);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! rrstore: a load balancer (LB) spreads client records round robin over N
+//! workers; each worker stores a record, notifies every other worker, and
+//! confirms; all workers converge to identical stores.
+//!
+//! # Layout
+//! - Event loops (single-threaded mio): [`lb`] (ports 5059 and control) and
+//!   [`worker`] (the LB link, peer links, admin).
+//! - Codecs, pure functions over bytes: [`wire`] (client protocol v1 and the
+//!   shared frame header) and [`msg`] (internal messages).
+//! - Connection buffers and interest tracking: [`conn`].
+//! - Replication and membership state machine, no I/O: [`replica`], over the
+//!   [`store`] (last-writer-wins map + digest) and the [`vector`] (version
+//!   vector with gap tracking).
+//! - The LB's worker map and round-robin array: [`membership`].
+//! - Persistence: [`log`] (data dir, lock, append-only CRC'd log) and
+//!   [`fsync`] (the fsync thread); the LB's processed log: [`plog`].
+//! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].
+//! - Tools: [`client`] (blocking client), [`admin`] (members, verify, dump),
+//!   [`cluster`] (child processes), [`demo`].
+
+pub mod admin;
+pub mod client;
+pub mod cluster;
+pub mod conn;
+pub mod demo;
+pub mod fsync;
+pub mod lb;
+pub mod log;
+pub mod membership;
+pub mod msg;
+pub mod plog;
+pub mod replica;
+pub mod ringbuf;
+pub mod store;
+pub mod vector;
+pub mod wire;
+pub mod worker;

@@ -1,0 +1,327 @@
+//! The `rrstore` command line. Exit codes for every command: 0 success,
+//! 1 not found or diverged, 2 error.
+
+use clap::{Parser, Subcommand};
+use rrstore::client::{hex, Client};
+use rrstore::cluster::Cluster;
+use rrstore::log::FsyncPolicy;
+use rrstore::{admin, demo, lb, wire, worker};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "rrstore",
+    version,
+    about = "A load-balanced, fully replicated record store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the load balancer.
+    Lb {
+        /// Where clients connect (protocol v1).
+        #[arg(long, default_value = "0.0.0.0:5059")]
+        listen: SocketAddr,
+        /// Where workers register and admin commands connect.
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        control: SocketAddr,
+        /// One line per confirmed record: time, id, worker, version.
+        #[arg(long, default_value = "rrstore-processed.log")]
+        processed_log: PathBuf,
+        /// Largest PUT content in bytes.
+        #[arg(long, default_value_t = wire::DEFAULT_MAX_CONTENT)]
+        max_content: usize,
+        /// Requests in flight before new ones are answered BUSY.
+        #[arg(long, default_value_t = 100_000)]
+        max_inflight: usize,
+        /// A request not confirmed within this many ms is answered TIMEOUT.
+        #[arg(long, default_value_t = 10_000)]
+        request_timeout_ms: u64,
+    },
+    /// Run a worker that registers with the LB.
+    Worker {
+        /// The LB's control address.
+        #[arg(long)]
+        lb: String,
+        /// Where peers and admin tools reach this worker (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The address to register, when --listen is a wildcard like 0.0.0.0.
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Holds the worker's ID, its lock and its log.
+        #[arg(long, default_value = "./rrstore-worker")]
+        data_dir: PathBuf,
+        /// Worker ID; by default the one in the data dir, or one the LB assigns.
+        #[arg(long)]
+        id: Option<u32>,
+        /// When the log is fdatasync'ed.
+        #[arg(long, value_enum, default_value_t = FsyncPolicy::Interval)]
+        fsync: FsyncPolicy,
+        /// The interval for --fsync interval.
+        #[arg(long, default_value_t = 1000)]
+        fsync_interval_ms: u64,
+        /// Largest content accepted from the LB or peers.
+        #[arg(long, default_value_t = wire::DEFAULT_MAX_CONTENT)]
+        max_content: usize,
+        /// How long to keep trying to reach the LB at start-up.
+        #[arg(long, default_value_t = 30)]
+        connect_timeout_secs: u64,
+        /// How long a leaving worker waits for its peers' acknowledgements.
+        #[arg(long, default_value_t = 30)]
+        leave_timeout_secs: u64,
+    },
+    /// Store a record; prints `stored id=ID worker=W`.
+    Put {
+        #[arg(long, default_value = "127.0.0.1:5059")]
+        lb: String,
+        id: u64,
+        content: String,
+    },
+    /// Print a record's content (raw, no newline added).
+    Get {
+        #[arg(long, default_value = "127.0.0.1:5059")]
+        lb: String,
+        id: u64,
+    },
+    /// The LB's workers: ID, address, status, record count.
+    Members {
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        control: String,
+    },
+    /// Compare every active worker's digest; `identical` or `DIVERGED`.
+    Verify {
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        control: String,
+        /// Retry until identical or this many seconds have passed.
+        #[arg(long)]
+        wait: Option<f64>,
+    },
+    /// One worker's records as `ID<TAB>CONTENT_HEX`, ascending by ID.
+    Dump {
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        control: String,
+        #[arg(long)]
+        worker: u32,
+    },
+    /// The LB's counters and request latency percentiles.
+    Stats {
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        control: String,
+    },
+    /// Run the LB and N workers here, in the foreground, until Ctrl-C.
+    Cluster {
+        /// Number of workers (default: random in 2..=5).
+        #[arg(long)]
+        workers: Option<usize>,
+        #[arg(long, default_value = "0.0.0.0:5059")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        control: String,
+        /// Data directories and logs (default: ./rrstore-cluster).
+        #[arg(long, default_value = "rrstore-cluster")]
+        dir: PathBuf,
+    },
+    /// Narrate the whole flow with real processes, ending with verification.
+    Demo {
+        /// Number of workers (default: random in 2..=5).
+        #[arg(long)]
+        workers: Option<usize>,
+        #[arg(long, default_value = "127.0.0.1:5059")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        control: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rrstore: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn exe() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    Ok(std::env::current_exe()?)
+}
+
+fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match cmd {
+        Cmd::Lb {
+            listen,
+            control,
+            processed_log,
+            max_content,
+            max_inflight,
+            request_timeout_ms,
+        } => {
+            lb::run(lb::LbConfig {
+                listen,
+                control,
+                processed_log,
+                max_content,
+                max_inflight,
+                request_timeout: Duration::from_millis(request_timeout_ms),
+            })?;
+        }
+        Cmd::Worker {
+            lb,
+            listen,
+            advertise,
+            data_dir,
+            id,
+            fsync,
+            fsync_interval_ms,
+            max_content,
+            connect_timeout_secs,
+            leave_timeout_secs,
+        } => {
+            worker::run(worker::WorkerConfig {
+                lb,
+                listen,
+                advertise,
+                data_dir,
+                id,
+                fsync,
+                fsync_interval: Duration::from_millis(fsync_interval_ms),
+                max_content,
+                connect_timeout: Duration::from_secs(connect_timeout_secs),
+                leave_timeout: Duration::from_secs(leave_timeout_secs),
+            })?;
+        }
+        Cmd::Put { lb, id, content } => {
+            let worker = Client::connect(&lb)?.put(id, content.as_bytes())?;
+            println!("stored id={id} worker={worker}");
+        }
+        Cmd::Get { lb, id } => match Client::connect(&lb)?.get(id)? {
+            Some(content) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&content)?;
+                out.flush()?;
+            }
+            None => {
+                eprintln!("not found: {id}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        Cmd::Members { control } => {
+            print!(
+                "{}",
+                admin::render_members(&rrstore::client::members(&control)?)
+            );
+        }
+        Cmd::Verify { control, wait } => {
+            let v = match wait {
+                Some(secs) => admin::verify_wait(&control, Duration::from_secs_f64(secs.max(0.0)))?,
+                None => admin::verify(&control)?,
+            };
+            print!("{}", v.render());
+            if !v.identical {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Dump { control, worker } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut failed = None;
+            admin::dump(&control, worker, |id, content| {
+                if failed.is_none() {
+                    if let Err(e) = writeln!(out, "{id}\t{}", hex(content)) {
+                        failed = Some(e);
+                    }
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            out.flush()?;
+        }
+        Cmd::Stats { control } => {
+            for (name, value) in rrstore::client::stats(&control)? {
+                println!("{name} {value}");
+            }
+        }
+        Cmd::Cluster {
+            workers,
+            listen,
+            control,
+            dir,
+        } => return run_cluster(workers, &listen, &control, &dir),
+        Cmd::Demo {
+            workers,
+            listen,
+            control,
+        } => {
+            let ok = demo::run(
+                demo::DemoConfig {
+                    workers,
+                    listen,
+                    control,
+                },
+                &exe()?,
+            )?;
+            return Ok(ExitCode::from(if ok { 0 } else { 1 }));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_cluster(
+    workers: Option<usize>,
+    listen: &str,
+    control: &str,
+    dir: &std::path::Path,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let n = workers.unwrap_or_else(demo::random_workers);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let mut cluster = Cluster::start(&exe()?, dir, listen, control, &[])?;
+    println!(
+        "rrstore cluster: N = {n} workers; logs and data in {}",
+        dir.display()
+    );
+    println!(
+        "LB: clients on {}, control on {}",
+        cluster.lb_addr, cluster.control_addr
+    );
+    for _ in 0..n {
+        let id = cluster.add_worker()?;
+        cluster.wait_active(&[id], Duration::from_secs(60))?;
+    }
+    print!("{}", admin::render_members(&cluster.members()?));
+    println!("Running; press Ctrl-C to stop every process cleanly.");
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("Stopping: workers first (each deregisters and hands off), then the LB.");
+    let mut clean = true;
+    for (id, status) in cluster.shutdown(Duration::from_secs(30)) {
+        let ok = status.is_some_and(|s| s.success());
+        clean &= ok;
+        println!(
+            "worker {id}: {}",
+            if ok {
+                "left cleanly"
+            } else {
+                "did not exit cleanly"
+            }
+        );
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,217 @@
+//! The LB's view of the workers: the seed's two structures.
+//!
+//! - `workers`: a hash map keyed by worker ID holding address, port, status
+//!   (and what the LB learns from each worker's reports).
+//! - `active`: a dynamic array of the IDs of active workers, walked by the
+//!   round-robin cursor. A worker is in `active` iff its status is
+//!   [`Status::Active`]; order is activation order.
+//!
+//! Status moves: (register) → Joining → Active → Leaving → (removed), or to
+//! Inactive when the connection is lost without deregistering. At most one
+//! worker per ID is Joining, Active or Leaving at any time.
+
+use crate::msg::{Member, Status, Vector};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub id: u32,
+    pub incarnation: u32,
+    /// `ip:port` the worker listens on for peers and admin tools.
+    pub addr: String,
+    pub status: Status,
+    /// Slab key of its connection, while connected.
+    pub link: Option<usize>,
+    /// From its latest report.
+    pub records: u64,
+    pub vector: Vector,
+}
+
+#[derive(Debug, Default)]
+pub struct Membership {
+    workers: HashMap<u32, WorkerInfo>,
+    active: Vec<u32>,
+    cursor: usize,
+}
+
+impl Membership {
+    /// Registers a worker; `id` 0 asks for a fresh ID, `incarnation` 0 for a
+    /// fresh incarnation. Refuses an ID that is already connected.
+    pub fn register(
+        &mut self,
+        id: u32,
+        incarnation: u32,
+        addr: String,
+        link: usize,
+    ) -> Result<(u32, u32), String> {
+        let id = if id == 0 {
+            self.workers.keys().max().map_or(1, |m| m + 1)
+        } else {
+            id
+        };
+        let previous = self.workers.get(&id);
+        if let Some(w) = previous {
+            if w.link.is_some() {
+                return Err(format!(
+                    "worker {id} is already registered ({}) from {}",
+                    w.status.name(),
+                    w.addr
+                ));
+            }
+        }
+        let incarnation = match (incarnation, previous) {
+            (0, Some(w)) => w.incarnation + 1,
+            (0, None) => 1,
+            (inc, _) => inc,
+        };
+        self.workers.insert(
+            id,
+            WorkerInfo {
+                id,
+                incarnation,
+                addr,
+                status: Status::Joining,
+                link: Some(link),
+                records: 0,
+                vector: Vec::new(),
+            },
+        );
+        Ok((id, incarnation))
+    }
+
+    pub fn get(&self, id: u32) -> Option<&WorkerInfo> {
+        self.workers.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut WorkerInfo> {
+        self.workers.get_mut(&id)
+    }
+
+    pub fn active(&self) -> &[u32] {
+        &self.active
+    }
+
+    /// Joining → Active: enters the round robin.
+    pub fn activate(&mut self, id: u32) -> bool {
+        match self.workers.get_mut(&id) {
+            Some(w) if w.status == Status::Joining => {
+                w.status = Status::Active;
+                self.active.push(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn leave_round_robin(&mut self, id: u32) {
+        if let Some(i) = self.active.iter().position(|&a| a == id) {
+            self.active.remove(i);
+            // Keep the cursor on the worker that was next.
+            if i < self.cursor {
+                self.cursor -= 1;
+            }
+        }
+    }
+
+    /// The worker asked to leave: out of the round robin at once.
+    pub fn deregister(&mut self, id: u32) {
+        self.leave_round_robin(id);
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.status = Status::Leaving;
+        }
+    }
+
+    /// The worker's connection closed. A leaving worker leaves the map; any
+    /// other becomes Inactive (it may come back with the same ID).
+    pub fn lost(&mut self, id: u32) {
+        self.leave_round_robin(id);
+        match self.workers.get(&id).map(|w| w.status) {
+            Some(Status::Leaving) => {
+                self.workers.remove(&id);
+            }
+            Some(_) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.status = Status::Inactive;
+                    w.link = None;
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The next active worker in round-robin order, advancing the cursor.
+    pub fn next_worker(&mut self) -> Option<&WorkerInfo> {
+        if self.active.is_empty() {
+            return None;
+        }
+        let id = self.active[self.cursor % self.active.len()];
+        self.cursor = (self.cursor + 1) % self.active.len();
+        self.workers.get(&id)
+    }
+
+    /// Every known worker, by ID.
+    pub fn members(&self) -> Vec<Member> {
+        let mut v: Vec<Member> = self
+            .workers
+            .values()
+            .map(|w| Member {
+                id: w.id,
+                incarnation: w.incarnation,
+                status: w.status,
+                records: w.records,
+                addr: w.addr.clone(),
+            })
+            .collect();
+        v.sort_by_key(|m| m.id);
+        v
+    }
+
+    /// Connection keys of every connected worker.
+    pub fn links(&self) -> impl Iterator<Item = usize> + '_ {
+        self.workers.values().filter_map(|w| w.link)
+    }
+
+    pub fn count(&self, status: Status) -> usize {
+        self.workers.values().filter(|w| w.status == status).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_walks_active_workers_in_order() {
+        let mut m = Membership::default();
+        for i in 1..=3 {
+            m.register(i, 0, format!("127.0.0.1:{i}"), i as usize)
+                .unwrap();
+            m.activate(i);
+        }
+        let order: Vec<u32> = (0..7).map(|_| m.next_worker().unwrap().id).collect();
+        assert_eq!(order, [1, 2, 3, 1, 2, 3, 1]);
+        m.deregister(3); // the cursor was on 2
+        assert_eq!(m.next_worker().unwrap().id, 2);
+        assert_eq!(m.next_worker().unwrap().id, 1);
+        m.lost(3);
+        assert!(m.get(3).is_none(), "a leaving worker leaves the map");
+        m.lost(1);
+        assert_eq!(m.get(1).unwrap().status, Status::Inactive);
+        assert_eq!(m.active(), &[2]);
+    }
+
+    #[test]
+    fn ids_are_assigned_and_duplicates_refused() {
+        let mut m = Membership::default();
+        assert_eq!(m.register(0, 0, "a".into(), 1), Ok((1, 1)));
+        assert_eq!(m.register(0, 0, "b".into(), 2), Ok((2, 1)));
+        assert!(m.register(2, 0, "c".into(), 3).is_err());
+        m.lost(2);
+        assert_eq!(
+            m.register(2, 0, "c".into(), 3),
+            Ok((2, 2)),
+            "new incarnation"
+        );
+        assert!(m.next_worker().is_none(), "nobody active yet");
+    }
+}

@@ -1,0 +1,736 @@
+//! Internal messages: LB↔worker, worker↔worker and admin. A pure codec.
+//!
+//! Every message uses the frame header of [`crate::wire`]
+//! (`len:u32 | op:u8 | tag:u32 | body`); the tag is 0 unless noted. Hot
+//! messages (`Put`, `Get`, `Stored`, `Value`, `Record`, `PeerAck`) borrow
+//! their bytes from the read buffer; cold ones (membership, admin) own theirs.
+//! A decoder never panics on hostile bytes: every read is bounds-checked and
+//! a short or overlong body is [`ErrorCode::Malformed`].
+
+use crate::wire::{self, check_header, put_header, put_u16, put_u32, put_u64, ErrorCode};
+use byteorder::{BigEndian, ByteOrder};
+
+/// A version vector: `(origin, seq)` pairs, sorted by origin, one per origin.
+pub type Vector = Vec<(u32, u64)>;
+
+/// Room for everything but the content in the largest internal message.
+pub const MAX_OVERHEAD: usize = 64 * 1024;
+
+pub mod op {
+    pub const REGISTER: u8 = 0x10;
+    pub const WELCOME: u8 = 0x11;
+    pub const MEMBERS: u8 = 0x12;
+    pub const READY: u8 = 0x13;
+    pub const DEREGISTER: u8 = 0x14;
+    pub const DEREGISTER_OK: u8 = 0x15;
+    pub const REPORT: u8 = 0x16;
+    pub const REFUSED: u8 = 0x17;
+    pub const PUT: u8 = 0x20;
+    pub const GET: u8 = 0x21;
+    pub const STORED: u8 = 0x22;
+    pub const VALUE: u8 = 0x23;
+    pub const PEER_HELLO: u8 = 0x30;
+    pub const RECORD: u8 = 0x31;
+    pub const PEER_ACK: u8 = 0x32;
+    pub const CATCHUP_REQUEST: u8 = 0x33;
+    pub const CATCHUP_DONE: u8 = 0x34;
+    pub const DIGEST_REQUEST: u8 = 0x40;
+    pub const DIGEST: u8 = 0x41;
+    pub const DUMP_REQUEST: u8 = 0x42;
+    pub const DUMP_ENTRY: u8 = 0x43;
+    pub const DUMP_END: u8 = 0x44;
+    pub const MEMBERS_REQUEST: u8 = 0x48;
+    pub const STATS_REQUEST: u8 = 0x4A;
+    pub const STATS: u8 = 0x4B;
+}
+
+/// A worker's place in the membership, as the LB sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    /// Registered, catching up; not in the round robin yet.
+    Joining = 1,
+    /// In the round robin.
+    Active = 2,
+    /// Lost without deregistering; kept in the map, out of the round robin.
+    Inactive = 3,
+    /// Deregistered, finishing its in-flight work before it exits.
+    Leaving = 4,
+}
+
+impl Status {
+    fn from_u8(v: u8) -> Option<Status> {
+        Some(match v {
+            1 => Status::Joining,
+            2 => Status::Active,
+            3 => Status::Inactive,
+            4 => Status::Leaving,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Joining => "joining",
+            Status::Active => "active",
+            Status::Inactive => "inactive",
+            Status::Leaving => "leaving",
+        }
+    }
+}
+
+/// One row of the LB's worker map, as sent to workers and admin tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u32,
+    pub incarnation: u32,
+    pub status: Status,
+    pub records: u64,
+    /// `ip:port` where the worker listens for peers and admin tools.
+    pub addr: String,
+}
+
+/// A record as it travels between workers: identity `(origin, seq)`, the
+/// LB-assigned `version` that orders writes of the same `id`, and content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub origin: u32,
+    pub seq: u64,
+    pub version: u64,
+    pub id: u64,
+    pub content: &'a [u8],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg<'a> {
+    /// W→LB: first frame on a worker's control connection. `id` 0 asks the
+    /// LB to assign one. `max_version` lets a restarted LB resume its clock.
+    Register {
+        id: u32,
+        incarnation: u32,
+        max_version: u64,
+        addr: String,
+    },
+    /// LB→W: registration accepted under `id`; the current membership.
+    Welcome {
+        id: u32,
+        members: Vec<Member>,
+    },
+    /// LB→W on every membership change; also the reply to `MembersRequest`.
+    Members {
+        members: Vec<Member>,
+    },
+    /// W→LB: the joiner believes it holds everything: its vector, and the
+    /// marker each peer announced when it began streaming live records.
+    Ready {
+        vector: Vector,
+        markers: Vector,
+    },
+    /// W→LB: take me out of the round robin.
+    Deregister,
+    /// LB→W: nothing more will be sent to you on this connection.
+    DeregisterOk,
+    /// W→LB, when changed, at most once per loop turn.
+    Report {
+        records: u64,
+        max_version: u64,
+        vector: Vector,
+    },
+    /// Either way: the peer refuses this connection; it closes next.
+    Refused {
+        reason: String,
+    },
+    /// LB→W: store this record. `req` is never reused by the LB.
+    Put {
+        req: u64,
+        version: u64,
+        id: u64,
+        content: &'a [u8],
+    },
+    /// LB→W: read `id` once the worker's vector covers `min`.
+    Get {
+        req: u64,
+        id: u64,
+        min: Vector,
+    },
+    /// W→LB: `req` is stored as record `(worker, seq)`.
+    Stored {
+        req: u64,
+        seq: u64,
+    },
+    /// W→LB: the answer to a Get; `content` is None for not found.
+    Value {
+        req: u64,
+        content: Option<&'a [u8]>,
+    },
+    /// Dialer→acceptor: first frame on a peer link. The dialer streams every
+    /// record of its own with seq > `marker` on this link from now on.
+    /// `your_seq` is the dialer's V[acceptor].
+    PeerHello {
+        id: u32,
+        incarnation: u32,
+        marker: u64,
+        your_seq: u64,
+    },
+    /// A record: live (dialer→acceptor) or catch-up (acceptor→dialer).
+    Record(RecordRef<'a>),
+    /// Acceptor→dialer: the acceptor's V[dialer], cumulative.
+    PeerAck {
+        seq: u64,
+    },
+    /// Dialer→acceptor: send me what you hold beyond `vector`.
+    CatchupRequest {
+        vector: Vector,
+    },
+    /// Acceptor→dialer: catch-up complete; you now hold everything `vector` covers.
+    CatchupDone {
+        vector: Vector,
+    },
+    DigestRequest,
+    /// The store's order-independent digest (see `store.rs`).
+    Digest {
+        id: u32,
+        records: u64,
+        digest: [u8; 16],
+        vector: Vector,
+    },
+    DumpRequest,
+    DumpEntry {
+        id: u64,
+        content: &'a [u8],
+    },
+    DumpEnd,
+    MembersRequest,
+    StatsRequest,
+    Stats {
+        pairs: Vec<(String, u64)>,
+    },
+}
+
+/// Decodes one internal message from the front of `buf`: `Ok(None)` while
+/// incomplete, `Ok(Some((msg, consumed)))`, or an error for a bad frame, after
+/// which the connection must be closed.
+pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>, ErrorCode> {
+    let header = match check_header(buf, max_content + MAX_OVERHEAD)? {
+        Some(h) => h,
+        None => return Ok(None),
+    };
+    let total = wire::HEADER_LEN + header.body_len;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let mut r = Reader {
+        buf: &buf[wire::HEADER_LEN..total],
+    };
+    let msg = match header.op {
+        op::REGISTER => Msg::Register {
+            id: r.u32()?,
+            incarnation: r.u32()?,
+            max_version: r.u64()?,
+            addr: r.string()?,
+        },
+        op::WELCOME => Msg::Welcome {
+            id: r.u32()?,
+            members: r.members()?,
+        },
+        op::MEMBERS => Msg::Members {
+            members: r.members()?,
+        },
+        op::READY => Msg::Ready {
+            vector: r.vector()?,
+            markers: r.vector()?,
+        },
+        op::DEREGISTER => Msg::Deregister,
+        op::DEREGISTER_OK => Msg::DeregisterOk,
+        op::REPORT => Msg::Report {
+            records: r.u64()?,
+            max_version: r.u64()?,
+            vector: r.vector()?,
+        },
+        op::REFUSED => Msg::Refused {
+            reason: r.string()?,
+        },
+        op::PUT => Msg::Put {
+            req: r.u64()?,
+            version: r.u64()?,
+            id: r.u64()?,
+            content: r.rest(),
+        },
+        op::GET => Msg::Get {
+            req: r.u64()?,
+            id: r.u64()?,
+            min: r.vector()?,
+        },
+        op::STORED => Msg::Stored {
+            req: r.u64()?,
+            seq: r.u64()?,
+        },
+        op::VALUE => {
+            let req = r.u64()?;
+            let found = r.u8()?;
+            Msg::Value {
+                req,
+                content: (found != 0).then(|| r.rest()),
+            }
+        }
+        op::PEER_HELLO => Msg::PeerHello {
+            id: r.u32()?,
+            incarnation: r.u32()?,
+            marker: r.u64()?,
+            your_seq: r.u64()?,
+        },
+        op::RECORD => Msg::Record(RecordRef {
+            origin: r.u32()?,
+            seq: r.u64()?,
+            version: r.u64()?,
+            id: r.u64()?,
+            content: r.rest(),
+        }),
+        op::PEER_ACK => Msg::PeerAck { seq: r.u64()? },
+        op::CATCHUP_REQUEST => Msg::CatchupRequest {
+            vector: r.vector()?,
+        },
+        op::CATCHUP_DONE => Msg::CatchupDone {
+            vector: r.vector()?,
+        },
+        op::DIGEST_REQUEST => Msg::DigestRequest,
+        op::DIGEST => Msg::Digest {
+            id: r.u32()?,
+            records: r.u64()?,
+            digest: r.array16()?,
+            vector: r.vector()?,
+        },
+        op::DUMP_REQUEST => Msg::DumpRequest,
+        op::DUMP_ENTRY => Msg::DumpEntry {
+            id: r.u64()?,
+            content: r.rest(),
+        },
+        op::DUMP_END => Msg::DumpEnd,
+        op::MEMBERS_REQUEST => Msg::MembersRequest,
+        op::STATS_REQUEST => Msg::StatsRequest,
+        op::STATS => {
+            let n = r.u16()? as usize;
+            let mut pairs = Vec::with_capacity(n.min(256));
+            for _ in 0..n {
+                pairs.push((r.string()?, r.u64()?));
+            }
+            Msg::Stats { pairs }
+        }
+        _ => return Err(ErrorCode::UnknownOp),
+    };
+    if !r.buf.is_empty() {
+        return Err(ErrorCode::Malformed);
+    }
+    Ok(Some((msg, total)))
+}
+
+/// Appends `msg` as one frame to `out`.
+pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
+    let start = out.len();
+    put_header(out, 0, 0, 0);
+    let op = match msg {
+        Msg::Register {
+            id,
+            incarnation,
+            max_version,
+            addr,
+        } => {
+            put_u32(out, *id);
+            put_u32(out, *incarnation);
+            put_u64(out, *max_version);
+            put_string(out, addr);
+            op::REGISTER
+        }
+        Msg::Welcome { id, members } => {
+            put_u32(out, *id);
+            put_members(out, members);
+            op::WELCOME
+        }
+        Msg::Members { members } => {
+            put_members(out, members);
+            op::MEMBERS
+        }
+        Msg::Ready { vector, markers } => {
+            put_vector(out, vector);
+            put_vector(out, markers);
+            op::READY
+        }
+        Msg::Deregister => op::DEREGISTER,
+        Msg::DeregisterOk => op::DEREGISTER_OK,
+        Msg::Report {
+            records,
+            max_version,
+            vector,
+        } => {
+            put_u64(out, *records);
+            put_u64(out, *max_version);
+            put_vector(out, vector);
+            op::REPORT
+        }
+        Msg::Refused { reason } => {
+            put_string(out, reason);
+            op::REFUSED
+        }
+        Msg::Put {
+            req,
+            version,
+            id,
+            content,
+        } => {
+            put_u64(out, *req);
+            put_u64(out, *version);
+            put_u64(out, *id);
+            out.extend_from_slice(content);
+            op::PUT
+        }
+        Msg::Get { req, id, min } => {
+            put_u64(out, *req);
+            put_u64(out, *id);
+            put_vector(out, min);
+            op::GET
+        }
+        Msg::Stored { req, seq } => {
+            put_u64(out, *req);
+            put_u64(out, *seq);
+            op::STORED
+        }
+        Msg::Value { req, content } => {
+            put_u64(out, *req);
+            match content {
+                Some(c) => {
+                    out.push(1);
+                    out.extend_from_slice(c);
+                }
+                None => out.push(0),
+            }
+            op::VALUE
+        }
+        Msg::PeerHello {
+            id,
+            incarnation,
+            marker,
+            your_seq,
+        } => {
+            put_u32(out, *id);
+            put_u32(out, *incarnation);
+            put_u64(out, *marker);
+            put_u64(out, *your_seq);
+            op::PEER_HELLO
+        }
+        Msg::Record(r) => {
+            put_record_body(out, r);
+            op::RECORD
+        }
+        Msg::PeerAck { seq } => {
+            put_u64(out, *seq);
+            op::PEER_ACK
+        }
+        Msg::CatchupRequest { vector } => {
+            put_vector(out, vector);
+            op::CATCHUP_REQUEST
+        }
+        Msg::CatchupDone { vector } => {
+            put_vector(out, vector);
+            op::CATCHUP_DONE
+        }
+        Msg::DigestRequest => op::DIGEST_REQUEST,
+        Msg::Digest {
+            id,
+            records,
+            digest,
+            vector,
+        } => {
+            put_u32(out, *id);
+            put_u64(out, *records);
+            out.extend_from_slice(digest);
+            put_vector(out, vector);
+            op::DIGEST
+        }
+        Msg::DumpRequest => op::DUMP_REQUEST,
+        Msg::DumpEntry { id, content } => {
+            put_u64(out, *id);
+            out.extend_from_slice(content);
+            op::DUMP_ENTRY
+        }
+        Msg::DumpEnd => op::DUMP_END,
+        Msg::MembersRequest => op::MEMBERS_REQUEST,
+        Msg::StatsRequest => op::STATS_REQUEST,
+        Msg::Stats { pairs } => {
+            put_u16(out, pairs.len() as u16);
+            for (name, value) in pairs {
+                put_string(out, name);
+                put_u64(out, *value);
+            }
+            op::STATS
+        }
+    };
+    let body_len = out.len() - start - wire::HEADER_LEN;
+    let len = (wire::LEN_OVERHEAD + body_len) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    out[start + 4] = op;
+}
+
+/// Appends a Record frame without building a [`Msg`] (the replication hot path).
+pub fn encode_record(out: &mut Vec<u8>, r: &RecordRef<'_>) {
+    put_header(out, op::RECORD, 0, 28 + r.content.len());
+    put_record_body(out, r);
+}
+
+fn put_record_body(out: &mut Vec<u8>, r: &RecordRef<'_>) {
+    put_u32(out, r.origin);
+    put_u64(out, r.seq);
+    put_u64(out, r.version);
+    put_u64(out, r.id);
+    out.extend_from_slice(r.content);
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    put_u16(out, bytes.len() as u16);
+    out.extend_from_slice(bytes);
+}
+
+fn put_vector(out: &mut Vec<u8>, v: &[(u32, u64)]) {
+    put_u16(out, v.len() as u16);
+    for &(origin, seq) in v {
+        put_u32(out, origin);
+        put_u64(out, seq);
+    }
+}
+
+fn put_members(out: &mut Vec<u8>, members: &[Member]) {
+    put_u16(out, members.len() as u16);
+    for m in members {
+        put_u32(out, m.id);
+        put_u32(out, m.incarnation);
+        out.push(m.status as u8);
+        put_u64(out, m.records);
+        put_string(out, &m.addr);
+    }
+}
+
+/// A bounds-checked cursor over a body.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ErrorCode> {
+        if self.buf.len() < n {
+            return Err(ErrorCode::Malformed);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, ErrorCode> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, ErrorCode> {
+        Ok(BigEndian::read_u16(self.take(2)?))
+    }
+    fn u32(&mut self) -> Result<u32, ErrorCode> {
+        Ok(BigEndian::read_u32(self.take(4)?))
+    }
+    fn u64(&mut self) -> Result<u64, ErrorCode> {
+        Ok(BigEndian::read_u64(self.take(8)?))
+    }
+    fn array16(&mut self) -> Result<[u8; 16], ErrorCode> {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(self.take(16)?);
+        Ok(a)
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+    fn string(&mut self) -> Result<String, ErrorCode> {
+        let n = self.u16()? as usize;
+        let bytes = self.take(n)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| ErrorCode::Malformed)
+    }
+    fn vector(&mut self) -> Result<Vector, ErrorCode> {
+        let n = self.u16()? as usize;
+        // Check the length before reserving anything for it.
+        if self.buf.len() < n * 12 {
+            return Err(ErrorCode::Malformed);
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push((self.u32()?, self.u64()?));
+        }
+        Ok(v)
+    }
+    fn members(&mut self) -> Result<Vec<Member>, ErrorCode> {
+        let n = self.u16()? as usize;
+        let mut v = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let id = self.u32()?;
+            let incarnation = self.u32()?;
+            let status = Status::from_u8(self.u8()?).ok_or(ErrorCode::Malformed)?;
+            let records = self.u64()?;
+            let addr = self.string()?;
+            v.push(Member {
+                id,
+                incarnation,
+                status,
+                records,
+                addr,
+            });
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_messages() -> Vec<Msg<'static>> {
+        let members = vec![Member {
+            id: 3,
+            incarnation: 2,
+            status: Status::Joining,
+            records: 99,
+            addr: "127.0.0.1:4000".into(),
+        }];
+        let vector = vec![(1, 10), (2, 20)];
+        vec![
+            Msg::Register {
+                id: 0,
+                incarnation: 1,
+                max_version: 5,
+                addr: "127.0.0.1:1".into(),
+            },
+            Msg::Welcome {
+                id: 4,
+                members: members.clone(),
+            },
+            Msg::Members { members },
+            Msg::Ready {
+                vector: vector.clone(),
+                markers: vec![],
+            },
+            Msg::Deregister,
+            Msg::DeregisterOk,
+            Msg::Report {
+                records: 1,
+                max_version: 2,
+                vector: vector.clone(),
+            },
+            Msg::Refused {
+                reason: "duplicate id".into(),
+            },
+            Msg::Put {
+                req: 1,
+                version: 2,
+                id: 3,
+                content: b"abc",
+            },
+            Msg::Get {
+                req: 1,
+                id: 2,
+                min: vector.clone(),
+            },
+            Msg::Stored { req: 8, seq: 9 },
+            Msg::Value {
+                req: 1,
+                content: Some(b""),
+            },
+            Msg::Value {
+                req: 1,
+                content: None,
+            },
+            Msg::PeerHello {
+                id: 1,
+                incarnation: 1,
+                marker: 7,
+                your_seq: 0,
+            },
+            Msg::Record(RecordRef {
+                origin: 1,
+                seq: 2,
+                version: 3,
+                id: 4,
+                content: b"xyz",
+            }),
+            Msg::PeerAck { seq: 5 },
+            Msg::CatchupRequest {
+                vector: vector.clone(),
+            },
+            Msg::CatchupDone {
+                vector: vector.clone(),
+            },
+            Msg::DigestRequest,
+            Msg::Digest {
+                id: 1,
+                records: 2,
+                digest: [7; 16],
+                vector,
+            },
+            Msg::DumpRequest,
+            Msg::DumpEntry {
+                id: 1,
+                content: b"q",
+            },
+            Msg::DumpEnd,
+            Msg::MembersRequest,
+            Msg::StatsRequest,
+            Msg::Stats {
+                pairs: vec![("requests".into(), 3)],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_prefixes_are_incomplete() {
+        for msg in all_messages() {
+            let mut buf = Vec::new();
+            encode(&mut buf, &msg);
+            for cut in 0..buf.len() {
+                assert_eq!(decode(&buf[..cut], 1024), Ok(None), "{msg:?} cut {cut}");
+            }
+            assert_eq!(decode(&buf, 1024), Ok(Some((msg.clone(), buf.len()))));
+        }
+    }
+
+    #[test]
+    fn record_fast_path_matches_generic_encoder() {
+        let r = RecordRef {
+            origin: 9,
+            seq: 8,
+            version: 7,
+            id: 6,
+            content: b"content",
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode(&mut a, &Msg::Record(r));
+        encode_record(&mut b, &r);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn hostile_bodies_are_errors_not_panics() {
+        for msg in all_messages() {
+            let mut buf = Vec::new();
+            encode(&mut buf, &msg);
+            // Shrink the body by one byte at a time, fixing up len, and flip bytes.
+            for body_len in 0..buf.len() - wire::HEADER_LEN {
+                let mut short = buf[..wire::HEADER_LEN + body_len].to_vec();
+                let len = (wire::LEN_OVERHEAD + body_len) as u32;
+                short[..4].copy_from_slice(&len.to_be_bytes());
+                let _ = decode(&short, 1024);
+            }
+            for i in wire::HEADER_LEN..buf.len() {
+                let mut bad = buf.clone();
+                bad[i] ^= 0xFF;
+                let _ = decode(&bad, 1024);
+            }
+        }
+        let mut huge_vector = Vec::new();
+        put_header(&mut huge_vector, op::CATCHUP_DONE, 0, 2);
+        put_u16(&mut huge_vector, u16::MAX);
+        assert_eq!(decode(&huge_vector, 1024), Err(ErrorCode::Malformed));
+        let mut unknown = Vec::new();
+        put_header(&mut unknown, 0x7E, 0, 0);
+        assert_eq!(decode(&unknown, 1024), Err(ErrorCode::UnknownOp));
+    }
+}

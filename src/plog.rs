@@ -1,0 +1,147 @@
+//! The LB's processed log: one line per confirmed record, written by a
+//! helper thread so the event loop never blocks on the disk.
+//!
+//! The loop pushes fixed-size [`Confirmed`] items into an SPSC ring
+//! (`src/ringbuf.rs`) and unparks the writer at most once per loop turn. If
+//! the ring is ever full, items wait in a local overflow queue, in order,
+//! and move into the ring on later turns; nothing is dropped.
+//!
+//! Line format: `<unix seconds>.<micros> stored id=<id> worker=<worker> version=<version>`.
+
+use crate::ringbuf::{channel, Producer};
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Confirmed {
+    pub id: u64,
+    pub worker: u32,
+    pub version: u64,
+    /// Microseconds since the Unix epoch when the LB received the ack.
+    pub micros: u64,
+}
+
+pub struct ProcessedLog {
+    tx: Producer<Confirmed>,
+    overflow: VecDeque<Confirmed>,
+    pushed: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl ProcessedLog {
+    pub fn open(path: &Path) -> io::Result<ProcessedLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let (tx, mut rx) = channel::<Confirmed>(64 * 1024);
+        let thread = thread::Builder::new()
+            .name("rrstore-plog".into())
+            .spawn(move || {
+                let mut out = BufWriter::with_capacity(256 * 1024, file);
+                loop {
+                    let mut wrote = false;
+                    while let Some(c) = rx.pop() {
+                        wrote = true;
+                        let _ = writeln!(
+                            out,
+                            "{}.{:06} stored id={} worker={} version={}",
+                            c.micros / 1_000_000,
+                            c.micros % 1_000_000,
+                            c.id,
+                            c.worker,
+                            c.version
+                        );
+                    }
+                    if wrote {
+                        if let Err(e) = out.flush() {
+                            eprintln!("rrstore lb: processed log write failed: {e}");
+                        }
+                    }
+                    if rx.is_abandoned() && rx.is_empty() {
+                        let _ = out.flush();
+                        let _ = out.get_ref().sync_data();
+                        return;
+                    }
+                    thread::park_timeout(Duration::from_millis(50));
+                }
+            })?;
+        Ok(ProcessedLog {
+            tx,
+            overflow: VecDeque::new(),
+            pushed: false,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues one line; never blocks.
+    pub fn push(&mut self, c: Confirmed) {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(c);
+            return;
+        }
+        match self.tx.push(c) {
+            Ok(()) => self.pushed = true,
+            Err(c) => self.overflow.push_back(c),
+        }
+    }
+
+    /// Items waiting outside the ring (for stats and backpressure).
+    pub fn backlog(&self) -> usize {
+        self.overflow.len()
+    }
+
+    /// Once per loop turn: move overflow into the ring and wake the writer.
+    pub fn end_of_turn(&mut self) {
+        while let Some(c) = self.overflow.pop_front() {
+            if let Err(c) = self.tx.push(c) {
+                self.overflow.push_front(c);
+                break;
+            }
+            self.pushed = true;
+        }
+        if std::mem::take(&mut self.pushed) {
+            if let Some(t) = &self.thread {
+                t.thread().unpark();
+            }
+        }
+    }
+}
+
+impl Drop for ProcessedLog {
+    /// Writes everything queued, then stops the thread.
+    fn drop(&mut self) {
+        while !self.overflow.is_empty() {
+            self.end_of_turn();
+            thread::yield_now();
+        }
+        if let Some(t) = self.thread.take() {
+            let (dead, _) = channel::<Confirmed>(1);
+            drop(std::mem::replace(&mut self.tx, dead));
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads a processed log back (for tests and the demo): `(id, worker)` pairs.
+pub fn read_lines(path: &Path) -> io::Result<Vec<(u64, u32)>> {
+    let text = std::fs::read_to_string(path)?;
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| Some((field(l, "id")?, field(l, "worker")? as u32)))
+        .collect())
+}

@@ -1,0 +1,408 @@
+//! The replication and membership state machine of one worker.
+//!
+//! Pure: events come in as method calls, effects go out through [`Outbox`];
+//! no sockets, no clocks, no files. The event loop in `worker.rs` implements
+//! `Outbox` over real connections and the log; a simulation can implement it
+//! over queues.
+//!
+//! The protocol (docs/ARCHITECTURE.md has the argument in full):
+//! - Every record has an identity `(origin, seq)`. A worker numbers the PUTs
+//!   it takes 1, 2, 3, … and streams each, in order, to every peer on its
+//!   outbound link to that peer. Applying is last-writer-wins on
+//!   `(version, origin)` (see `store.rs`), so duplicates are harmless.
+//! - When a worker's outbound link to peer P comes up it sends
+//!   `PeerHello { marker }`, where `marker` is its own last seq: every own
+//!   record above `marker` follows live on that link.
+//! - A joiner asks one donor for a catch-up (everything beyond the joiner's
+//!   vector, plus the donor's vector), then asks any peer P whose `V[P]` is
+//!   still below P's marker. It is complete when `V[P] >= marker[P]` for
+//!   every peer: every record of P is then either ≤ marker (covered by a
+//!   catch-up from P itself or a donor) or > marker (live). This closes the
+//!   gap where P's record reached the donor after the donor's snapshot.
+//! - The joiner reports `Ready { vector, markers }`; the LB checks the same
+//!   rule against its own list of active workers before activating it.
+//! - A leaving worker waits until every peer has acknowledged its last seq.
+
+use crate::msg::{Member, Msg, RecordRef, Status, Vector};
+use crate::store::Store;
+use crate::vector::VersionVector;
+use std::collections::BTreeMap;
+
+/// The effects the state machine asks for.
+pub trait Outbox {
+    /// Queue `msg` to the LB.
+    fn to_lb(&mut self, msg: &Msg<'_>);
+    /// Queue one of our own records to every peer whose live stream started.
+    fn broadcast(&mut self, rec: &RecordRef<'_>);
+    /// Queue `msg` on our outbound link to `peer` (must be up).
+    fn to_peer(&mut self, peer: u32, msg: &Msg<'_>);
+    /// Append a record to the local log.
+    fn persist_record(&mut self, rec: &RecordRef<'_>);
+    /// Append a merged catch-up vector to the local log.
+    fn persist_vector(&mut self, vector: &[(u32, u64)]);
+    /// Open an outbound link to `peer`; report it with [`Replica::on_link_up`].
+    fn dial(&mut self, peer: u32, addr: &str);
+    /// Close every link to `peer`: it left the membership.
+    fn forget(&mut self, peer: u32);
+    /// Confirm a PUT to the LB (the loop holds it until the log is durable
+    /// enough for the fsync policy).
+    fn stored(&mut self, req: u64, seq: u64);
+    /// Answer a GET.
+    fn value(&mut self, req: u64, content: Option<&[u8]>);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Catching up; not in the round robin.
+    Joining,
+    Active,
+    /// Deregistering: `deregistered` once the LB promised to send nothing more.
+    Leaving {
+        deregistered: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Peer {
+    status: Status,
+    /// Our outbound link to it is up and its Hello has been queued.
+    link_up: bool,
+    /// The marker from its PeerHello on its link to us.
+    marker: Option<u64>,
+    /// Its cumulative acknowledgement of our own records.
+    acked: u64,
+}
+
+pub struct Replica {
+    pub id: u32,
+    pub incarnation: u32,
+    pub store: Store,
+    pub vv: VersionVector,
+    phase: Phase,
+    peers: BTreeMap<u32, Peer>,
+    /// The peer serving our catch-up request, if one is in flight.
+    catchup_from: Option<u32>,
+    catchups_done: u32,
+    /// GETs waiting for the vector to cover what the LB required.
+    parked_gets: Vec<(u64, u64, Vector)>,
+    last_ready: Option<(Vector, Vector)>,
+    /// The vector changed since the loop last reported it.
+    pub vector_dirty: bool,
+}
+
+impl Replica {
+    /// A replica over a store and vector recovered from the log.
+    pub fn new(id: u32, incarnation: u32, store: Store, vv: VersionVector) -> Replica {
+        Replica {
+            id,
+            incarnation,
+            store,
+            vv,
+            phase: Phase::Joining,
+            peers: BTreeMap::new(),
+            catchup_from: None,
+            catchups_done: 0,
+            parked_gets: Vec::new(),
+            last_ready: None,
+            vector_dirty: true,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Our last own sequence number.
+    pub fn own_seq(&self) -> u64 {
+        self.vv.get(self.id)
+    }
+
+    /// The LB's membership (at welcome and on every change).
+    pub fn on_members(&mut self, members: &[Member], out: &mut impl Outbox) {
+        let mut seen = Vec::with_capacity(members.len());
+        for m in members {
+            if m.id == self.id {
+                if m.status == Status::Active && self.phase == Phase::Joining {
+                    self.phase = Phase::Active;
+                    self.parked_gets.shrink_to_fit();
+                }
+                continue;
+            }
+            if m.status == Status::Inactive {
+                continue;
+            }
+            seen.push(m.id);
+            match self.peers.get_mut(&m.id) {
+                Some(p) => p.status = m.status,
+                None => {
+                    self.peers.insert(
+                        m.id,
+                        Peer {
+                            status: m.status,
+                            link_up: false,
+                            marker: None,
+                            acked: 0,
+                        },
+                    );
+                    out.dial(m.id, &m.addr);
+                }
+            }
+        }
+        let gone: Vec<u32> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|id| !seen.contains(id))
+            .collect();
+        for id in gone {
+            self.peers.remove(&id);
+            out.forget(id);
+            if self.catchup_from == Some(id) {
+                self.catchup_from = None;
+            }
+        }
+        self.maybe_request_catchup(out);
+        self.maybe_ready(out);
+    }
+
+    /// Our outbound link to `peer` connected: announce our marker. From now
+    /// on the loop includes this link in every [`Outbox::broadcast`].
+    pub fn on_link_up(&mut self, peer: u32, out: &mut impl Outbox) {
+        let your_seq = self.vv.get(peer);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.link_up = true;
+        out.to_peer(
+            peer,
+            &Msg::PeerHello {
+                id: self.id,
+                incarnation: self.incarnation,
+                marker: self.vv.get(self.id),
+                your_seq,
+            },
+        );
+        self.maybe_request_catchup(out);
+    }
+
+    /// Our outbound link to `peer` failed or closed.
+    pub fn on_link_down(&mut self, peer: u32, out: &mut impl Outbox) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.link_up = false;
+        }
+        if self.catchup_from == Some(peer) {
+            self.catchup_from = None;
+        }
+        self.maybe_request_catchup(out);
+    }
+
+    /// `PeerHello` on `from`'s link to us.
+    pub fn on_hello(&mut self, from: u32, marker: u64, your_seq: u64, out: &mut impl Outbox) {
+        if your_seq > self.own_seq() {
+            // We are a new incarnation: peers hold records of our old self.
+            // Continue numbering above them so new writes are not duplicates.
+            self.vv.raise(self.id, your_seq);
+            self.vector_dirty = true;
+        }
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.marker = Some(marker);
+        }
+        self.maybe_request_catchup(out);
+        self.maybe_ready(out);
+    }
+
+    /// A record, live from its origin or from a catch-up donor.
+    pub fn on_record(&mut self, rec: &RecordRef<'_>, out: &mut impl Outbox) {
+        if self.vv.has(rec.origin, rec.seq) {
+            return;
+        }
+        self.store.apply(rec);
+        self.vv.observe(rec.origin, rec.seq);
+        self.vector_dirty = true;
+        out.persist_record(rec);
+        self.release_gets(out);
+    }
+
+    /// The donor finished: we hold everything its `vector` covers.
+    pub fn on_catchup_done(&mut self, from: u32, vector: &[(u32, u64)], out: &mut impl Outbox) {
+        if self.vv.merge(vector) {
+            self.vector_dirty = true;
+        }
+        out.persist_vector(vector);
+        if self.catchup_from == Some(from) {
+            self.catchup_from = None;
+        }
+        self.catchups_done += 1;
+        self.release_gets(out);
+        self.maybe_request_catchup(out);
+        self.maybe_ready(out);
+    }
+
+    pub fn on_peer_ack(&mut self, from: u32, seq: u64) {
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.acked = p.acked.max(seq);
+        }
+    }
+
+    /// A PUT from the LB: store it, notify every peer, confirm.
+    pub fn on_put(
+        &mut self,
+        req: u64,
+        version: u64,
+        id: u64,
+        content: &[u8],
+        out: &mut impl Outbox,
+    ) {
+        let rec = RecordRef {
+            origin: self.id,
+            seq: self.own_seq() + 1,
+            version,
+            id,
+            content,
+        };
+        self.store.apply(&rec);
+        self.vv.observe(rec.origin, rec.seq);
+        self.vector_dirty = true;
+        out.persist_record(&rec);
+        out.broadcast(&rec);
+        out.stored(req, rec.seq);
+        self.release_gets(out);
+    }
+
+    /// A GET from the LB, answered once our vector covers `min`.
+    pub fn on_get(&mut self, req: u64, id: u64, min: Vector, out: &mut impl Outbox) {
+        if self.vv.covers(&min) {
+            out.value(req, self.store.get(id).map(|e| &e.content[..]));
+        } else {
+            self.parked_gets.push((req, id, min));
+        }
+    }
+
+    fn release_gets(&mut self, out: &mut impl Outbox) {
+        if self.parked_gets.is_empty() {
+            return;
+        }
+        let vv = &self.vv;
+        let store = &self.store;
+        self.parked_gets.retain(|(req, id, min)| {
+            if vv.covers(min) {
+                out.value(*req, store.get(*id).map(|e| &e.content[..]));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// SIGTERM: ask the LB to take us out of the round robin.
+    pub fn begin_leave(&mut self, out: &mut impl Outbox) {
+        if matches!(self.phase, Phase::Leaving { .. }) {
+            return;
+        }
+        self.phase = Phase::Leaving {
+            deregistered: false,
+        };
+        out.to_lb(&Msg::Deregister);
+    }
+
+    /// The LB will send nothing more: everything it sent has been handled.
+    pub fn on_deregister_ok(&mut self) {
+        self.phase = Phase::Leaving { deregistered: true };
+    }
+
+    /// Leaving, nothing more will arrive from the LB, and every peer holds
+    /// every record we originated.
+    pub fn leave_complete(&self) -> bool {
+        let own = self.own_seq();
+        self.phase == Phase::Leaving { deregistered: true }
+            && self.peers.values().all(|p| p.acked >= own)
+    }
+
+    /// Peers that have not yet acknowledged our last record (for logs).
+    pub fn unacked_peers(&self) -> Vec<u32> {
+        let own = self.own_seq();
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.acked < own)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    fn maybe_request_catchup(&mut self, out: &mut impl Outbox) {
+        if self.phase != Phase::Joining || self.catchup_from.is_some() {
+            return;
+        }
+        let target = if self.catchups_done == 0 {
+            // First a full catch-up from one donor, an active one if possible.
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.link_up)
+                .max_by_key(|(_, p)| p.status == Status::Active)
+                .map(|(&id, _)| id)
+        } else {
+            // Then from any peer whose own records we still lack below its marker.
+            self.peers
+                .iter()
+                .find(|(&id, p)| p.link_up && p.marker.is_some_and(|m| self.vv.get(id) < m))
+                .map(|(&id, _)| id)
+        };
+        if let Some(peer) = target {
+            self.catchup_from = Some(peer);
+            out.to_peer(
+                peer,
+                &Msg::CatchupRequest {
+                    vector: self.vv.to_vec(),
+                },
+            );
+        }
+    }
+
+    /// The markers of all peers, if every one is known and covered.
+    fn complete_markers(&self) -> Option<Vector> {
+        if self.catchups_done == 0 && !self.peers.is_empty() {
+            return None;
+        }
+        let mut markers = Vec::with_capacity(self.peers.len());
+        for (&id, p) in &self.peers {
+            let m = p.marker?;
+            if self.vv.get(id) < m {
+                return None;
+            }
+            markers.push((id, m));
+        }
+        Some(markers)
+    }
+
+    fn maybe_ready(&mut self, out: &mut impl Outbox) {
+        if self.phase != Phase::Joining {
+            return;
+        }
+        let Some(markers) = self.complete_markers() else {
+            return;
+        };
+        let ready = (self.vv.to_vec(), markers);
+        if self.last_ready.as_ref() != Some(&ready) {
+            out.to_lb(&Msg::Ready {
+                vector: ready.0.clone(),
+                markers: ready.1.clone(),
+            });
+            self.last_ready = Some(ready);
+        }
+    }
+}
+
+/// The LB's check of a joiner's `Ready`: for every active worker `a`, the
+/// joiner heard `a`'s marker and its vector covers it.
+pub fn ready_covers(
+    active: &[u32],
+    joiner: u32,
+    vector: &[(u32, u64)],
+    markers: &[(u32, u64)],
+) -> bool {
+    active.iter().filter(|&&a| a != joiner).all(|&a| {
+        markers
+            .iter()
+            .find(|&&(id, _)| id == a)
+            .is_some_and(|&(_, m)| crate::vector::lookup(vector, a) >= m)
+    })
+}

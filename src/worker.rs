@@ -1,0 +1,885 @@
+//! `rrstore worker`: one single-threaded mio loop around a [`Replica`].
+//!
+//! Connections (all in one slab, key = mio Token):
+//! - the LB link: opened by the worker to the LB's control port; carries
+//!   registration, membership, PUT/GET and their answers;
+//! - outbound peer links, one per peer, dialled by this worker: our live
+//!   records and our catch-up requests go out, acks and catch-up data come back;
+//! - inbound links accepted on `--listen`: peers' live records (we ack), their
+//!   catch-up requests (we stream a catch-up), or admin tools (digest, dump).
+//!
+//! One loop turn: poll, drain every readable socket and handle every frame,
+//! then write the log once, then flush each connection once. STORED always
+//! leaves after the log write that holds its record (and after fdatasync
+//! under `--fsync always`).
+
+use crate::conn::Conn;
+use crate::fsync::Syncer;
+use crate::log::{replay, DataDir, FsyncPolicy, LogEntry, LogWriter};
+use crate::msg::{self, Msg, RecordRef, Vector};
+use crate::replica::{Outbox, Phase, Replica};
+use crate::store::Store;
+use crate::vector::{lookup, VersionVector};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use std::collections::{HashMap, VecDeque};
+use std::error::Error;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+/// Stop refilling a link's output from a catch-up or dump above this.
+const STREAM_HIGH_WATER: usize = 4 << 20;
+/// Parse at most this much buffered input per connection before moving on.
+const MAX_BUFFERED_IN: usize = 4 << 20;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub lb: String,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub id: Option<u32>,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval: Duration,
+    pub max_content: usize,
+    /// How long to keep trying to reach the LB at start-up.
+    pub connect_timeout: Duration,
+    /// How long a leaving worker waits for its peers' acknowledgements.
+    pub leave_timeout: Duration,
+}
+
+/// A frozen list of ids being streamed to a peer (catch-up) or a tool (dump).
+struct Cursor {
+    ids: Vec<u64>,
+    pos: usize,
+    /// Catch-up: skip entries the requester already covers; dump: empty.
+    filter: Vector,
+    /// Catch-up: our vector when the ids were frozen, sent at the end.
+    done: Option<Vector>,
+}
+
+enum Role {
+    Lb,
+    /// Our outbound link to `peer`; `up` once connected and Hello queued.
+    Out {
+        peer: u32,
+        up: bool,
+    },
+    /// A peer's link to us, identified by its Hello.
+    In {
+        peer: u32,
+        acked: u64,
+        cursor: Option<Cursor>,
+    },
+    Admin {
+        cursor: Option<Cursor>,
+    },
+    /// Accepted, first frame not yet seen.
+    New,
+}
+
+struct Link {
+    conn: Conn,
+    role: Role,
+}
+
+/// Everything the replica's effects touch: the [`Outbox`] implementation.
+struct Io {
+    poll: Poll,
+    links: Slab<Link>,
+    lb: usize,
+    /// Outbound link per peer.
+    out_links: HashMap<u32, usize>,
+    log: LogWriter,
+    syncer: Option<Syncer>,
+    fsync: FsyncPolicy,
+    /// STORED replies waiting for the log to be written (and synced).
+    held: VecDeque<(u64, u64, u64)>,
+    /// Log offset known durable (under `always`).
+    durable: u64,
+}
+
+impl Io {
+    fn out_buf(&mut self, key: usize) -> Option<&mut Vec<u8>> {
+        self.links.get_mut(key).map(|l| l.conn.out())
+    }
+}
+
+impl Outbox for Io {
+    fn to_lb(&mut self, msg: &Msg<'_>) {
+        let lb = self.lb;
+        if let Some(out) = self.out_buf(lb) {
+            msg::encode(out, msg);
+        }
+    }
+
+    fn broadcast(&mut self, rec: &RecordRef<'_>) {
+        for &key in self.out_links.values() {
+            if let Some(link) = self.links.get_mut(key) {
+                if matches!(link.role, Role::Out { up: true, .. }) {
+                    msg::encode_record(link.conn.out(), rec);
+                }
+            }
+        }
+    }
+
+    fn to_peer(&mut self, peer: u32, msg: &Msg<'_>) {
+        if let Some(&key) = self.out_links.get(&peer) {
+            if let Some(out) = self.out_buf(key) {
+                msg::encode(out, msg);
+            }
+        }
+    }
+
+    fn persist_record(&mut self, rec: &RecordRef<'_>) {
+        self.log.append_record(rec);
+    }
+
+    fn persist_vector(&mut self, vector: &[(u32, u64)]) {
+        self.log.append_vector(vector);
+    }
+
+    fn dial(&mut self, peer: u32, addr: &str) {
+        let Ok(sock) = addr.parse::<SocketAddr>() else {
+            eprintln!("rrstore worker: peer {peer} has an unusable address {addr:?}");
+            return;
+        };
+        match TcpStream::connect(sock) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let entry = self.links.vacant_entry();
+                let key = entry.key();
+                let mut conn = Conn::new(stream);
+                // Writable tells us the connect finished (or failed).
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut conn.stream, Token(key), Interest::WRITABLE)
+                    .is_err()
+                {
+                    return;
+                }
+                conn.mark_registered(Interest::WRITABLE);
+                entry.insert(Link {
+                    conn,
+                    role: Role::Out { peer, up: false },
+                });
+                self.out_links.insert(peer, key);
+            }
+            Err(e) => eprintln!("rrstore worker: cannot dial peer {peer} at {addr}: {e}"),
+        }
+    }
+
+    fn forget(&mut self, peer: u32) {
+        let keys: Vec<usize> = self
+            .links
+            .iter()
+            .filter(|(_, l)| match l.role {
+                Role::Out { peer: p, .. } | Role::In { peer: p, .. } => p == peer,
+                _ => false,
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            // Flush what is queued (acks, the last records) before closing.
+            let mut link = self.links.remove(key);
+            link.conn.flush();
+            link.conn.deregister(self.poll.registry());
+        }
+        self.out_links.remove(&peer);
+    }
+
+    fn stored(&mut self, req: u64, seq: u64) {
+        let offset = self.log.written() + 1; // any byte of this turn's write
+        self.held.push_back((offset, req, seq));
+    }
+
+    fn value(&mut self, req: u64, content: Option<&[u8]>) {
+        self.to_lb(&Msg::Value { req, content });
+    }
+}
+
+pub struct Worker {
+    replica: Replica,
+    io: Io,
+    listener: TcpListener,
+    signals: Signals,
+    config: WorkerConfig,
+    leave_deadline: Option<Instant>,
+    last_report: Option<(u64, Vector)>,
+}
+
+/// Opens the data dir, replays the log, registers with the LB, then runs
+/// the loop until the worker has left cleanly.
+pub fn run(config: WorkerConfig) -> Result<(), Box<dyn Error>> {
+    let mut worker = Worker::start(config)?;
+    worker.run()
+}
+
+impl Worker {
+    pub fn start(config: WorkerConfig) -> Result<Worker, Box<dyn Error>> {
+        let data = DataDir::open(&config.data_dir)?;
+        let identity = data.identity()?;
+        if let (Some((stored, _)), Some(flag)) = (identity, config.id) {
+            if stored != flag {
+                return Err(format!(
+                    "--id {flag} does not match id {stored} stored in {}",
+                    data.path().display()
+                )
+                .into());
+            }
+        }
+        let mut store = Store::new();
+        let mut vv = VersionVector::new();
+        let stats = replay(&data.log_path(), |entry| match entry {
+            LogEntry::Record(r) => {
+                store.apply(&r);
+                vv.observe(r.origin, r.seq);
+            }
+            LogEntry::Vector(v) => {
+                vv.merge(&v);
+            }
+        })?;
+        if stats.truncated > 0 {
+            eprintln!(
+                "rrstore worker: log replay cut {} untrusted bytes at the end of {}",
+                stats.truncated,
+                data.log_path().display()
+            );
+        }
+
+        let std_listener = std::net::TcpListener::bind(config.listen)?;
+        std_listener.set_nonblocking(true)?;
+        let local = std_listener.local_addr()?;
+        let advertise =
+            match &config.advertise {
+                Some(a) => a.clone(),
+                None if local.ip().is_unspecified() => return Err(
+                    "--listen is a wildcard address; give --advertise IP:PORT for peers to reach"
+                        .into(),
+                ),
+                None => local.to_string(),
+            };
+
+        let (wanted_id, incarnation) = match identity {
+            Some((id, inc)) => (id, inc),
+            None => (config.id.unwrap_or(0), 0),
+        };
+        let Registration {
+            stream: lb_stream,
+            early,
+            id,
+            incarnation,
+            members,
+        } = register(
+            &config,
+            wanted_id,
+            incarnation,
+            store.max_version(),
+            &advertise,
+        )?;
+        data.save_identity(id, incarnation)?;
+        // The one line on stdout: tools that start workers read it.
+        println!("registered id={id} addr={advertise}");
+        io::stdout().flush()?;
+        eprintln!(
+            "rrstore worker {id}: registered with LB {} as {advertise} (incarnation {incarnation}, {} records replayed)",
+            config.lb,
+            store.len()
+        );
+
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let log = LogWriter::open(&data.log_path())?;
+        let syncer = match config.fsync {
+            FsyncPolicy::Never => None,
+            policy => Some(Syncer::start(
+                log.sync_handle()?,
+                policy,
+                config.fsync_interval,
+                waker,
+            )?),
+        };
+        let mut listener = TcpListener::from_std(std_listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+
+        let mut links = Slab::new();
+        let mut lb_conn = Conn::new(lb_stream);
+        lb_conn.push_input(&early);
+        let lb = links.insert(Link {
+            conn: lb_conn,
+            role: Role::Lb,
+        });
+        let mut io = Io {
+            poll,
+            links,
+            lb,
+            out_links: HashMap::new(),
+            log,
+            syncer,
+            fsync: config.fsync,
+            held: VecDeque::new(),
+            durable: 0,
+        };
+        let mut replica = Replica::new(id, incarnation, store, vv);
+        replica.on_members(&members, &mut io);
+        // Keep the data dir (and its lock) alive as long as the worker.
+        std::mem::forget(data);
+        Ok(Worker {
+            replica,
+            io,
+            listener,
+            signals,
+            config,
+            leave_deadline: None,
+            last_report: None,
+        })
+    }
+
+    pub fn run(&mut self) -> Result<(), Box<dyn Error>> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.end_of_turn()?;
+            if self.replica.leave_complete() {
+                return self.finish();
+            }
+            if let Some(deadline) = self.leave_deadline {
+                if Instant::now() >= deadline {
+                    eprintln!(
+                        "rrstore worker {}: leaving without acknowledgements from peers {:?}",
+                        self.replica.id,
+                        self.replica.unacked_peers()
+                    );
+                    return self.finish();
+                }
+            }
+            let timeout = self.leave_deadline.map(|_| Duration::from_millis(100));
+            if let Err(e) = self.io.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept()?,
+                    WAKER => self.on_durable(),
+                    SIGNALS => self.on_signal(),
+                    Token(key) => self.on_link_event(key, event.is_writable())?,
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), Box<dyn Error>> {
+        self.io.log.flush()?;
+        self.io.syncer = None; // joins the thread after a final fdatasync
+        if self.io.fsync == FsyncPolicy::Never {
+            self.io.log.sync_handle()?.sync_data()?;
+        }
+        eprintln!(
+            "rrstore worker {}: left cleanly with {} records",
+            self.replica.id,
+            self.replica.store.len()
+        );
+        Ok(())
+    }
+
+    fn on_signal(&mut self) {
+        let mut any = false;
+        for _ in self.signals.pending() {
+            any = true;
+        }
+        if !any {
+            return;
+        }
+        if self.leave_deadline.is_some() {
+            eprintln!(
+                "rrstore worker {}: second signal, exiting now",
+                self.replica.id
+            );
+            std::process::exit(1);
+        }
+        eprintln!("rrstore worker {}: deregistering", self.replica.id);
+        self.leave_deadline = Some(Instant::now() + self.config.leave_timeout);
+        self.replica.begin_leave(&mut self.io);
+    }
+
+    fn accept(&mut self) -> io::Result<()> {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.io.links.vacant_entry();
+                    let key = entry.key();
+                    let mut conn = Conn::new(stream);
+                    conn.set_interest(self.io.poll.registry(), Token(key), true)?;
+                    entry.insert(Link {
+                        conn,
+                        role: Role::New,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("rrstore worker: accept failed: {e}");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The fsync thread made more of the log durable: release STOREDs.
+    fn on_durable(&mut self) {
+        if let Some(s) = self.io.syncer.as_mut() {
+            if let Some(off) = s.completed() {
+                self.io.durable = self.io.durable.max(off);
+            }
+        }
+    }
+
+    fn on_link_event(&mut self, key: usize, writable: bool) -> Result<(), Box<dyn Error>> {
+        let Some(link) = self.io.links.get_mut(key) else {
+            return Ok(());
+        };
+        if let Role::Out { peer, up: false } = link.role {
+            if !writable {
+                return Ok(());
+            }
+            match link.conn.stream.take_error() {
+                Ok(None) if link.conn.stream.peer_addr().is_ok() => {
+                    link.role = Role::Out { peer, up: true };
+                    self.replica.on_link_up(peer, &mut self.io);
+                }
+                _ => {
+                    eprintln!(
+                        "rrstore worker {}: could not connect to peer {peer}",
+                        self.replica.id
+                    );
+                    self.close_link(key);
+                    return Ok(());
+                }
+            }
+        }
+        loop {
+            let Some(link) = self.io.links.get_mut(key) else {
+                return Ok(());
+            };
+            let read = link.conn.read_ready(0, MAX_BUFFERED_IN);
+            self.handle_input(key)?;
+            let Some(link) = self.io.links.get_mut(key) else {
+                return Ok(());
+            };
+            if link.conn.closed {
+                self.close_link(key);
+                return Ok(());
+            }
+            if read.drained || read.eof {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles every whole frame buffered on `key`.
+    fn handle_input(&mut self, key: usize) -> Result<(), Box<dyn Error>> {
+        let max_content = self.config.max_content;
+        loop {
+            let Some(link) = self.io.links.get_mut(key) else {
+                return Ok(());
+            };
+            // Detach the input so the frame can borrow it while the replica
+            // writes to other links.
+            let input = std::mem::take(link.conn.input_mut());
+            let (start, end) = link.conn.input_range();
+            let result = msg::decode(&input[start..end], max_content);
+            let consumed = match result {
+                Ok(None) => {
+                    self.restore_input(key, input);
+                    return Ok(());
+                }
+                Err(code) => {
+                    eprintln!(
+                        "rrstore worker {}: bad frame on link {key}: {}",
+                        self.replica.id,
+                        code.name()
+                    );
+                    self.restore_input(key, input);
+                    self.close_link(key);
+                    return Ok(());
+                }
+                Ok(Some((m, consumed))) => {
+                    self.dispatch(key, m)?;
+                    consumed
+                }
+            };
+            self.restore_input(key, input);
+            if let Some(link) = self.io.links.get_mut(key) {
+                link.conn.consume(consumed);
+            }
+        }
+    }
+
+    fn restore_input(&mut self, key: usize, input: Vec<u8>) {
+        if let Some(link) = self.io.links.get_mut(key) {
+            *link.conn.input_mut() = input;
+        }
+    }
+
+    fn dispatch(&mut self, key: usize, m: Msg<'_>) -> Result<(), Box<dyn Error>> {
+        let role = match self.io.links.get(key) {
+            Some(l) => match l.role {
+                Role::Lb => 0,
+                Role::Out { .. } => 1,
+                Role::In { .. } => 2,
+                Role::Admin { .. } => 3,
+                Role::New => 4,
+            },
+            None => return Ok(()),
+        };
+        let r = &mut self.replica;
+        let io = &mut self.io;
+        match (role, m) {
+            (
+                0,
+                Msg::Put {
+                    req,
+                    version,
+                    id,
+                    content,
+                },
+            ) => r.on_put(req, version, id, content, io),
+            (0, Msg::Get { req, id, min }) => r.on_get(req, id, min, io),
+            (0, Msg::Members { members }) => r.on_members(&members, io),
+            (0, Msg::DeregisterOk) => r.on_deregister_ok(),
+            (0, Msg::Refused { reason }) => return Err(format!("LB refused: {reason}").into()),
+            (1, Msg::PeerAck { seq }) => {
+                if let Some(Role::Out { peer, .. }) = io.links.get(key).map(|l| &l.role) {
+                    r.on_peer_ack(*peer, seq);
+                }
+            }
+            (1, Msg::Record(rec)) => r.on_record(&rec, io),
+            (1, Msg::CatchupDone { vector }) => {
+                if let Some(Role::Out { peer, .. }) = io.links.get(key).map(|l| &l.role) {
+                    let peer = *peer;
+                    r.on_catchup_done(peer, &vector, io);
+                }
+            }
+            (2, Msg::Record(rec)) => r.on_record(&rec, io),
+            (2, Msg::CatchupRequest { vector }) => {
+                let cursor = Cursor {
+                    ids: r.store.ids(),
+                    pos: 0,
+                    filter: vector,
+                    done: Some(r.vv.to_vec()),
+                };
+                if let Some(Link {
+                    role: Role::In { cursor: c, .. },
+                    ..
+                }) = io.links.get_mut(key)
+                {
+                    *c = Some(cursor);
+                }
+            }
+            (
+                4,
+                Msg::PeerHello {
+                    id,
+                    marker,
+                    your_seq,
+                    ..
+                },
+            ) => {
+                if let Some(link) = io.links.get_mut(key) {
+                    link.role = Role::In {
+                        peer: id,
+                        acked: 0,
+                        cursor: None,
+                    };
+                }
+                r.on_hello(id, marker, your_seq, io);
+            }
+            (3 | 4, Msg::DigestRequest) => {
+                let reply = Msg::Digest {
+                    id: r.id,
+                    records: r.store.len() as u64,
+                    digest: r.store.digest(),
+                    vector: r.vv.to_vec(),
+                };
+                if let Some(link) = io.links.get_mut(key) {
+                    link.role = Role::Admin { cursor: None };
+                    msg::encode(link.conn.out(), &reply);
+                }
+            }
+            (3 | 4, Msg::DumpRequest) => {
+                let ids = r.store.sorted_ids();
+                if let Some(link) = io.links.get_mut(key) {
+                    link.role = Role::Admin {
+                        cursor: Some(Cursor {
+                            ids,
+                            pos: 0,
+                            filter: Vec::new(),
+                            done: None,
+                        }),
+                    };
+                }
+            }
+            (_, other) => {
+                eprintln!(
+                    "rrstore worker {}: unexpected {other:?} on link {key}; closing it",
+                    r.id
+                );
+                self.close_link(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn close_link(&mut self, key: usize) {
+        if key == self.io.lb {
+            if matches!(self.replica.phase(), Phase::Leaving { deregistered: true }) {
+                return;
+            }
+            eprintln!(
+                "rrstore worker {}: lost the LB connection; exiting",
+                self.replica.id
+            );
+            let _ = self.io.log.flush();
+            std::process::exit(2);
+        }
+        if !self.io.links.contains(key) {
+            return;
+        }
+        let mut link = self.io.links.remove(key);
+        link.conn.deregister(self.io.poll.registry());
+        if let Role::Out { peer, .. } = link.role {
+            if self.io.out_links.get(&peer) == Some(&key) {
+                self.io.out_links.remove(&peer);
+            }
+            self.replica.on_link_down(peer, &mut self.io);
+        }
+    }
+
+    /// Per turn: acks and reports, streams, one log write, one flush per link.
+    fn end_of_turn(&mut self) -> Result<(), Box<dyn Error>> {
+        let replica = &mut self.replica;
+        // Cumulative acks to every peer whose records we applied.
+        for (_, link) in self.io.links.iter_mut() {
+            match &mut link.role {
+                Role::In {
+                    peer,
+                    acked,
+                    cursor,
+                } => {
+                    let have = replica.vv.get(*peer);
+                    if have > *acked {
+                        *acked = have;
+                        msg::encode(link.conn.out(), &Msg::PeerAck { seq: have });
+                    }
+                    if let Some(c) = cursor {
+                        if pump(c, &replica.store, &mut link.conn) {
+                            *cursor = None;
+                        }
+                    }
+                }
+                Role::Admin { cursor } => {
+                    if let Some(c) = cursor {
+                        if pump(c, &replica.store, &mut link.conn) {
+                            *cursor = None;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if replica.vector_dirty {
+            replica.vector_dirty = false;
+            let report = (replica.store.len() as u64, replica.vv.to_vec());
+            if self.last_report.as_ref() != Some(&report) {
+                let m = Msg::Report {
+                    records: report.0,
+                    max_version: replica.store.max_version(),
+                    vector: report.1.clone(),
+                };
+                self.io.to_lb(&m);
+                self.last_report = Some(report);
+            }
+        }
+        // The log first, so every STORED below follows its record's write.
+        let written = self.io.log.flush()?;
+        match self.io.fsync {
+            FsyncPolicy::Always => {
+                if self
+                    .io
+                    .held
+                    .back()
+                    .is_some_and(|&(off, _, _)| off > self.io.durable)
+                {
+                    if let Some(s) = self.io.syncer.as_mut() {
+                        s.request(written);
+                    }
+                }
+            }
+            _ => self.io.durable = written,
+        }
+        let lb = self.io.lb;
+        while let Some(&(off, req, seq)) = self.io.held.front() {
+            if off > self.io.durable {
+                break;
+            }
+            self.io.held.pop_front();
+            if let Some(link) = self.io.links.get_mut(lb) {
+                msg::encode(link.conn.out(), &Msg::Stored { req, seq });
+            }
+        }
+        let registry = self.io.poll.registry();
+        let mut closed = Vec::new();
+        for (key, link) in self.io.links.iter_mut() {
+            if matches!(link.role, Role::Out { up: false, .. }) {
+                continue;
+            }
+            if link.conn.pending_out() > 0 {
+                link.conn.flush();
+            }
+            if link.conn.closed || link.conn.set_interest(registry, Token(key), true).is_err() {
+                closed.push(key);
+            }
+        }
+        for key in closed {
+            self.close_link(key);
+        }
+        Ok(())
+    }
+}
+
+/// Streams the next entries of a catch-up or dump while the link has room;
+/// returns true when the stream is complete.
+fn pump(c: &mut Cursor, store: &Store, conn: &mut Conn) -> bool {
+    while conn.pending_out() < STREAM_HIGH_WATER && c.pos < c.ids.len() {
+        let id = c.ids[c.pos];
+        c.pos += 1;
+        let Some(e) = store.get(id) else { continue };
+        match &c.done {
+            Some(_) if e.seq <= lookup(&c.filter, e.origin) => {}
+            Some(_) => msg::encode_record(conn.out(), &e.as_record(id)),
+            None => msg::encode(
+                conn.out(),
+                &Msg::DumpEntry {
+                    id,
+                    content: &e.content,
+                },
+            ),
+        }
+    }
+    if c.pos < c.ids.len() {
+        return false;
+    }
+    match c.done.take() {
+        Some(vector) => msg::encode(conn.out(), &Msg::CatchupDone { vector }),
+        None => msg::encode(conn.out(), &Msg::DumpEnd),
+    }
+    true
+}
+
+/// What registration yields: the LB link (and any bytes already read from
+/// it), our ID and incarnation, and the membership at that moment.
+struct Registration {
+    stream: TcpStream,
+    early: Vec<u8>,
+    id: u32,
+    incarnation: u32,
+    members: Vec<msg::Member>,
+}
+
+/// Connects to the LB (retrying until `connect_timeout`), registers, and
+/// waits for the welcome. Blocking: this happens before the loop starts.
+fn register(
+    config: &WorkerConfig,
+    id: u32,
+    incarnation: u32,
+    max_version: u64,
+    advertise: &str,
+) -> Result<Registration, Box<dyn Error>> {
+    let deadline = Instant::now() + config.connect_timeout;
+    let mut backoff = Duration::from_millis(20);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(&config.lb) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() + backoff < deadline => {
+                if backoff >= Duration::from_millis(640) {
+                    eprintln!(
+                        "rrstore worker: LB {} not reachable yet ({e}); retrying",
+                        config.lb
+                    );
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(format!("cannot reach the LB at {}: {e}", config.lb).into()),
+        }
+    };
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut out = Vec::new();
+    msg::encode(
+        &mut out,
+        &Msg::Register {
+            id,
+            incarnation,
+            max_version,
+            addr: advertise.to_string(),
+        },
+    );
+    stream.write_all(&out)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some((m, _)) =
+            msg::decode(&buf, 0).map_err(|c| format!("bad reply from LB: {}", c.name()))?
+        {
+            match m {
+                Msg::Welcome { id, members } => {
+                    let inc = members
+                        .iter()
+                        .find(|m| m.id == id)
+                        .map_or(1, |m| m.incarnation);
+                    stream.set_read_timeout(None)?;
+                    stream.set_nonblocking(true)?;
+                    let consumed = msg::decode(&buf, 0)
+                        .ok()
+                        .flatten()
+                        .map_or(buf.len(), |(_, n)| n);
+                    buf.drain(..consumed);
+                    return Ok(Registration {
+                        stream: TcpStream::from_std(stream),
+                        early: buf,
+                        id,
+                        incarnation: inc,
+                        members,
+                    });
+                }
+                Msg::Refused { reason } => {
+                    return Err(format!("the LB refused registration: {reason}").into())
+                }
+                other => return Err(format!("unexpected reply from LB: {other:?}").into()),
+            }
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err("the LB closed the connection during registration".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
