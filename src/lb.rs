@@ -590,8 +590,24 @@ impl Lb {
                 }
             }
             (Some(w), Msg::Ready { vector, markers }) => {
-                let complete = ready_covers(self.members.active(), w, &vector, &markers);
-                if complete && self.members.activate(w) {
+                if !ready_covers(self.members.active(), w, &vector, &markers) {
+                    return;
+                }
+                // Workers that left are no longer anyone's marker; the joiner
+                // must still hold every acknowledged record of theirs.
+                let floor: msg::Vector = self
+                    .frontier
+                    .iter()
+                    .filter(|&(&o, &s)| self.members.get(o).is_none() && lookup(&vector, o) < s)
+                    .map(|(&o, &s)| (o, s))
+                    .collect();
+                if !floor.is_empty() {
+                    if let Some(link) = self.links.get_mut(key) {
+                        msg::encode(link.conn.out(), &Msg::Behind { floor });
+                    }
+                    return;
+                }
+                if self.members.activate(w) {
                     eprintln!("rrstore lb: worker {w} caught up (markers {markers:?}); now active");
                     self.membership_changed = true;
                 }

@@ -25,6 +25,7 @@ pub mod op {
     pub const DEREGISTER_OK: u8 = 0x15;
     pub const REPORT: u8 = 0x16;
     pub const REFUSED: u8 = 0x17;
+    pub const BEHIND: u8 = 0x18;
     pub const PUT: u8 = 0x20;
     pub const GET: u8 = 0x21;
     pub const STORED: u8 = 0x22;
@@ -134,6 +135,11 @@ pub enum Msg<'a> {
         records: u64,
         max_version: u64,
         vector: Vector,
+    },
+    /// LB→W: a joiner's `Ready` was refused because it lacks acknowledged
+    /// records of workers that have left; `floor` is what it must cover.
+    Behind {
+        floor: Vector,
     },
     /// Either way: the peer refuses this connection; it closes next.
     Refused {
@@ -246,6 +252,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
             max_version: r.u64()?,
             vector: r.vector()?,
         },
+        op::BEHIND => Msg::Behind { floor: r.vector()? },
         op::REFUSED => Msg::Refused {
             reason: r.string()?,
         },
@@ -365,6 +372,10 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
             put_u64(out, *max_version);
             put_vector(out, vector);
             op::REPORT
+        }
+        Msg::Behind { floor } => {
+            put_vector(out, floor);
+            op::BEHIND
         }
         Msg::Refused { reason } => {
             put_string(out, reason);
@@ -618,6 +629,9 @@ mod tests {
             },
             Msg::Refused {
                 reason: "duplicate id".into(),
+            },
+            Msg::Behind {
+                floor: vec![(3, 4)],
             },
             Msg::Put {
                 req: 1,

@@ -86,6 +86,8 @@ pub struct Replica {
     /// GETs waiting for the vector to cover what the LB required.
     parked_gets: Vec<(u64, u64, Vector)>,
     last_ready: Option<(Vector, Vector)>,
+    /// What the LB says we must cover of workers that have left.
+    floor: Vector,
     /// The vector changed since the loop last reported it.
     pub vector_dirty: bool,
 }
@@ -104,6 +106,7 @@ impl Replica {
             catchups_done: 0,
             parked_gets: Vec::new(),
             last_ready: None,
+            floor: Vec::new(),
             vector_dirty: true,
         }
     }
@@ -294,6 +297,19 @@ impl Replica {
         });
     }
 
+    /// The LB refused our `Ready`: we lack records of departed workers.
+    pub fn on_behind(&mut self, floor: &[(u32, u64)], out: &mut impl Outbox) {
+        for &(o, s) in floor {
+            match self.floor.binary_search_by_key(&o, |&(x, _)| x) {
+                Ok(i) => self.floor[i].1 = self.floor[i].1.max(s),
+                Err(i) => self.floor.insert(i, (o, s)),
+            }
+        }
+        self.last_ready = None;
+        self.maybe_request_catchup(out);
+        self.maybe_ready(out);
+    }
+
     /// SIGTERM: ask the LB to take us out of the round robin.
     pub fn begin_leave(&mut self, out: &mut impl Outbox) {
         if matches!(self.phase, Phase::Leaving { .. }) {
@@ -340,10 +356,21 @@ impl Replica {
                 .max_by_key(|(_, p)| p.status == Status::Active)
                 .map(|(&id, _)| id)
         } else {
-            // Then from any peer whose own records we still lack below its marker.
+            // Then from any peer whose own records we still lack below its
+            // marker; then from an active peer if we lack records of workers
+            // that have left (every remaining peer acknowledged those).
             self.peers
                 .iter()
                 .find(|(&id, p)| p.link_up && p.marker.is_some_and(|m| self.vv.get(id) < m))
+                .or_else(|| {
+                    (!self.vv.covers(&self.floor))
+                        .then(|| {
+                            self.peers
+                                .iter()
+                                .find(|(_, p)| p.link_up && p.status == Status::Active)
+                        })
+                        .flatten()
+                })
                 .map(|(&id, _)| id)
         };
         if let Some(peer) = target {
@@ -359,7 +386,7 @@ impl Replica {
 
     /// The markers of all peers, if every one is known and covered.
     fn complete_markers(&self) -> Option<Vector> {
-        if self.catchups_done == 0 && !self.peers.is_empty() {
+        if (self.catchups_done == 0 && !self.peers.is_empty()) || !self.vv.covers(&self.floor) {
             return None;
         }
         let mut markers = Vec::with_capacity(self.peers.len());

@@ -564,6 +564,7 @@ impl Worker {
             (0, Msg::Get { req, id, min }) => r.on_get(req, id, min, io),
             (0, Msg::Members { members }) => r.on_members(&members, io),
             (0, Msg::DeregisterOk) => r.on_deregister_ok(),
+            (0, Msg::Behind { floor }) => r.on_behind(&floor, io),
             (0, Msg::Refused { reason }) => return Err(format!("LB refused: {reason}").into()),
             (1, Msg::PeerAck { seq }) => {
                 if let Some(Role::Out { peer, .. }) = io.links.get(key).map(|l| &l.role) {
@@ -746,7 +747,14 @@ impl Worker {
         }
         let registry = self.io.poll.registry();
         let mut closed = Vec::new();
+        // Peers first, the LB last: a record is on its way to every peer
+        // before the STORED that confirms it leaves.
+        let mut lb_link = None;
         for (key, link) in self.io.links.iter_mut() {
+            if key == lb {
+                lb_link = Some(link);
+                continue;
+            }
             if matches!(link.role, Role::Out { up: false, .. }) {
                 continue;
             }
@@ -755,6 +763,12 @@ impl Worker {
             }
             if link.conn.closed || link.conn.set_interest(registry, Token(key), true).is_err() {
                 closed.push(key);
+            }
+        }
+        if let Some(link) = lb_link {
+            link.conn.flush();
+            if link.conn.closed || link.conn.set_interest(registry, Token(lb), true).is_err() {
+                closed.push(lb);
             }
         }
         for key in closed {
