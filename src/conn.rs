@@ -106,7 +106,13 @@ impl Conn {
     /// Reads until `WouldBlock`, or until `max_buffered` unconsumed bytes are
     /// held (the caller parses, then calls again). `need` is the size of the
     /// frame being assembled, so the window grows to fit exactly one frame.
-    pub fn read_ready(&mut self, need: usize, max_buffered: usize) -> ReadOutcome {
+    ///
+    /// A short read (fewer bytes than the window) ends the call as drained:
+    /// bytes that arrive later raise a new edge, so the extra `read` that
+    /// would only return `WouldBlock` is saved. Pass `to_eof` when the event
+    /// said the peer closed (its FIN raises no further edge) or when
+    /// resuming a connection whose edge was consumed earlier.
+    pub fn read_ready(&mut self, need: usize, max_buffered: usize, to_eof: bool) -> ReadOutcome {
         let mut out = ReadOutcome::default();
         loop {
             let buffered = self.rend - self.rstart;
@@ -122,9 +128,14 @@ impl Conn {
                     return out;
                 }
                 Ok(n) => {
+                    let window = self.rbuf.len() - self.rend;
                     self.rend += n;
                     out.bytes += n;
                     self.bytes_in += n as u64;
+                    if n < window && !to_eof {
+                        out.drained = true;
+                        return out;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     out.drained = true;

@@ -228,11 +228,11 @@ impl Lb {
                             return Ok(());
                         }
                     }
-                    Token(key) => self.on_readable(key),
+                    Token(key) => self.on_readable(key, event.is_read_closed() || event.is_error()),
                 }
             }
             for key in std::mem::take(&mut self.reread) {
-                self.on_readable(key);
+                self.on_readable(key, true);
             }
             self.expire(Instant::now());
         }
@@ -279,7 +279,7 @@ impl Lb {
         entry.insert(Link { conn, role });
     }
 
-    fn on_readable(&mut self, key: usize) {
+    fn on_readable(&mut self, key: usize, to_eof: bool) {
         loop {
             let Some(link) = self.links.get_mut(key) else {
                 return;
@@ -290,7 +290,7 @@ impl Lb {
                 return;
             }
             let max_in = wire::HEADER_LEN + wire::max_request_body(self.config.max_content);
-            let read = link.conn.read_ready(0, max_in.max(1 << 20));
+            let read = link.conn.read_ready(0, max_in.max(1 << 20), to_eof);
             self.counters.reads += read.syscalls as u64;
             let is_client = matches!(link.role, Role::Client { .. });
             if is_client {
@@ -730,7 +730,9 @@ impl Lb {
     /// Answers TIMEOUT for every request past its deadline.
     fn expire(&mut self, now: Instant) {
         while let Some(&(deadline, req)) = self.deadlines.front() {
-            if deadline > now {
+            // Answered requests leave the queue as soon as they reach its
+            // front, so it stays about as long as what is in flight.
+            if deadline > now && self.pending.contains_key(&req) {
                 break;
             }
             self.deadlines.pop_front();

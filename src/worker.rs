@@ -378,7 +378,10 @@ impl Worker {
                     LISTENER => self.accept()?,
                     WAKER => self.on_durable(),
                     SIGNALS => self.on_signal(),
-                    Token(key) => self.on_link_event(key, event.is_writable())?,
+                    Token(key) => {
+                        let to_eof = event.is_read_closed() || event.is_error();
+                        self.on_link_event(key, event.is_writable(), to_eof)?
+                    }
                 }
             }
         }
@@ -451,7 +454,12 @@ impl Worker {
         }
     }
 
-    fn on_link_event(&mut self, key: usize, writable: bool) -> Result<(), Box<dyn Error>> {
+    fn on_link_event(
+        &mut self,
+        key: usize,
+        writable: bool,
+        to_eof: bool,
+    ) -> Result<(), Box<dyn Error>> {
         let Some(link) = self.io.links.get_mut(key) else {
             return Ok(());
         };
@@ -478,7 +486,7 @@ impl Worker {
             let Some(link) = self.io.links.get_mut(key) else {
                 return Ok(());
             };
-            let read = link.conn.read_ready(0, MAX_BUFFERED_IN);
+            let read = link.conn.read_ready(0, MAX_BUFFERED_IN, to_eof);
             self.handle_input(key)?;
             let Some(link) = self.io.links.get_mut(key) else {
                 return Ok(());
