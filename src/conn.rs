@@ -83,7 +83,7 @@ impl Conn {
 
     /// Adds bytes that were read before the connection became non-blocking.
     pub fn push_input(&mut self, bytes: &[u8]) {
-        self.make_room(bytes.len());
+        self.make_room(self.rend - self.rstart + bytes.len());
         self.rbuf[self.rend..self.rend + bytes.len()].copy_from_slice(bytes);
         self.rend += bytes.len();
     }

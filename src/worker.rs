@@ -351,6 +351,8 @@ impl Worker {
 
     pub fn run(&mut self) -> Result<(), Box<dyn Error>> {
         let mut events = Events::with_capacity(1024);
+        // Frames that arrived with the welcome are already buffered.
+        self.handle_input(self.io.lb)?;
         loop {
             self.end_of_turn()?;
             if self.replica.leave_complete() {
