@@ -176,6 +176,9 @@ pub enum Msg<'a> {
         incarnation: u32,
         marker: u64,
         your_seq: u64,
+        /// The dialer's registered address: tells a restarted process from
+        /// its predecessor.
+        addr: String,
     },
     /// A record: live (dialer→acceptor) or catch-up (acceptor→dialer).
     Record(RecordRef<'a>),
@@ -284,6 +287,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
             incarnation: r.u32()?,
             marker: r.u64()?,
             your_seq: r.u64()?,
+            addr: r.string()?,
         },
         op::RECORD => Msg::Record(RecordRef {
             origin: r.u32()?,
@@ -420,11 +424,13 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
             incarnation,
             marker,
             your_seq,
+            addr,
         } => {
             put_u32(out, *id);
             put_u32(out, *incarnation);
             put_u64(out, *marker);
             put_u64(out, *your_seq);
+            put_string(out, addr);
             op::PEER_HELLO
         }
         Msg::Record(r) => {
@@ -658,6 +664,7 @@ mod tests {
                 incarnation: 1,
                 marker: 7,
                 your_seq: 0,
+                addr: "127.0.0.1:9".into(),
             },
             Msg::Record(RecordRef {
                 origin: 1,

@@ -42,7 +42,10 @@ pub trait Outbox {
     fn persist_vector(&mut self, vector: &[(u32, u64)]);
     /// Open an outbound link to `peer`; report it with [`Replica::on_link_up`].
     fn dial(&mut self, peer: u32, addr: &str);
-    /// Close every link to `peer`: it left the membership.
+    /// Dial `peer` again after a pause: its link broke but it is a member.
+    fn redial(&mut self, peer: u32, addr: &str);
+    /// Close our outbound link to `peer`: it left, or restarted elsewhere.
+    /// (Its links to us close from its side.)
     fn forget(&mut self, peer: u32);
     /// Confirm a PUT to the LB (the loop holds it until the log is durable
     /// enough for the fsync policy).
@@ -65,6 +68,10 @@ pub enum Phase {
 #[derive(Debug)]
 struct Peer {
     status: Status,
+    /// Where it listens and which incarnation: a change means a restarted
+    /// process, so its links are rebuilt.
+    addr: String,
+    incarnation: u32,
     /// Our outbound link to it is up and its Hello has been queued.
     link_up: bool,
     /// The marker from its PeerHello on its link to us.
@@ -76,6 +83,8 @@ struct Peer {
 pub struct Replica {
     pub id: u32,
     pub incarnation: u32,
+    /// Our registered address, announced in hellos.
+    pub addr: String,
     pub store: Store,
     pub vv: VersionVector,
     phase: Phase,
@@ -90,14 +99,38 @@ pub struct Replica {
     floor: Vector,
     /// The vector changed since the loop last reported it.
     pub vector_dirty: bool,
+    /// Our last own sequence number: at least `V[self]`, and at least what
+    /// any peer holds of us (a restart that lost the log's tail continues
+    /// above it, so new records never reuse an identity).
+    last_own: u64,
+    /// The highest `V[self]` a peer reported in its hello, and who: our
+    /// vector must reach it (catching up our own lost records) before we
+    /// are complete.
+    own_floor: (u64, u32),
+    /// Per origin we lacked records of: how many peers were asked so far.
+    asked: BTreeMap<u32, usize>,
+    /// Hellos from a process the membership does not show yet (its
+    /// address differs from our entry): `(addr, marker)`, applied when the
+    /// LB's update arrives. Links to the LB and to the peer are separate
+    /// connections, so either may be first.
+    early_hellos: BTreeMap<u32, (String, u64)>,
 }
 
 impl Replica {
     /// A replica over a store and vector recovered from the log.
-    pub fn new(id: u32, incarnation: u32, store: Store, vv: VersionVector) -> Replica {
+    pub fn new(
+        id: u32,
+        incarnation: u32,
+        addr: String,
+        store: Store,
+        vv: VersionVector,
+    ) -> Replica {
+        let vv_own = vv.get(id);
         Replica {
             id,
             incarnation,
+            addr,
+            early_hellos: BTreeMap::new(),
             store,
             vv,
             phase: Phase::Joining,
@@ -108,6 +141,9 @@ impl Replica {
             last_ready: None,
             floor: Vec::new(),
             vector_dirty: true,
+            last_own: vv_own,
+            own_floor: (0, 0),
+            asked: BTreeMap::new(),
         }
     }
 
@@ -117,7 +153,7 @@ impl Replica {
 
     /// Our last own sequence number.
     pub fn own_seq(&self) -> u64 {
-        self.vv.get(self.id)
+        self.last_own
     }
 
     /// The LB's membership (at welcome and on every change).
@@ -135,6 +171,13 @@ impl Replica {
                 continue;
             }
             seen.push(m.id);
+            let restarted = self
+                .peers
+                .get(&m.id)
+                .is_some_and(|p| p.addr != m.addr || p.incarnation != m.incarnation);
+            if restarted {
+                self.drop_peer(m.id, out);
+            }
             match self.peers.get_mut(&m.id) {
                 Some(p) => p.status = m.status,
                 None => {
@@ -142,8 +185,14 @@ impl Replica {
                         m.id,
                         Peer {
                             status: m.status,
+                            addr: m.addr.clone(),
+                            incarnation: m.incarnation,
                             link_up: false,
-                            marker: None,
+                            marker: self
+                                .early_hellos
+                                .remove(&m.id)
+                                .filter(|(addr, _)| *addr == m.addr)
+                                .map(|(_, marker)| marker),
                             acked: 0,
                         },
                     );
@@ -158,14 +207,19 @@ impl Replica {
             .filter(|id| !seen.contains(id))
             .collect();
         for id in gone {
-            self.peers.remove(&id);
-            out.forget(id);
-            if self.catchup_from == Some(id) {
-                self.catchup_from = None;
-            }
+            self.drop_peer(id, out);
         }
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
+    }
+
+    fn drop_peer(&mut self, id: u32, out: &mut impl Outbox) {
+        self.peers.remove(&id);
+        self.asked.clear();
+        out.forget(id);
+        if self.catchup_from == Some(id) {
+            self.catchup_from = None;
+        }
     }
 
     /// Our outbound link to `peer` connected: announce our marker. From now
@@ -181,8 +235,9 @@ impl Replica {
             &Msg::PeerHello {
                 id: self.id,
                 incarnation: self.incarnation,
-                marker: self.vv.get(self.id),
+                marker: self.last_own,
                 your_seq,
+                addr: self.addr.clone(),
             },
         );
         self.maybe_request_catchup(out);
@@ -192,6 +247,9 @@ impl Replica {
     pub fn on_link_down(&mut self, peer: u32, out: &mut impl Outbox) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.link_up = false;
+            // Still a member: reconnect. The new hello's marker tells the
+            // peer what to catch up of what was lost with the old link.
+            out.redial(peer, &p.addr);
         }
         if self.catchup_from == Some(peer) {
             self.catchup_from = None;
@@ -199,16 +257,36 @@ impl Replica {
         self.maybe_request_catchup(out);
     }
 
+    /// Whether we still want an outbound link to `peer` at `addr`.
+    pub fn wants_link(&self, peer: u32, addr: &str) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| !p.link_up && p.addr == addr)
+    }
+
     /// `PeerHello` on `from`'s link to us.
-    pub fn on_hello(&mut self, from: u32, marker: u64, your_seq: u64, out: &mut impl Outbox) {
-        if your_seq > self.own_seq() {
-            // We are a new incarnation: peers hold records of our old self.
-            // Continue numbering above them so new writes are not duplicates.
-            self.vv.raise(self.id, your_seq);
-            self.vector_dirty = true;
+    pub fn on_hello(
+        &mut self,
+        from: u32,
+        addr: &str,
+        marker: u64,
+        your_seq: u64,
+        out: &mut impl Outbox,
+    ) {
+        if your_seq > self.vv.get(self.id) {
+            // The peer holds records of ours that our log lost (a new
+            // incarnation, or a crash before fdatasync): number new records
+            // above them, and catch them up before we count as complete.
+            self.last_own = self.last_own.max(your_seq);
+            if your_seq > self.own_floor.0 {
+                self.own_floor = (your_seq, from);
+            }
         }
-        if let Some(p) = self.peers.get_mut(&from) {
-            p.marker = Some(marker);
+        match self.peers.get_mut(&from) {
+            Some(p) if p.addr == addr => p.marker = Some(marker),
+            _ => {
+                self.early_hellos.insert(from, (addr.to_string(), marker));
+            }
         }
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
@@ -236,6 +314,9 @@ impl Replica {
             self.catchup_from = None;
         }
         self.catchups_done += 1;
+        // Forget whom we asked about gaps that are now filled.
+        let still = self.lacking().and_then(|(origin, _)| origin);
+        self.asked.retain(|&o, _| Some(o) == still);
         self.release_gets(out);
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
@@ -256,9 +337,10 @@ impl Replica {
         content: &[u8],
         out: &mut impl Outbox,
     ) {
+        self.last_own += 1;
         let rec = RecordRef {
             origin: self.id,
-            seq: self.own_seq() + 1,
+            seq: self.last_own,
             version,
             id,
             content,
@@ -344,49 +426,80 @@ impl Replica {
             .collect()
     }
 
-    fn maybe_request_catchup(&mut self, out: &mut impl Outbox) {
-        if self.phase != Phase::Joining || self.catchup_from.is_some() {
-            return;
-        }
-        let target = if self.catchups_done == 0 {
-            // First a full catch-up from one donor, an active one if possible.
-            self.peers
+    /// What we still lack that a peer can give, most urgent first, as
+    /// `(origin we lack records of, the peer to ask first)`:
+    /// 1. a joiner's first, full catch-up (from an active peer if possible);
+    /// 2. records of a peer `P` at or below the marker `P` announced (we
+    ///    joined after them, or `P` restarted with records we never got);
+    /// 3. our own records that a peer holds and our log lost;
+    /// 4. a joiner's records of workers that have left (the LB's floor).
+    fn lacking(&self) -> Option<(Option<u32>, u32)> {
+        let up = |id: &u32| self.peers.get(id).is_some_and(|p| p.link_up);
+        if self.phase == Phase::Joining && self.catchups_done == 0 {
+            return self
+                .peers
                 .iter()
                 .filter(|(_, p)| p.link_up)
                 .max_by_key(|(_, p)| p.status == Status::Active)
-                .map(|(&id, _)| id)
-        } else {
-            // Then from any peer whose own records we still lack below its
-            // marker; then from an active peer if we lack records of workers
-            // that have left (every remaining peer acknowledged those).
-            self.peers
-                .iter()
-                .find(|(&id, p)| p.link_up && p.marker.is_some_and(|m| self.vv.get(id) < m))
-                .or_else(|| {
-                    (!self.vv.covers(&self.floor))
-                        .then(|| {
-                            self.peers
-                                .iter()
-                                .find(|(_, p)| p.link_up && p.status == Status::Active)
-                        })
-                        .flatten()
-                })
-                .map(|(&id, _)| id)
-        };
-        if let Some(peer) = target {
-            self.catchup_from = Some(peer);
-            out.to_peer(
-                peer,
-                &Msg::CatchupRequest {
-                    vector: self.vv.to_vec(),
-                },
-            );
+                .map(|(&id, _)| (None, id));
         }
+        if let Some((&id, _)) = self
+            .peers
+            .iter()
+            .find(|(&id, p)| p.marker.is_some_and(|m| self.vv.get(id) < m))
+        {
+            return Some((Some(id), id));
+        }
+        let (floor, from) = self.own_floor;
+        if self.vv.get(self.id) < floor {
+            return Some((Some(self.id), from));
+        }
+        if self.phase == Phase::Joining && !self.vv.covers(&self.floor) {
+            let active = self
+                .peers
+                .iter()
+                .find(|(id, p)| up(id) && p.status == Status::Active);
+            return active.map(|(&id, _)| (None, id));
+        }
+        None
+    }
+
+    fn maybe_request_catchup(&mut self, out: &mut impl Outbox) {
+        if self.catchup_from.is_some() {
+            return;
+        }
+        let Some((origin, first)) = self.lacking() else {
+            return;
+        };
+        // Ask `first`, then every other peer in turn, once each per origin:
+        // a peer that cannot fill the gap is not asked again in a loop.
+        let tried = origin.map_or(0, |o| self.asked.get(&o).copied().unwrap_or(0));
+        let mut candidates: Vec<u32> = std::iter::once(first)
+            .chain(self.peers.keys().copied().filter(|&id| id != first))
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.link_up))
+            .collect();
+        if tried >= candidates.len() {
+            return;
+        }
+        let peer = candidates.swap_remove(tried);
+        if let Some(o) = origin {
+            self.asked.insert(o, tried + 1);
+        }
+        self.catchup_from = Some(peer);
+        out.to_peer(
+            peer,
+            &Msg::CatchupRequest {
+                vector: self.vv.to_vec(),
+            },
+        );
     }
 
     /// The markers of all peers, if every one is known and covered.
     fn complete_markers(&self) -> Option<Vector> {
-        if (self.catchups_done == 0 && !self.peers.is_empty()) || !self.vv.covers(&self.floor) {
+        if (self.catchups_done == 0 && !self.peers.is_empty())
+            || !self.vv.covers(&self.floor)
+            || self.vv.get(self.id) < self.own_floor.0
+        {
             return None;
         }
         let mut markers = Vec::with_capacity(self.peers.len());

@@ -38,6 +38,8 @@ const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// Stop refilling a link's output from a catch-up or dump above this.
 const STREAM_HIGH_WATER: usize = 4 << 20;
+/// Pause before re-opening a broken link to a peer that is still a member.
+const REDIAL_PAUSE: Duration = Duration::from_millis(100);
 /// Parse at most this much buffered input per connection before moving on.
 const MAX_BUFFERED_IN: usize = 4 << 20;
 
@@ -106,6 +108,8 @@ struct Io {
     held: VecDeque<(u64, u64, u64)>,
     /// Log offset known durable (under `always`).
     durable: u64,
+    /// Outbound links to re-open: (when, peer, address).
+    redials: Vec<(Instant, u32, String)>,
 }
 
 impl Io {
@@ -175,27 +179,29 @@ impl Outbox for Io {
                 });
                 self.out_links.insert(peer, key);
             }
-            Err(e) => eprintln!("rrstore worker: cannot dial peer {peer} at {addr}: {e}"),
+            Err(e) => {
+                eprintln!("rrstore worker: cannot dial peer {peer} at {addr}: {e}");
+                self.redial(peer, addr);
+            }
         }
     }
 
+    fn redial(&mut self, peer: u32, addr: &str) {
+        self.redials.retain(|(_, p, _)| *p != peer);
+        self.redials
+            .push((Instant::now() + REDIAL_PAUSE, peer, addr.to_string()));
+    }
+
     fn forget(&mut self, peer: u32) {
-        let keys: Vec<usize> = self
-            .links
-            .iter()
-            .filter(|(_, l)| match l.role {
-                Role::Out { peer: p, .. } | Role::In { peer: p, .. } => p == peer,
-                _ => false,
-            })
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            // Flush what is queued (acks, the last records) before closing.
-            let mut link = self.links.remove(key);
-            link.conn.flush();
-            link.conn.deregister(self.poll.registry());
+        self.redials.retain(|(_, p, _)| *p != peer);
+        if let Some(key) = self.out_links.remove(&peer) {
+            if self.links.contains(key) {
+                // Flush what is queued (the last records) before closing.
+                let mut link = self.links.remove(key);
+                link.conn.flush();
+                link.conn.deregister(self.poll.registry());
+            }
         }
-        self.out_links.remove(&peer);
     }
 
     fn stored(&mut self, req: u64, seq: u64) {
@@ -333,8 +339,9 @@ impl Worker {
             fsync: config.fsync,
             held: VecDeque::new(),
             durable: 0,
+            redials: Vec::new(),
         };
-        let mut replica = Replica::new(id, incarnation, store, vv);
+        let mut replica = Replica::new(id, incarnation, advertise.clone(), store, vv);
         replica.on_members(&members, &mut io);
         // Keep the data dir (and its lock) alive as long as the worker.
         std::mem::forget(data);
@@ -368,7 +375,15 @@ impl Worker {
                     return self.finish();
                 }
             }
-            let timeout = self.leave_deadline.map(|_| Duration::from_millis(100));
+            let now = Instant::now();
+            let next_redial = self.io.redials.iter().map(|r| r.0).min();
+            let timeout = [
+                self.leave_deadline.map(|_| Duration::from_millis(100)),
+                next_redial.map(|t| t.saturating_duration_since(now)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Err(e) = self.io.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -385,6 +400,24 @@ impl Worker {
                         self.on_link_event(key, event.is_writable(), to_eof)?
                     }
                 }
+            }
+            self.due_redials();
+        }
+    }
+
+    /// Re-opens broken links whose pause is over, if still wanted.
+    fn due_redials(&mut self) {
+        if self.io.redials.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.io.redials)
+            .into_iter()
+            .partition(|r| r.0 <= now);
+        self.io.redials = later;
+        for (_, peer, addr) in due {
+            if self.replica.wants_link(peer, &addr) && !self.io.out_links.contains_key(&peer) {
+                self.io.dial(peer, &addr);
             }
         }
     }
@@ -610,6 +643,7 @@ impl Worker {
                     id,
                     marker,
                     your_seq,
+                    addr,
                     ..
                 },
             ) => {
@@ -620,7 +654,7 @@ impl Worker {
                         cursor: None,
                     };
                 }
-                r.on_hello(id, marker, your_seq, io);
+                r.on_hello(id, &addr, marker, your_seq, io);
             }
             (3 | 4, Msg::DigestRequest) => {
                 let reply = Msg::Digest {
