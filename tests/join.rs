@@ -1,0 +1,504 @@
+//! Membership changes with real processes: a worker joining under load,
+//! restarts from the data dir (after SIGTERM and after SIGKILL), and a
+//! worker leaving.
+
+mod common;
+
+use common::*;
+use rrstore::client::Reply;
+use rrstore::msg::Status;
+use rrstore::wire::{ErrorCode, Request};
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a writer thread waits for the test to reach its next step.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The records of the join test: distinct ids, arbitrary bytes.
+fn join_record(i: u64) -> (u64, Vec<u8>) {
+    let id = i * 2_654_435_761 % 1_000_000_007;
+    (id, content(id, 3))
+}
+
+#[test]
+fn worker_joins_while_a_client_writes_20000_records() {
+    const TOTAL: u64 = 20_000;
+    const JOIN_AT: u64 = 3_000;
+    /// The last writes wait until the joiner is active, so it must take some.
+    const AFTER_ACTIVE: u64 = 1_000;
+    let mut c = TestCluster::start("join_under_load", 2);
+    let (progress_tx, progress_rx) = mpsc::channel::<()>();
+    let (active_tx, active_rx) = mpsc::channel::<u32>();
+    let lb = c.lb_addr.clone();
+    let writer = std::thread::spawn(move || {
+        let mut client = connect(&lb);
+        let mut results: Vec<(u64, Vec<u8>, Reply)> = Vec::new();
+        let mut next = 0;
+        while next < TOTAL {
+            if next == JOIN_AT {
+                progress_tx.send(()).expect("main thread");
+            }
+            if next == TOTAL - AFTER_ACTIVE {
+                active_rx
+                    .recv_timeout(STEP_TIMEOUT)
+                    .expect("the joiner to become active");
+            }
+            let end = if next < JOIN_AT {
+                JOIN_AT
+            } else {
+                (next + 1_000).min(TOTAL)
+            };
+            let records: Vec<(u64, Vec<u8>)> = (next..end).map(join_record).collect();
+            let reqs: Vec<Request<'_>> = records
+                .iter()
+                .map(|(id, c)| Request::Put {
+                    id: *id,
+                    content: c,
+                })
+                .collect();
+            let replies = pipeline(&mut client, &reqs, 64);
+            for ((id, content), reply) in records.into_iter().zip(replies) {
+                results.push((id, content, reply));
+            }
+            next = end;
+        }
+        results
+    });
+
+    progress_rx
+        .recv_timeout(STEP_TIMEOUT)
+        .expect("the writer to reach the join point");
+    let joiner = c.add_worker().expect("joiner starts");
+    assert!(!c.ids.contains(&joiner), "joiner reused ID {joiner}");
+    c.wait_active(&[joiner], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    active_tx.send(joiner).expect("writer thread");
+    let results = writer.join().expect("writer thread");
+    assert_eq!(results.len() as u64, TOTAL);
+
+    let mut all = c.ids.clone();
+    all.push(joiner);
+    let data = c.converged(&all);
+
+    // Every acknowledged record is on every worker, byte for byte.
+    let mut acked = BTreeMap::new();
+    let mut not_acked = Vec::new();
+    for (i, (id, content, reply)) in results.iter().enumerate() {
+        match reply {
+            Reply::Stored { id: got, worker } => {
+                assert_eq!(got, id, "STORED for the wrong id");
+                assert!(all.contains(worker), "STORED by unknown worker {worker}");
+                assert!(
+                    i as u64 >= JOIN_AT || *worker != joiner,
+                    "the joiner stored write {i} before it registered"
+                );
+                acked.insert(*id, content.clone());
+            }
+            other => not_acked.push((*id, other.clone())),
+        }
+    }
+    for (id, content) in &acked {
+        assert_eq!(
+            data.get(id),
+            Some(content),
+            "acknowledged id {id} missing or changed"
+        );
+    }
+    // Nothing failed in a healthy cluster, so that is all of them.
+    assert!(
+        not_acked.is_empty(),
+        "{} PUTs were not acknowledged, e.g. {:?}",
+        not_acked.len(),
+        &not_acked[..not_acked.len().min(5)]
+    );
+    assert_eq!(data.len() as u64, TOTAL);
+
+    // The joiner entered the round robin for the last writes.
+    let joiner_share = results[(TOTAL - AFTER_ACTIVE) as usize..]
+        .iter()
+        .filter(|(_, _, r)| matches!(r, Reply::Stored { worker, .. } if *worker == joiner))
+        .count();
+    assert!(
+        joiner_share >= (AFTER_ACTIVE / 3 - 1) as usize,
+        "the active joiner stored only {joiner_share} of the last {AFTER_ACTIVE} writes"
+    );
+
+    // It was registered as joining, then activated once caught up.
+    let log = c.lb_log();
+    let joining = log
+        .find(&format!("worker {joiner} (incarnation 1) registered"))
+        .unwrap_or_else(|| panic!("no registration of {joiner} in the LB log:\n{log}"));
+    assert!(
+        log[joining..]
+            .lines()
+            .next()
+            .unwrap_or("")
+            .ends_with("joining"),
+        "registration line: {log}"
+    );
+    let active = log
+        .find(&format!("worker {joiner} caught up"))
+        .unwrap_or_else(|| panic!("no activation of {joiner} in the LB log:\n{log}"));
+    assert!(joining < active, "activated before it registered:\n{log}");
+    assert_eq!(c.status(joiner), Some(Status::Active));
+}
+
+/// Writes `ids` with contents salted by `salt`, all STORED; returns them.
+#[track_caller]
+fn write(c: &TestCluster, ids: std::ops::Range<u64>, salt: u64) -> Vec<(u64, Vec<u8>)> {
+    let records: Vec<(u64, Vec<u8>)> = ids.map(|id| (id, content(id, salt))).collect();
+    put_all(&mut c.client(), &records, 64);
+    records
+}
+
+#[test]
+fn worker_restarted_after_sigterm_has_every_record() {
+    let mut c = TestCluster::start("restart_sigterm", 3);
+    let mut expected = BTreeMap::new();
+    expected.extend(write(&c, 0..1_000, 1));
+    assert_records(&c.converged(&c.ids), &expected);
+
+    let victim = c.ids[1];
+    let data_dir = c.workers[&victim].data_dir.clone();
+    let status = c
+        .stop_worker(victim, STOP_TIMEOUT)
+        .expect("stop")
+        .expect("the worker exits after SIGTERM");
+    assert!(status.success(), "worker {victim} exited with {status}");
+    wait_until(
+        STOP_TIMEOUT,
+        "the stopped worker to leave the members",
+        || c.status(victim).is_none(),
+    );
+    let rest: Vec<u32> = c.ids.iter().copied().filter(|&w| w != victim).collect();
+
+    // Writes while it is down: new ids and overwrites of old ones.
+    let records: Vec<(u64, Vec<u8>)> = (1_000..2_000)
+        .chain(0..200)
+        .map(|id| (id, content(id, 2)))
+        .collect();
+    let workers = put_all(&mut c.client(), &records, 64);
+    assert!(
+        workers.iter().all(|w| rest.contains(w)),
+        "a PUT went to a stopped worker: {workers:?}"
+    );
+    expected.extend(records);
+
+    let back = c.add_worker_at(&data_dir).expect("restart");
+    assert_eq!(back, victim, "restarted on its data dir with another ID");
+    c.wait_active(&[victim], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let data = c.converged(&c.ids);
+    assert_records(&data, &expected);
+    assert_records(&c.dump(victim), &expected);
+
+    // And it serves again.
+    let more: Vec<(u64, Vec<u8>)> = (2_000..2_030).map(|id| (id, content(id, 3))).collect();
+    let workers = put_all(&mut c.client(), &more, 1);
+    assert!(workers.contains(&victim), "restarted worker got no PUT");
+    expected.extend(more);
+    assert_records(&c.converged(&c.ids), &expected);
+}
+
+#[test]
+fn worker_restarted_after_sigkill_catches_up() {
+    let mut c = TestCluster::start("restart_sigkill", 3);
+    let mut expected = BTreeMap::new();
+    expected.extend(write(&c, 0..1_000, 1));
+    assert_records(&c.converged(&c.ids), &expected);
+
+    let victim = c.ids[2];
+    let killed = c.kill_worker(victim).expect("kill -9");
+    wait_until(
+        STOP_TIMEOUT,
+        "the LB to mark the killed worker inactive",
+        || c.status(victim) == Some(Status::Inactive),
+    );
+    let rest: Vec<u32> = c.ids.iter().copied().filter(|&w| w != victim).collect();
+
+    let records: Vec<(u64, Vec<u8>)> = (1_000..2_000)
+        .chain(500..700)
+        .map(|id| (id, content(id, 2)))
+        .collect();
+    let workers = put_all(&mut c.client(), &records, 64);
+    assert!(
+        workers.iter().all(|w| rest.contains(w)),
+        "a PUT went to a dead worker: {workers:?}"
+    );
+    expected.extend(records);
+    // The survivors agree without it (inactive workers are not compared),
+    // and serve every acknowledged write, including the dead worker's.
+    assert_records(&c.converged(&rest), &expected);
+    assert_gets(&mut c.client(), &expected);
+
+    let back = c.add_worker_at(&killed.data_dir).expect("restart");
+    assert_eq!(back, victim, "restarted on its data dir with another ID");
+    c.wait_active(&[victim], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let data = c.converged(&c.ids);
+    assert_records(&data, &expected);
+    assert_records(&c.dump(victim), &expected);
+
+    // New writes through the restarted worker replicate too.
+    let more: Vec<(u64, Vec<u8>)> = (0..30).map(|id| (id, content(id, 4))).collect();
+    let workers = put_all(&mut c.client(), &more, 1);
+    assert!(workers.contains(&victim), "restarted worker got no PUT");
+    expected.extend(more);
+    assert_records(&c.converged(&c.ids), &expected);
+}
+
+#[test]
+fn worker_that_leaves_disappears_and_the_rest_keep_serving() {
+    const TOTAL: u64 = 6_000;
+    const STOP_AT: u64 = 1_000;
+    const WAIT_AT: u64 = 5_000;
+    let mut c = TestCluster::start("leave", 3);
+    let victim = c.ids[0];
+    let rest: Vec<u32> = c.ids[1..].to_vec();
+    let (progress_tx, progress_rx) = mpsc::channel::<()>();
+    let (gone_tx, gone_rx) = mpsc::channel::<()>();
+    let lb = c.lb_addr.clone();
+    // A writer keeps going while the worker leaves.
+    let writer = std::thread::spawn(move || {
+        let mut client = connect(&lb);
+        let mut results = Vec::new();
+        for (start, end) in [(0, STOP_AT), (STOP_AT, WAIT_AT), (WAIT_AT, TOTAL)] {
+            if start == STOP_AT {
+                progress_tx.send(()).expect("main thread");
+            }
+            if start == WAIT_AT {
+                gone_rx
+                    .recv_timeout(STEP_TIMEOUT)
+                    .expect("the worker to be gone");
+            }
+            let records: Vec<(u64, Vec<u8>)> =
+                (start..end).map(|id| (id, content(id, 9))).collect();
+            let reqs: Vec<Request<'_>> = records
+                .iter()
+                .map(|(id, c)| Request::Put {
+                    id: *id,
+                    content: c,
+                })
+                .collect();
+            let replies = pipeline(&mut client, &reqs, 32);
+            results.extend(records.into_iter().zip(replies));
+        }
+        results
+    });
+
+    progress_rx
+        .recv_timeout(STEP_TIMEOUT)
+        .expect("the writer to get going");
+    let status = c
+        .stop_worker(victim, STOP_TIMEOUT)
+        .expect("stop")
+        .expect("the worker exits after SIGTERM");
+    assert!(status.success(), "worker {victim} exited with {status}");
+    wait_until(
+        STOP_TIMEOUT,
+        "the stopped worker to leave the members",
+        || c.status(victim).is_none(),
+    );
+    assert_eq!(
+        c.members().iter().map(|m| m.id).collect::<Vec<_>>(),
+        rest,
+        "members after the leave"
+    );
+    gone_tx.send(()).expect("writer thread");
+    let results = writer.join().expect("writer thread");
+
+    let data = c.converged(&rest);
+    let mut failed = Vec::new();
+    for (i, ((id, content), reply)) in results.iter().enumerate() {
+        match reply {
+            Reply::Stored { worker, .. } => {
+                assert_eq!(
+                    data.get(id),
+                    Some(content),
+                    "acknowledged id {id} (stored by {worker}) missing or changed"
+                );
+                assert!(
+                    i < WAIT_AT as usize || rest.contains(worker),
+                    "write {i} went to the departed worker {worker}"
+                );
+            }
+            other => failed.push((*id, other.clone())),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "a clean leave failed {} PUTs, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(data.len() as u64, TOTAL);
+
+    // The two left alternate.
+    let mut client = c.client();
+    let w: Vec<u32> = (0..4)
+        .map(|i| client.put(TOTAL + i, b"after").expect("PUT"))
+        .collect();
+    assert!(w.iter().all(|x| rest.contains(x)), "{w:?}");
+    assert!(w[0] != w[1] && w[0] == w[2] && w[1] == w[3], "{w:?}");
+    let mut expected: BTreeMap<u64, Vec<u8>> = results
+        .into_iter()
+        .map(|((id, content), _)| (id, content))
+        .collect();
+    expected.extend((0..4).map(|i| (TOTAL + i, b"after".to_vec())));
+    assert_records(&c.converged(&rest), &expected);
+
+    // A new worker joining after the departure holds every record,
+    // including those the departed worker stored.
+    let joiner = c.add_active_worker();
+    let mut now = rest.clone();
+    now.push(joiner);
+    assert_records(&c.converged(&now), &expected);
+}
+
+#[test]
+fn worker_killed_and_restarted_under_load_loses_no_acknowledged_write() {
+    const TOTAL: u64 = 9_000;
+    const KILL_AT: u64 = 2_000;
+    const RESTART_AT: u64 = 6_000;
+    let mut c = TestCluster::start("kill_under_load", 3);
+    let victim = c.ids[1];
+    let (kill_tx, kill_rx) = mpsc::channel::<()>();
+    let (back_tx, back_rx) = mpsc::channel::<()>();
+    let lb = c.lb_addr.clone();
+    let writer = std::thread::spawn(move || {
+        let mut client = connect(&lb);
+        let mut results = Vec::new();
+        for (start, end) in [(0, KILL_AT), (KILL_AT, RESTART_AT), (RESTART_AT, TOTAL)] {
+            if start == KILL_AT {
+                kill_tx.send(()).expect("main thread");
+            }
+            if start == RESTART_AT {
+                back_rx
+                    .recv_timeout(STEP_TIMEOUT)
+                    .expect("the worker to be back");
+            }
+            let records: Vec<(u64, Vec<u8>)> =
+                (start..end).map(|id| (id, content(id, 11))).collect();
+            let reqs: Vec<Request<'_>> = records
+                .iter()
+                .map(|(id, c)| Request::Put {
+                    id: *id,
+                    content: c,
+                })
+                .collect();
+            let replies = pipeline(&mut client, &reqs, 64);
+            results.extend(records.into_iter().zip(replies));
+        }
+        results
+    });
+
+    kill_rx
+        .recv_timeout(STEP_TIMEOUT)
+        .expect("the writer to get going");
+    // SIGKILL while PUTs are in flight to it.
+    let killed = c.kill_worker(victim).expect("kill -9");
+    wait_until(
+        STOP_TIMEOUT,
+        "the LB to mark the killed worker inactive",
+        || c.status(victim) == Some(Status::Inactive),
+    );
+    let back = c.add_worker_at(&killed.data_dir).expect("restart");
+    assert_eq!(back, victim, "restarted on its data dir with another ID");
+    c.wait_active(&[victim], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    back_tx.send(()).expect("writer thread");
+    let results = writer.join().expect("writer thread");
+
+    let data = c.converged(&c.ids);
+    let mut timeouts = 0;
+    let mut restarted_share = 0;
+    for (i, ((id, content), reply)) in results.iter().enumerate() {
+        match reply {
+            Reply::Stored { worker, .. } => {
+                assert_eq!(
+                    data.get(id),
+                    Some(content),
+                    "acknowledged id {id} (stored by {worker}) missing or changed"
+                );
+                restarted_share += usize::from(i >= RESTART_AT as usize && *worker == victim);
+            }
+            // Sent to the worker that died: may or may not be stored, but
+            // never with other content.
+            Reply::Error { code, .. } if *code == ErrorCode::Timeout as u16 => {
+                timeouts += 1;
+                assert!(
+                    data.get(id).is_none_or(|d| d == content),
+                    "unacknowledged id {id} holds content nobody wrote"
+                );
+            }
+            other => panic!("PUT id={id}: {other:?}"),
+        }
+    }
+    assert!(
+        timeouts <= 64,
+        "{timeouts} TIMEOUTs, more than the window in flight"
+    );
+    assert!(
+        restarted_share >= ((TOTAL - RESTART_AT) / 3 - 1) as usize,
+        "the restarted worker stored only {restarted_share} of the last writes"
+    );
+}
+
+#[test]
+fn record_logged_but_not_sent_before_a_crash_reaches_every_worker_after_restart() {
+    // kill -9 can land after a worker wrote a PUT to its log but before it
+    // wrote it to its peers (the client then gets TIMEOUT: "may or may not be
+    // stored"). Make that state deterministically: kill the worker, append
+    // such a record to its log exactly as the worker would have, restart it.
+    let mut c = TestCluster::start("crash_unsent", 2);
+    let mut expected = BTreeMap::new();
+    expected.extend(write(&c, 0..100, 1));
+    assert_records(&c.converged(&c.ids), &expected);
+
+    let victim = c.ids[1];
+    let killed = c.kill_worker(victim).expect("kill -9");
+    let log_path = killed.data_dir.join("records.log");
+    let (mut own_seq, mut max_version) = (0, 0);
+    rrstore::log::replay(&log_path, |e| {
+        if let rrstore::log::LogEntry::Record(r) = e {
+            if r.origin == victim {
+                own_seq = own_seq.max(r.seq);
+            }
+            max_version = max_version.max(r.version);
+        }
+    })
+    .expect("replay the victim's log");
+    assert!(own_seq > 0, "the victim stored none of the first writes");
+    let unsent = b"logged, never sent to a peer".to_vec();
+    let mut log = rrstore::log::LogWriter::open(&log_path).expect("open log");
+    log.append_record(&rrstore::msg::RecordRef {
+        origin: victim,
+        seq: own_seq + 1,
+        version: max_version + 1,
+        id: 1_000_000,
+        content: &unsent,
+    });
+    log.flush().expect("write log");
+    drop(log);
+    expected.insert(1_000_000, unsent);
+
+    let back = c.add_worker_at(&killed.data_dir).expect("restart");
+    assert_eq!(back, victim);
+    c.wait_active(&[victim], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Later writes by the restarted worker follow it on every peer.
+    expected.extend(write(&c, 100..200, 2));
+    assert_records(&c.converged(&c.ids), &expected);
+    // And GETs on every worker are answered (none waits for a record that
+    // never comes).
+    let mut client = rrstore::client::Client::connect_timeout(&c.lb_addr, Duration::from_secs(15))
+        .expect("connect");
+    for id in [1_000_000, 150, 151, 152] {
+        assert_eq!(
+            client.get(id).expect("GET").as_ref(),
+            expected.get(&id),
+            "GET id={id}"
+        );
+    }
+}
