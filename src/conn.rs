@@ -29,7 +29,8 @@ pub struct Conn {
     wbuf: Vec<u8>,
     wstart: usize,
     registered: Option<Interest>,
-    /// Set once the peer closed its side or an I/O error occurred.
+    /// Set once an I/O error occurred (not on a clean end of input, which
+    /// [`ReadOutcome::eof`] reports).
     pub closed: bool,
     /// Total bytes read and written, for stats.
     pub bytes_in: u64,
@@ -41,7 +42,8 @@ pub struct Conn {
 pub struct ReadOutcome {
     pub bytes: usize,
     pub syscalls: u32,
-    /// The peer closed its write side (read returned 0) or the socket failed.
+    /// No more input: the peer closed its write side (read returned 0) or
+    /// the socket failed (then [`Conn::closed`] is set too).
     pub eof: bool,
     /// The socket said `WouldBlock`: no more readiness edge is owed to us
     /// until new bytes arrive. If false (and not eof), the caller stopped
@@ -123,8 +125,8 @@ impl Conn {
             out.syscalls += 1;
             match self.stream.read(&mut self.rbuf[self.rend..]) {
                 Ok(0) => {
+                    // End of the peer's input; our output may still go out.
                     out.eof = true;
-                    self.closed = true;
                     return out;
                 }
                 Ok(n) => {

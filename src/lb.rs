@@ -56,12 +56,24 @@ pub struct LbConfig {
     pub request_timeout: Duration,
 }
 
+/// A client connection's state.
+struct Client {
+    /// Unique per accepted connection: answers for a closed client never
+    /// reach a new one that reuses its slab key.
+    serial: u64,
+    /// Not read: its unread responses or a worker's queue are over the cap.
+    paused: bool,
+    /// Sent MALFORMED or TOO_LARGE: closed once that error is flushed.
+    closing: bool,
+    /// The client finished sending (half-close): closed once every request
+    /// it sent is answered and flushed.
+    eof: bool,
+    /// Its requests dispatched and not yet answered.
+    inflight: u32,
+}
+
 enum Role {
-    Client {
-        serial: u64,
-        paused: bool,
-        closing: bool,
-    },
+    Client(Client),
     /// On the control port, first frame not yet seen.
     Control,
     Worker {
@@ -268,11 +280,13 @@ impl Lb {
         let role = if client {
             self.counters.clients_accepted += 1;
             self.next_serial += 1;
-            Role::Client {
+            Role::Client(Client {
                 serial: self.next_serial,
                 paused: false,
                 closing: false,
-            }
+                eof: false,
+                inflight: 0,
+            })
         } else {
             Role::Control
         };
@@ -284,15 +298,15 @@ impl Lb {
             let Some(link) = self.links.get_mut(key) else {
                 return;
             };
-            if let Role::Client { paused: true, .. } | Role::Client { closing: true, .. } =
-                link.role
-            {
-                return;
+            if let Role::Client(c) = &link.role {
+                if c.paused || c.closing || c.eof {
+                    return;
+                }
             }
             let max_in = wire::HEADER_LEN + wire::max_request_body(self.config.max_content);
             let read = link.conn.read_ready(0, max_in.max(1 << 20), to_eof);
             self.counters.reads += read.syscalls as u64;
-            let is_client = matches!(link.role, Role::Client { .. });
+            let is_client = matches!(link.role, Role::Client(_));
             if is_client {
                 self.client_frames(key);
             } else {
@@ -301,11 +315,22 @@ impl Lb {
             let Some(link) = self.links.get(key) else {
                 return;
             };
-            if read.eof {
+            if link.conn.closed || (read.eof && !is_client) {
                 self.close(key);
                 return;
             }
-            if read.drained || matches!(link.role, Role::Client { paused: true, .. }) {
+            if read.eof {
+                // A half-closed client still gets every answer it is owed.
+                if let Some(Link {
+                    role: Role::Client(c),
+                    ..
+                }) = self.links.get_mut(key)
+                {
+                    c.eof = true;
+                }
+                return;
+            }
+            if read.drained || matches!(&link.role, Role::Client(c) if c.paused) {
                 return;
             }
         }
@@ -318,7 +343,7 @@ impl Lb {
         let Some(link) = self.links.get_mut(key) else {
             return;
         };
-        let Role::Client { serial, .. } = link.role else {
+        let Role::Client(Client { serial, .. }) = link.role else {
             return;
         };
         let input = std::mem::take(link.conn.input_mut());
@@ -330,11 +355,9 @@ impl Lb {
                 return;
             };
             if link.conn.pending_out() > CLIENT_OUT_CAP || backlogged {
-                link.role = Role::Client {
-                    serial,
-                    paused: true,
-                    closing: false,
-                };
+                if let Role::Client(c) = &mut link.role {
+                    c.paused = true;
+                }
                 break;
             }
             match wire::parse_request(&input[pos..end], self.config.max_content) {
@@ -345,11 +368,9 @@ impl Lb {
                     match skip {
                         Some(n) => pos += n,
                         None => {
-                            link.role = Role::Client {
-                                serial,
-                                paused: false,
-                                closing: true,
-                            };
+                            if let Role::Client(c) = &mut link.role {
+                                c.closing = true;
+                            }
                             break;
                         }
                     }
@@ -451,6 +472,13 @@ impl Lb {
             }
             Request::Ping => {}
         }
+        if let Some(Link {
+            role: Role::Client(c),
+            ..
+        }) = self.links.get_mut(key)
+        {
+            c.inflight += 1;
+        }
         let now = Instant::now();
         self.pending.insert(
             req_id,
@@ -468,14 +496,23 @@ impl Lb {
             .push_back((now + self.config.request_timeout, req_id));
     }
 
+    /// The output buffer of the client that sent `p`, if that connection
+    /// is still there; counts the request as answered.
+    fn client_out(&mut self, p: &Pending) -> Option<&mut Vec<u8>> {
+        let link = self.links.get_mut(p.client)?;
+        match &mut link.role {
+            Role::Client(c) if c.serial == p.serial => {
+                c.inflight -= 1;
+                Some(link.conn.out())
+            }
+            _ => None,
+        }
+    }
+
     /// Answers a client, if the connection that asked is still there.
     fn answer(&mut self, p: &Pending, resp: &Response<'_>) {
-        if let Some(link) = self.links.get_mut(p.client) {
-            if let Role::Client { serial, .. } = link.role {
-                if serial == p.serial {
-                    wire::encode_response(link.conn.out(), p.tag, resp);
-                }
-            }
+        if let Some(out) = self.client_out(p) {
+            wire::encode_response(out, p.tag, resp);
         }
         let micros = p.start.elapsed().as_micros() as u64;
         let _ = self.latency.record(micros.max(1));
@@ -483,12 +520,8 @@ impl Lb {
 
     fn answer_error(&mut self, p: &Pending, code: ErrorCode) {
         self.counters.errors[code as usize] += 1;
-        if let Some(link) = self.links.get_mut(p.client) {
-            if let Role::Client { serial, .. } = link.role {
-                if serial == p.serial {
-                    wire::encode_error(link.conn.out(), p.tag, code);
-                }
-            }
+        if let Some(out) = self.client_out(p) {
+            wire::encode_error(out, p.tag, code);
         }
     }
 
@@ -800,19 +833,17 @@ impl Lb {
                 self.counters.writes += link.conn.flush() as u64;
             }
             let mut read = true;
-            if let Role::Client {
-                paused, closing, ..
-            } = &mut link.role
-            {
-                if *closing && link.conn.pending_out() == 0 {
+            if let Role::Client(c) = &mut link.role {
+                let done = c.closing || (c.eof && c.inflight == 0);
+                if done && link.conn.pending_out() == 0 {
                     dead.push(key);
                     continue;
                 }
-                if *paused && link.conn.pending_out() <= CLIENT_OUT_CAP / 2 && !backlogged {
-                    *paused = false;
+                if c.paused && link.conn.pending_out() <= CLIENT_OUT_CAP / 2 && !backlogged {
+                    c.paused = false;
                     self.reread.push(key);
                 }
-                read = !*paused && !*closing;
+                read = !c.paused && !c.closing && !c.eof;
             }
             if link.conn.closed || link.conn.set_interest(registry, Token(key), read).is_err() {
                 dead.push(key);

@@ -378,6 +378,9 @@ impl Worker {
             let now = Instant::now();
             let next_redial = self.io.redials.iter().map(|r| r.0).min();
             let timeout = [
+                // A catch-up or dump whose output all went out: no WRITABLE
+                // event will come, so take the next turn at once.
+                self.streams_waiting().then_some(Duration::ZERO),
                 self.leave_deadline.map(|_| Duration::from_millis(100)),
                 next_redial.map(|t| t.saturating_duration_since(now)),
             ]
@@ -403,6 +406,20 @@ impl Worker {
             }
             self.due_redials();
         }
+    }
+
+    /// A link has an unfinished stream and nothing queued to write.
+    fn streams_waiting(&self) -> bool {
+        self.io.links.iter().any(|(_, l)| {
+            l.conn.pending_out() == 0
+                && matches!(
+                    &l.role,
+                    Role::In {
+                        cursor: Some(_),
+                        ..
+                    } | Role::Admin { cursor: Some(_) }
+                )
+        })
     }
 
     /// Re-opens broken links whose pause is over, if still wanted.
@@ -526,11 +543,11 @@ impl Worker {
             let Some(link) = self.io.links.get_mut(key) else {
                 return Ok(());
             };
-            if link.conn.closed {
+            if link.conn.closed || read.eof {
                 self.close_link(key);
                 return Ok(());
             }
-            if read.drained || read.eof {
+            if read.drained {
                 return Ok(());
             }
         }
