@@ -102,6 +102,14 @@ pub fn run(config: DemoConfig, exe: &Path) -> Result<bool, Box<dyn Error>> {
         .iter()
         .find(|m| m.id == newcomer)
         .map_or(0, |m| m.records);
+    let log =
+        std::fs::read_to_string(dir.join(format!("worker-{}.log", n + 1))).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("catch-up from") || l.contains("ready:"))
+    {
+        println!("      {}", line.trim_start_matches("rrstore "));
+    }
     println!(
         "    worker {newcomer} holds everything ({records} records) and is active after {} ms",
         started.elapsed().as_millis()

@@ -120,6 +120,11 @@ impl Io {
 
 impl Outbox for Io {
     fn to_lb(&mut self, msg: &Msg<'_>) {
+        if let Msg::Ready { vector, markers } = msg {
+            eprintln!(
+                "rrstore worker: ready: vector {vector:?} covers the peers' markers {markers:?}"
+            );
+        }
         let lb = self.lb;
         if let Some(out) = self.out_buf(lb) {
             msg::encode(out, msg);
@@ -222,6 +227,8 @@ pub struct Worker {
     config: WorkerConfig,
     leave_deadline: Option<Instant>,
     last_report: Option<(u64, Vector)>,
+    /// Records received in the catch-up under way (for the log line).
+    catchup_records: u64,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -353,6 +360,7 @@ impl Worker {
             config,
             leave_deadline: None,
             last_report: None,
+            catchup_records: 0,
         })
     }
 
@@ -631,10 +639,18 @@ impl Worker {
                     r.on_peer_ack(*peer, seq);
                 }
             }
-            (1, Msg::Record(rec)) => r.on_record(&rec, io),
+            (1, Msg::Record(rec)) => {
+                self.catchup_records += 1;
+                r.on_record(&rec, io);
+            }
             (1, Msg::CatchupDone { vector }) => {
                 if let Some(Role::Out { peer, .. }) = io.links.get(key).map(|l| &l.role) {
                     let peer = *peer;
+                    eprintln!(
+                        "rrstore worker {}: catch-up from worker {peer}: {} records, its vector {vector:?}",
+                        r.id,
+                        std::mem::take(&mut self.catchup_records)
+                    );
                     r.on_catchup_done(peer, &vector, io);
                 }
             }
