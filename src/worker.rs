@@ -96,6 +96,8 @@ struct Link {
 
 /// Everything the replica's effects touch: the [`Outbox`] implementation.
 struct Io {
+    /// Our worker ID (for log lines).
+    id: u32,
     poll: Poll,
     links: Slab<Link>,
     lb: usize,
@@ -122,7 +124,8 @@ impl Outbox for Io {
     fn to_lb(&mut self, msg: &Msg<'_>) {
         if let Msg::Ready { vector, markers } = msg {
             eprintln!(
-                "rrstore worker: ready: vector {vector:?} covers the peers' markers {markers:?}"
+                "rrstore worker {}: ready: vector {vector:?} covers the peers' markers {markers:?}",
+                self.id
             );
         }
         let lb = self.lb;
@@ -337,6 +340,7 @@ impl Worker {
             role: Role::Lb,
         });
         let mut io = Io {
+            id,
             poll,
             links,
             lb,
