@@ -13,21 +13,26 @@
 //! leaves after the log write that holds its record (and after fdatasync
 //! under `--fsync always`).
 
+mod links;
+mod register;
+
 use crate::conn::Conn;
 use crate::fsync::Syncer;
 use crate::log::{replay, DataDir, FsyncPolicy, LogEntry, LogWriter};
-use crate::msg::{self, Msg, RecordRef, Vector};
+use crate::msg::{self, Msg, Vector};
 use crate::replica::{Outbox, Phase, Replica};
 use crate::store::Store;
-use crate::vector::{lookup, VersionVector};
-use mio::net::{TcpListener, TcpStream};
+use crate::vector::VersionVector;
+use links::{pump, Cursor, Io, Link, Role};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
+use register::{register, Registration};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 use std::error::Error;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,10 +41,8 @@ use std::time::{Duration, Instant};
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
-/// Stop refilling a link's output from a catch-up or dump above this.
-const STREAM_HIGH_WATER: usize = 4 << 20;
 /// Pause before re-opening a broken link to a peer that is still a member.
-const REDIAL_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
 /// Parse at most this much buffered input per connection before moving on.
 const MAX_BUFFERED_IN: usize = 4 << 20;
 
@@ -57,169 +60,6 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// How long a leaving worker waits for its peers' acknowledgements.
     pub leave_timeout: Duration,
-}
-
-/// A frozen list of ids being streamed to a peer (catch-up) or a tool (dump).
-struct Cursor {
-    ids: Vec<u64>,
-    pos: usize,
-    /// Catch-up: skip entries the requester already covers; dump: empty.
-    filter: Vector,
-    /// Catch-up: our vector when the ids were frozen, sent at the end.
-    done: Option<Vector>,
-}
-
-enum Role {
-    Lb,
-    /// Our outbound link to `peer`; `up` once connected and Hello queued.
-    Out {
-        peer: u32,
-        up: bool,
-    },
-    /// A peer's link to us, identified by its Hello.
-    In {
-        peer: u32,
-        acked: u64,
-        cursor: Option<Cursor>,
-    },
-    Admin {
-        cursor: Option<Cursor>,
-    },
-    /// Accepted, first frame not yet seen.
-    New,
-}
-
-struct Link {
-    conn: Conn,
-    role: Role,
-}
-
-/// Everything the replica's effects touch: the [`Outbox`] implementation.
-struct Io {
-    /// Our worker ID (for log lines).
-    id: u32,
-    poll: Poll,
-    links: Slab<Link>,
-    lb: usize,
-    /// Outbound link per peer.
-    out_links: HashMap<u32, usize>,
-    log: LogWriter,
-    syncer: Option<Syncer>,
-    fsync: FsyncPolicy,
-    /// STORED replies waiting for the log to be written (and synced).
-    held: VecDeque<(u64, u64, u64)>,
-    /// Log offset known durable (under `always`).
-    durable: u64,
-    /// Outbound links to re-open: (when, peer, address).
-    redials: Vec<(Instant, u32, String)>,
-}
-
-impl Io {
-    fn out_buf(&mut self, key: usize) -> Option<&mut Vec<u8>> {
-        self.links.get_mut(key).map(|l| l.conn.out())
-    }
-}
-
-impl Outbox for Io {
-    fn to_lb(&mut self, msg: &Msg<'_>) {
-        if let Msg::Ready { vector, markers } = msg {
-            eprintln!(
-                "rrstore worker {}: ready: vector {vector:?} covers the peers' markers {markers:?}",
-                self.id
-            );
-        }
-        let lb = self.lb;
-        if let Some(out) = self.out_buf(lb) {
-            msg::encode(out, msg);
-        }
-    }
-
-    fn broadcast(&mut self, rec: &RecordRef<'_>) {
-        for &key in self.out_links.values() {
-            if let Some(link) = self.links.get_mut(key) {
-                if matches!(link.role, Role::Out { up: true, .. }) {
-                    msg::encode_record(link.conn.out(), rec);
-                }
-            }
-        }
-    }
-
-    fn to_peer(&mut self, peer: u32, msg: &Msg<'_>) {
-        if let Some(&key) = self.out_links.get(&peer) {
-            if let Some(out) = self.out_buf(key) {
-                msg::encode(out, msg);
-            }
-        }
-    }
-
-    fn persist_record(&mut self, rec: &RecordRef<'_>) {
-        self.log.append_record(rec);
-    }
-
-    fn persist_vector(&mut self, vector: &[(u32, u64)]) {
-        self.log.append_vector(vector);
-    }
-
-    fn dial(&mut self, peer: u32, addr: &str) {
-        let Ok(sock) = addr.parse::<SocketAddr>() else {
-            eprintln!("rrstore worker: peer {peer} has an unusable address {addr:?}");
-            return;
-        };
-        match TcpStream::connect(sock) {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                let entry = self.links.vacant_entry();
-                let key = entry.key();
-                let mut conn = Conn::new(stream);
-                // Writable tells us the connect finished (or failed).
-                if self
-                    .poll
-                    .registry()
-                    .register(&mut conn.stream, Token(key), Interest::WRITABLE)
-                    .is_err()
-                {
-                    return;
-                }
-                conn.mark_registered(Interest::WRITABLE);
-                entry.insert(Link {
-                    conn,
-                    role: Role::Out { peer, up: false },
-                });
-                self.out_links.insert(peer, key);
-            }
-            Err(e) => {
-                eprintln!("rrstore worker: cannot dial peer {peer} at {addr}: {e}");
-                self.redial(peer, addr);
-            }
-        }
-    }
-
-    fn redial(&mut self, peer: u32, addr: &str) {
-        self.redials.retain(|(_, p, _)| *p != peer);
-        self.redials
-            .push((Instant::now() + REDIAL_PAUSE, peer, addr.to_string()));
-    }
-
-    fn forget(&mut self, peer: u32) {
-        self.redials.retain(|(_, p, _)| *p != peer);
-        if let Some(key) = self.out_links.remove(&peer) {
-            if self.links.contains(key) {
-                // Flush what is queued (the last records) before closing.
-                let mut link = self.links.remove(key);
-                link.conn.flush();
-                link.conn.deregister(self.poll.registry());
-            }
-        }
-    }
-
-    fn stored(&mut self, req: u64, seq: u64) {
-        let offset = self.log.written() + 1; // any byte of this turn's write
-        self.held.push_back((offset, req, seq));
-    }
-
-    fn value(&mut self, req: u64, content: Option<&[u8]>) {
-        self.to_lb(&Msg::Value { req, content });
-    }
 }
 
 pub struct Worker {
@@ -856,125 +696,5 @@ impl Worker {
             self.close_link(key);
         }
         Ok(())
-    }
-}
-
-/// Streams the next entries of a catch-up or dump while the link has room;
-/// returns true when the stream is complete.
-fn pump(c: &mut Cursor, store: &Store, conn: &mut Conn) -> bool {
-    while conn.pending_out() < STREAM_HIGH_WATER && c.pos < c.ids.len() {
-        let id = c.ids[c.pos];
-        c.pos += 1;
-        let Some(e) = store.get(id) else { continue };
-        match &c.done {
-            Some(_) if e.seq <= lookup(&c.filter, e.origin) => {}
-            Some(_) => msg::encode_record(conn.out(), &e.as_record(id)),
-            None => msg::encode(
-                conn.out(),
-                &Msg::DumpEntry {
-                    id,
-                    content: &e.content,
-                },
-            ),
-        }
-    }
-    if c.pos < c.ids.len() {
-        return false;
-    }
-    match c.done.take() {
-        Some(vector) => msg::encode(conn.out(), &Msg::CatchupDone { vector }),
-        None => msg::encode(conn.out(), &Msg::DumpEnd),
-    }
-    true
-}
-
-/// What registration yields: the LB link (and any bytes already read from
-/// it), our ID and incarnation, and the membership at that moment.
-struct Registration {
-    stream: TcpStream,
-    early: Vec<u8>,
-    id: u32,
-    incarnation: u32,
-    members: Vec<msg::Member>,
-}
-
-/// Connects to the LB (retrying until `connect_timeout`), registers, and
-/// waits for the welcome. Blocking: this happens before the loop starts.
-fn register(
-    config: &WorkerConfig,
-    id: u32,
-    incarnation: u32,
-    max_version: u64,
-    advertise: &str,
-) -> Result<Registration, Box<dyn Error>> {
-    let deadline = Instant::now() + config.connect_timeout;
-    let mut backoff = Duration::from_millis(20);
-    let mut stream = loop {
-        match std::net::TcpStream::connect(&config.lb) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() + backoff < deadline => {
-                if backoff >= Duration::from_millis(640) {
-                    eprintln!(
-                        "rrstore worker: LB {} not reachable yet ({e}); retrying",
-                        config.lb
-                    );
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => return Err(format!("cannot reach the LB at {}: {e}", config.lb).into()),
-        }
-    };
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut out = Vec::new();
-    msg::encode(
-        &mut out,
-        &Msg::Register {
-            id,
-            incarnation,
-            max_version,
-            addr: advertise.to_string(),
-        },
-    );
-    stream.write_all(&out)?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some((m, _)) =
-            msg::decode(&buf, 0).map_err(|c| format!("bad reply from LB: {}", c.name()))?
-        {
-            match m {
-                Msg::Welcome { id, members } => {
-                    let inc = members
-                        .iter()
-                        .find(|m| m.id == id)
-                        .map_or(1, |m| m.incarnation);
-                    stream.set_read_timeout(None)?;
-                    stream.set_nonblocking(true)?;
-                    let consumed = msg::decode(&buf, 0)
-                        .ok()
-                        .flatten()
-                        .map_or(buf.len(), |(_, n)| n);
-                    buf.drain(..consumed);
-                    return Ok(Registration {
-                        stream: TcpStream::from_std(stream),
-                        early: buf,
-                        id,
-                        incarnation: inc,
-                        members,
-                    });
-                }
-                Msg::Refused { reason } => {
-                    return Err(format!("the LB refused registration: {reason}").into())
-                }
-                other => return Err(format!("unexpected reply from LB: {other:?}").into()),
-            }
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err("the LB closed the connection during registration".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }

@@ -1,0 +1,212 @@
+//! The worker's connections and the [`Outbox`] over them: what the
+//! replica's effects become on real sockets and the log.
+
+use super::REDIAL_PAUSE;
+use crate::conn::Conn;
+use crate::fsync::Syncer;
+use crate::log::{FsyncPolicy, LogWriter};
+use crate::msg::{self, Msg, RecordRef, Vector};
+use crate::replica::Outbox;
+use crate::store::Store;
+use crate::vector::lookup;
+use mio::net::TcpStream;
+use mio::{Interest, Poll, Token};
+use slab::Slab;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Stop refilling a link's output from a catch-up or dump above this.
+const STREAM_HIGH_WATER: usize = 4 << 20;
+
+/// A frozen list of ids being streamed to a peer (catch-up) or a tool (dump).
+pub(super) struct Cursor {
+    pub(super) ids: Vec<u64>,
+    pub(super) pos: usize,
+    /// Catch-up: skip entries the requester already covers; dump: empty.
+    pub(super) filter: Vector,
+    /// Catch-up: our vector when the ids were frozen, sent at the end.
+    pub(super) done: Option<Vector>,
+}
+
+pub(super) enum Role {
+    Lb,
+    /// Our outbound link to `peer`; `up` once connected and Hello queued.
+    Out {
+        peer: u32,
+        up: bool,
+    },
+    /// A peer's link to us, identified by its Hello.
+    In {
+        peer: u32,
+        acked: u64,
+        cursor: Option<Cursor>,
+    },
+    Admin {
+        cursor: Option<Cursor>,
+    },
+    /// Accepted, first frame not yet seen.
+    New,
+}
+
+pub(super) struct Link {
+    pub(super) conn: Conn,
+    pub(super) role: Role,
+}
+
+/// Everything the replica's effects touch: the [`Outbox`] implementation.
+pub(super) struct Io {
+    /// Our worker ID (for log lines).
+    pub(super) id: u32,
+    pub(super) poll: Poll,
+    pub(super) links: Slab<Link>,
+    pub(super) lb: usize,
+    /// Outbound link per peer.
+    pub(super) out_links: HashMap<u32, usize>,
+    pub(super) log: LogWriter,
+    pub(super) syncer: Option<Syncer>,
+    pub(super) fsync: FsyncPolicy,
+    /// STORED replies waiting for the log to be written (and synced).
+    pub(super) held: VecDeque<(u64, u64, u64)>,
+    /// Log offset known durable (under `always`).
+    pub(super) durable: u64,
+    /// Outbound links to re-open: (when, peer, address).
+    pub(super) redials: Vec<(Instant, u32, String)>,
+}
+
+impl Io {
+    fn out_buf(&mut self, key: usize) -> Option<&mut Vec<u8>> {
+        self.links.get_mut(key).map(|l| l.conn.out())
+    }
+}
+
+impl Outbox for Io {
+    fn to_lb(&mut self, msg: &Msg<'_>) {
+        if let Msg::Ready { vector, markers } = msg {
+            eprintln!(
+                "rrstore worker {}: ready: vector {vector:?} covers the peers' markers {markers:?}",
+                self.id
+            );
+        }
+        let lb = self.lb;
+        if let Some(out) = self.out_buf(lb) {
+            msg::encode(out, msg);
+        }
+    }
+
+    fn broadcast(&mut self, rec: &RecordRef<'_>) {
+        for &key in self.out_links.values() {
+            if let Some(link) = self.links.get_mut(key) {
+                if matches!(link.role, Role::Out { up: true, .. }) {
+                    msg::encode_record(link.conn.out(), rec);
+                }
+            }
+        }
+    }
+
+    fn to_peer(&mut self, peer: u32, msg: &Msg<'_>) {
+        if let Some(&key) = self.out_links.get(&peer) {
+            if let Some(out) = self.out_buf(key) {
+                msg::encode(out, msg);
+            }
+        }
+    }
+
+    fn persist_record(&mut self, rec: &RecordRef<'_>) {
+        self.log.append_record(rec);
+    }
+
+    fn persist_vector(&mut self, vector: &[(u32, u64)]) {
+        self.log.append_vector(vector);
+    }
+
+    fn dial(&mut self, peer: u32, addr: &str) {
+        let Ok(sock) = addr.parse::<SocketAddr>() else {
+            eprintln!("rrstore worker: peer {peer} has an unusable address {addr:?}");
+            return;
+        };
+        match TcpStream::connect(sock) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let entry = self.links.vacant_entry();
+                let key = entry.key();
+                let mut conn = Conn::new(stream);
+                // Writable tells us the connect finished (or failed).
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut conn.stream, Token(key), Interest::WRITABLE)
+                    .is_err()
+                {
+                    return;
+                }
+                conn.mark_registered(Interest::WRITABLE);
+                entry.insert(Link {
+                    conn,
+                    role: Role::Out { peer, up: false },
+                });
+                self.out_links.insert(peer, key);
+            }
+            Err(e) => {
+                eprintln!("rrstore worker: cannot dial peer {peer} at {addr}: {e}");
+                self.redial(peer, addr);
+            }
+        }
+    }
+
+    fn redial(&mut self, peer: u32, addr: &str) {
+        self.redials.retain(|(_, p, _)| *p != peer);
+        self.redials
+            .push((Instant::now() + REDIAL_PAUSE, peer, addr.to_string()));
+    }
+
+    fn forget(&mut self, peer: u32) {
+        self.redials.retain(|(_, p, _)| *p != peer);
+        if let Some(key) = self.out_links.remove(&peer) {
+            if self.links.contains(key) {
+                // Flush what is queued (the last records) before closing.
+                let mut link = self.links.remove(key);
+                link.conn.flush();
+                link.conn.deregister(self.poll.registry());
+            }
+        }
+    }
+
+    fn stored(&mut self, req: u64, seq: u64) {
+        let offset = self.log.written() + 1; // any byte of this turn's write
+        self.held.push_back((offset, req, seq));
+    }
+
+    fn value(&mut self, req: u64, content: Option<&[u8]>) {
+        self.to_lb(&Msg::Value { req, content });
+    }
+}
+
+/// Streams the next entries of a catch-up or dump while the link has room;
+/// returns true when the stream is complete.
+pub(super) fn pump(c: &mut Cursor, store: &Store, conn: &mut Conn) -> bool {
+    while conn.pending_out() < STREAM_HIGH_WATER && c.pos < c.ids.len() {
+        let id = c.ids[c.pos];
+        c.pos += 1;
+        let Some(e) = store.get(id) else { continue };
+        match &c.done {
+            Some(_) if e.seq <= lookup(&c.filter, e.origin) => {}
+            Some(_) => msg::encode_record(conn.out(), &e.as_record(id)),
+            None => msg::encode(
+                conn.out(),
+                &Msg::DumpEntry {
+                    id,
+                    content: &e.content,
+                },
+            ),
+        }
+    }
+    if c.pos < c.ids.len() {
+        return false;
+    }
+    match c.done.take() {
+        Some(vector) => msg::encode(conn.out(), &Msg::CatchupDone { vector }),
+        None => msg::encode(conn.out(), &Msg::DumpEnd),
+    }
+    true
+}

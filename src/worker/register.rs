@@ -1,0 +1,99 @@
+//! Registration with the LB: blocking, before the event loop starts.
+
+use super::WorkerConfig;
+use crate::msg::{self, Msg};
+use mio::net::TcpStream;
+use std::error::Error;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// What registration yields: the LB link (and any bytes already read from
+/// it), our ID and incarnation, and the membership at that moment.
+pub(super) struct Registration {
+    pub(super) stream: TcpStream,
+    pub(super) early: Vec<u8>,
+    pub(super) id: u32,
+    pub(super) incarnation: u32,
+    pub(super) members: Vec<msg::Member>,
+}
+
+/// Connects to the LB (retrying until `connect_timeout`), registers, and
+/// waits for the welcome. Blocking: this happens before the loop starts.
+pub(super) fn register(
+    config: &WorkerConfig,
+    id: u32,
+    incarnation: u32,
+    max_version: u64,
+    advertise: &str,
+) -> Result<Registration, Box<dyn Error>> {
+    let deadline = Instant::now() + config.connect_timeout;
+    let mut backoff = Duration::from_millis(20);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(&config.lb) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() + backoff < deadline => {
+                if backoff >= Duration::from_millis(640) {
+                    eprintln!(
+                        "rrstore worker: LB {} not reachable yet ({e}); retrying",
+                        config.lb
+                    );
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(format!("cannot reach the LB at {}: {e}", config.lb).into()),
+        }
+    };
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut out = Vec::new();
+    msg::encode(
+        &mut out,
+        &Msg::Register {
+            id,
+            incarnation,
+            max_version,
+            addr: advertise.to_string(),
+        },
+    );
+    stream.write_all(&out)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some((m, _)) =
+            msg::decode(&buf, 0).map_err(|c| format!("bad reply from LB: {}", c.name()))?
+        {
+            match m {
+                Msg::Welcome { id, members } => {
+                    let inc = members
+                        .iter()
+                        .find(|m| m.id == id)
+                        .map_or(1, |m| m.incarnation);
+                    stream.set_read_timeout(None)?;
+                    stream.set_nonblocking(true)?;
+                    let consumed = msg::decode(&buf, 0)
+                        .ok()
+                        .flatten()
+                        .map_or(buf.len(), |(_, n)| n);
+                    buf.drain(..consumed);
+                    return Ok(Registration {
+                        stream: TcpStream::from_std(stream),
+                        early: buf,
+                        id,
+                        incarnation: inc,
+                        members,
+                    });
+                }
+                Msg::Refused { reason } => {
+                    return Err(format!("the LB refused registration: {reason}").into())
+                }
+                other => return Err(format!("unexpected reply from LB: {other:?}").into()),
+            }
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err("the LB closed the connection during registration".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
