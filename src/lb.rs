@@ -17,10 +17,9 @@
 //! flush each connection once (responses and forwarded requests coalesce).
 
 use crate::conn::Conn;
-use crate::membership::Membership;
+use crate::membership::{Membership, Readiness};
 use crate::msg::{self, Msg, Status};
 use crate::plog::{unix_micros, Confirmed, ProcessedLog};
-use crate::replica::ready_covers;
 use crate::vector::lookup;
 use crate::wire::{self, ErrorCode, Parse, Request, Response};
 use hdrhistogram::Histogram;
@@ -623,26 +622,24 @@ impl Lb {
                 }
             }
             (Some(w), Msg::Ready { vector, markers }) => {
-                if !ready_covers(self.members.active(), w, &vector, &markers) {
-                    return;
-                }
-                // Workers that left are no longer anyone's marker; the joiner
-                // must still hold every acknowledged record of theirs.
-                let floor: msg::Vector = self
-                    .frontier
-                    .iter()
-                    .filter(|&(&o, &s)| self.members.get(o).is_none() && lookup(&vector, o) < s)
-                    .map(|(&o, &s)| (o, s))
-                    .collect();
-                if !floor.is_empty() {
-                    if let Some(link) = self.links.get_mut(key) {
-                        msg::encode(link.conn.out(), &Msg::Behind { floor });
+                match self
+                    .members
+                    .check_ready(&self.frontier, w, &vector, &markers)
+                {
+                    Readiness::NotYet => {}
+                    Readiness::Behind(floor) => {
+                        if let Some(link) = self.links.get_mut(key) {
+                            msg::encode(link.conn.out(), &Msg::Behind { floor });
+                        }
                     }
-                    return;
-                }
-                if self.members.activate(w) {
-                    eprintln!("rrstore lb: worker {w} caught up (markers {markers:?}); now active");
-                    self.membership_changed = true;
+                    Readiness::Complete => {
+                        if self.members.activate(w) {
+                            eprintln!(
+                                "rrstore lb: worker {w} caught up (markers {markers:?}); now active"
+                            );
+                            self.membership_changed = true;
+                        }
+                    }
                 }
             }
             (Some(w), Msg::Deregister) => {

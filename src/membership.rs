@@ -11,7 +11,19 @@
 //! worker per ID is Joining, Active or Leaving at any time.
 
 use crate::msg::{Member, Status, Vector};
-use std::collections::HashMap;
+use crate::vector::lookup;
+use std::collections::{BTreeMap, HashMap};
+
+/// The LB's verdict on a joiner's READY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Some active worker's marker is missing or not covered yet.
+    NotYet,
+    /// It lacks acknowledged records of workers that have left: `floor`.
+    Behind(Vector),
+    /// It holds everything: activate it.
+    Complete,
+}
 
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
@@ -89,6 +101,38 @@ impl Membership {
 
     pub fn active(&self) -> &[u32] {
         &self.active
+    }
+
+    /// Checks a joiner's READY: for every active worker `a`, the joiner
+    /// heard `a`'s marker and its vector covers it; and it covers every
+    /// acknowledged record (`frontier`: highest acknowledged seq per origin)
+    /// of workers that have left the map, which are nobody's marker now.
+    pub fn check_ready(
+        &self,
+        frontier: &BTreeMap<u32, u64>,
+        joiner: u32,
+        vector: &[(u32, u64)],
+        markers: &[(u32, u64)],
+    ) -> Readiness {
+        let covered = self.active.iter().filter(|&&a| a != joiner).all(|&a| {
+            markers
+                .iter()
+                .find(|&&(id, _)| id == a)
+                .is_some_and(|&(_, m)| lookup(vector, a) >= m)
+        });
+        if !covered {
+            return Readiness::NotYet;
+        }
+        let floor: Vector = frontier
+            .iter()
+            .filter(|&(&o, &s)| !self.workers.contains_key(&o) && lookup(vector, o) < s)
+            .map(|(&o, &s)| (o, s))
+            .collect();
+        if floor.is_empty() {
+            Readiness::Complete
+        } else {
+            Readiness::Behind(floor)
+        }
     }
 
     /// Joining → Active: enters the round robin.
@@ -213,5 +257,34 @@ mod tests {
             "new incarnation"
         );
         assert!(m.next_worker().is_none(), "nobody active yet");
+    }
+
+    #[test]
+    fn readiness_needs_every_active_marker_and_departed_records() {
+        let mut m = Membership::default();
+        for i in 1..=2 {
+            m.register(i, 0, format!("a{i}"), i as usize).unwrap();
+            m.activate(i);
+        }
+        m.register(3, 0, "a3".into(), 3).unwrap();
+        let frontier = BTreeMap::from([(1, 5), (2, 7), (9, 4)]);
+        let v = [(1, 5), (2, 7), (9, 4)];
+        assert_eq!(
+            m.check_ready(&frontier, 3, &v, &[(1, 5)]),
+            Readiness::NotYet
+        );
+        assert_eq!(
+            m.check_ready(&frontier, 3, &[(1, 5), (2, 6)], &[(1, 5), (2, 7)]),
+            Readiness::NotYet
+        );
+        // Worker 9 left the map: its acknowledged records are the floor.
+        assert_eq!(
+            m.check_ready(&frontier, 3, &[(1, 5), (2, 7), (9, 3)], &[(1, 5), (2, 7)]),
+            Readiness::Behind(vec![(9, 4)])
+        );
+        assert_eq!(
+            m.check_ready(&frontier, 3, &v, &[(1, 5), (2, 7)]),
+            Readiness::Complete
+        );
     }
 }

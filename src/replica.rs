@@ -530,19 +530,3 @@ impl Replica {
         }
     }
 }
-
-/// The LB's check of a joiner's `Ready`: for every active worker `a`, the
-/// joiner heard `a`'s marker and its vector covers it.
-pub fn ready_covers(
-    active: &[u32],
-    joiner: u32,
-    vector: &[(u32, u64)],
-    markers: &[(u32, u64)],
-) -> bool {
-    active.iter().filter(|&&a| a != joiner).all(|&a| {
-        markers
-            .iter()
-            .find(|&&(id, _)| id == a)
-            .is_some_and(|&(_, m)| crate::vector::lookup(vector, a) >= m)
-    })
-}

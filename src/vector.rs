@@ -80,12 +80,6 @@ impl VersionVector {
         moved
     }
 
-    /// Raises `V[origin]` to at least `seq` (a new incarnation continuing
-    /// above what its peers hold of its old self).
-    pub fn raise(&mut self, origin: u32, seq: u64) {
-        self.merge(&[(origin, seq)]);
-    }
-
     /// Whether every `(origin, seq)` in `min` is covered.
     pub fn covers(&self, min: &[(u32, u64)]) -> bool {
         min.iter().all(|&(o, s)| self.get(o) >= s)
