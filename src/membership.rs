@@ -44,6 +44,10 @@ pub struct Membership {
     workers: HashMap<u32, WorkerInfo>,
     active: Vec<u32>,
     cursor: usize,
+    /// One above every ID this LB has seen: assigned IDs are never reused
+    /// while it runs (a worker that comes back with an old ID anyway, after
+    /// losing its data, continues numbering above its predecessor).
+    next_id: u32,
 }
 
 impl Membership {
@@ -56,11 +60,7 @@ impl Membership {
         addr: String,
         link: usize,
     ) -> Result<(u32, u32), String> {
-        let id = if id == 0 {
-            self.workers.keys().max().map_or(1, |m| m + 1)
-        } else {
-            id
-        };
+        let id = if id == 0 { self.next_id.max(1) } else { id };
         let previous = self.workers.get(&id);
         if let Some(w) = previous {
             if w.link.is_some() {
@@ -76,6 +76,7 @@ impl Membership {
             (0, None) => 1,
             (inc, _) => inc,
         };
+        self.next_id = self.next_id.max(id.saturating_add(1));
         self.workers.insert(
             id,
             WorkerInfo {
@@ -255,6 +256,13 @@ mod tests {
             m.register(2, 0, "c".into(), 3),
             Ok((2, 2)),
             "new incarnation"
+        );
+        m.deregister(2);
+        m.lost(2);
+        assert_eq!(
+            m.register(0, 0, "d".into(), 4),
+            Ok((3, 1)),
+            "ids are not reused"
         );
         assert!(m.next_worker().is_none(), "nobody active yet");
     }

@@ -26,7 +26,7 @@
 use crate::msg::{Member, Msg, RecordRef, Status, Vector};
 use crate::store::Store;
 use crate::vector::VersionVector;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The effects the state machine asks for.
 pub trait Outbox {
@@ -107,8 +107,8 @@ pub struct Replica {
     /// vector must reach it (catching up our own lost records) before we
     /// are complete.
     own_floor: (u64, u32),
-    /// Per origin we lacked records of: how many peers were asked so far.
-    asked: BTreeMap<u32, usize>,
+    /// Per origin we lacked records of: the peers asked so far.
+    asked: BTreeMap<u32, BTreeSet<u32>>,
     /// Hellos from a process the membership does not show yet (its
     /// address differs from our entry): `(addr, marker)`, applied when the
     /// LB's update arrives. Links to the LB and to the peer are separate
@@ -147,13 +147,31 @@ impl Replica {
         }
     }
 
+    /// The protocol state, for diagnostics (logs, the simulation).
+    pub fn describe(&self) -> String {
+        format!(
+            "phase {:?} last_own {} own_floor {:?} catchup_from {:?} catchups_done {} asked {:?} floor {:?} pending_above {} peers {:?}",
+            self.phase,
+            self.last_own,
+            self.own_floor,
+            self.catchup_from,
+            self.catchups_done,
+            self.asked,
+            self.floor,
+            self.vv.pending_above(),
+            self.peers
+        )
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }
 
     /// Our last own sequence number.
     pub fn own_seq(&self) -> u64 {
-        self.last_own
+        // A catch-up can bring records of an earlier process with our ID
+        // (its vector covers them): never number a new record below those.
+        self.last_own.max(self.vv.get(self.id))
     }
 
     /// The LB's membership (at welcome and on every change).
@@ -230,12 +248,14 @@ impl Replica {
             return;
         };
         p.link_up = true;
+        // A new link is a new chance for every gap.
+        self.asked.clear();
         out.to_peer(
             peer,
             &Msg::PeerHello {
                 id: self.id,
                 incarnation: self.incarnation,
-                marker: self.last_own,
+                marker: self.own_seq(),
                 your_seq,
                 addr: self.addr.clone(),
             },
@@ -306,17 +326,21 @@ impl Replica {
 
     /// The donor finished: we hold everything its `vector` covers.
     pub fn on_catchup_done(&mut self, from: u32, vector: &[(u32, u64)], out: &mut impl Outbox) {
+        let before: Vec<(u32, u64)> = self.asked.keys().map(|&o| (o, self.vv.get(o))).collect();
         if self.vv.merge(vector) {
             self.vector_dirty = true;
+        }
+        // Whoever could help with a gap that shrank may help again.
+        for (o, had) in before {
+            if self.vv.get(o) > had {
+                self.asked.remove(&o);
+            }
         }
         out.persist_vector(vector);
         if self.catchup_from == Some(from) {
             self.catchup_from = None;
         }
         self.catchups_done += 1;
-        // Forget whom we asked about gaps that are now filled.
-        let still = self.lacking().and_then(|(origin, _)| origin);
-        self.asked.retain(|&o, _| Some(o) == still);
         self.release_gets(out);
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
@@ -337,7 +361,7 @@ impl Replica {
         content: &[u8],
         out: &mut impl Outbox,
     ) {
-        self.last_own += 1;
+        self.last_own = self.own_seq() + 1;
         let rec = RecordRef {
             origin: self.id,
             seq: self.last_own,
@@ -408,11 +432,12 @@ impl Replica {
         self.phase = Phase::Leaving { deregistered: true };
     }
 
-    /// Leaving, nothing more will arrive from the LB, and every peer holds
-    /// every record we originated.
+    /// Leaving, nothing more will arrive from the LB, every GET it sent is
+    /// answered, and every peer holds every record we originated.
     pub fn leave_complete(&self) -> bool {
         let own = self.own_seq();
         self.phase == Phase::Leaving { deregistered: true }
+            && self.parked_gets.is_empty()
             && self.peers.values().all(|p| p.acked >= own)
     }
 
@@ -433,57 +458,58 @@ impl Replica {
     ///    joined after them, or `P` restarted with records we never got);
     /// 3. our own records that a peer holds and our log lost;
     /// 4. a joiner's records of workers that have left (the LB's floor).
-    fn lacking(&self) -> Option<(Option<u32>, u32)> {
-        let up = |id: &u32| self.peers.get(id).is_some_and(|p| p.link_up);
+    fn lacking(&self) -> Vec<(Option<u32>, u32)> {
         if self.phase == Phase::Joining && self.catchups_done == 0 {
             return self
                 .peers
                 .iter()
                 .filter(|(_, p)| p.link_up)
                 .max_by_key(|(_, p)| p.status == Status::Active)
-                .map(|(&id, _)| (None, id));
+                .map(|(&id, _)| (None, id))
+                .into_iter()
+                .collect();
         }
-        if let Some((&id, _)) = self
+        let mut needs: Vec<(Option<u32>, u32)> = self
             .peers
             .iter()
-            .find(|(&id, p)| p.marker.is_some_and(|m| self.vv.get(id) < m))
-        {
-            return Some((Some(id), id));
-        }
+            .filter(|(&id, p)| p.marker.is_some_and(|m| self.vv.get(id) < m))
+            .map(|(&id, _)| (Some(id), id))
+            .collect();
         let (floor, from) = self.own_floor;
         if self.vv.get(self.id) < floor {
-            return Some((Some(self.id), from));
+            needs.push((Some(self.id), from));
         }
         if self.phase == Phase::Joining && !self.vv.covers(&self.floor) {
-            let active = self
-                .peers
-                .iter()
-                .find(|(id, p)| up(id) && p.status == Status::Active);
-            return active.map(|(&id, _)| (None, id));
+            let active = self.peers.iter().find(|(_, p)| p.status == Status::Active);
+            needs.extend(active.map(|(&id, _)| (None, id)));
         }
-        None
+        needs
     }
 
     fn maybe_request_catchup(&mut self, out: &mut impl Outbox) {
         if self.catchup_from.is_some() {
             return;
         }
-        let Some((origin, first)) = self.lacking() else {
+        // For each need, ask its first peer, then every other peer, once each
+        // per origin: a peer that could not fill a gap is not asked again in
+        // a loop (until the gap shrinks, or links or members change).
+        let mut choice = None;
+        for (origin, first) in self.lacking() {
+            let asked = origin.and_then(|o| self.asked.get(&o));
+            let peer = std::iter::once(first)
+                .chain(self.peers.keys().copied())
+                .filter(|id| self.peers.get(id).is_some_and(|p| p.link_up))
+                .find(|id| !asked.is_some_and(|a| a.contains(id)));
+            if let Some(peer) = peer {
+                choice = Some((origin, peer));
+                break;
+            }
+        }
+        let Some((origin, peer)) = choice else {
             return;
         };
-        // Ask `first`, then every other peer in turn, once each per origin:
-        // a peer that cannot fill the gap is not asked again in a loop.
-        let tried = origin.map_or(0, |o| self.asked.get(&o).copied().unwrap_or(0));
-        let mut candidates: Vec<u32> = std::iter::once(first)
-            .chain(self.peers.keys().copied().filter(|&id| id != first))
-            .filter(|id| self.peers.get(id).is_some_and(|p| p.link_up))
-            .collect();
-        if tried >= candidates.len() {
-            return;
-        }
-        let peer = candidates.swap_remove(tried);
         if let Some(o) = origin {
-            self.asked.insert(o, tried + 1);
+            self.asked.entry(o).or_default().insert(peer);
         }
         self.catchup_from = Some(peer);
         out.to_peer(
