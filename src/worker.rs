@@ -293,6 +293,22 @@ impl Worker {
 
     fn finish(&mut self) -> Result<(), Box<dyn Error>> {
         self.io.log.flush()?;
+        // Whatever is still queued (the last answers to the LB, acks) goes
+        // out before the sockets close; bounded, in case a peer is stuck.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let mut pending = false;
+            for (_, link) in self.io.links.iter_mut() {
+                if link.conn.pending_out() > 0 && !link.conn.closed {
+                    link.conn.flush();
+                    pending |= link.conn.pending_out() > 0 && !link.conn.closed;
+                }
+            }
+            if !pending {
+                break;
+            }
+            std::thread::yield_now();
+        }
         self.io.syncer = None; // joins the thread after a final fdatasync
         if self.io.fsync == FsyncPolicy::Never {
             self.io.log.sync_handle()?.sync_data()?;
