@@ -40,6 +40,35 @@ pub struct Cluster {
     next_dir: u32,
     /// Extra arguments for every worker (e.g. `--fsync always`).
     pub worker_args: Vec<String>,
+    lb_args: Vec<String>,
+    /// How many LB processes were started (each logs to its own file).
+    lb_starts: u32,
+}
+
+/// Starts an LB; returns it with its client and control addresses.
+fn spawn_lb(
+    exe: &Path,
+    dir: &Path,
+    listen: &str,
+    control: &str,
+    args: &[String],
+    start: u32,
+) -> io::Result<(Child, String, String)> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("lb")
+        .args(["--listen", listen, "--control", control])
+        .arg("--processed-log")
+        .arg(dir.join("processed.log"))
+        .args(args);
+    let log = match start {
+        1 => dir.join("lb.log"),
+        n => dir.join(format!("lb-{n}.log")),
+    };
+    let (child, line) = spawn_ready(cmd, &log, "listening")?;
+    let lb_addr = field(&line, "clients").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
+    let control_addr =
+        field(&line, "control").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
+    Ok((child, lb_addr, control_addr))
 }
 
 fn err(msg: String) -> io::Error {
@@ -116,17 +145,8 @@ impl Cluster {
         lb_args: &[&str],
     ) -> io::Result<Cluster> {
         std::fs::create_dir_all(dir)?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("lb")
-            .args(["--listen", listen, "--control", control])
-            .arg("--processed-log")
-            .arg(dir.join("processed.log"))
-            .args(lb_args);
-        let (child, line) = spawn_ready(cmd, &dir.join("lb.log"), "listening")?;
-        let lb_addr =
-            field(&line, "clients").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
-        let control_addr =
-            field(&line, "control").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
+        let lb_args: Vec<String> = lb_args.iter().map(|a| a.to_string()).collect();
+        let (child, lb_addr, control_addr) = spawn_lb(exe, dir, listen, control, &lb_args, 1)?;
         Ok(Cluster {
             exe: exe.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -136,7 +156,29 @@ impl Cluster {
             workers: BTreeMap::new(),
             next_dir: 1,
             worker_args: Vec::new(),
+            lb_args,
+            lb_starts: 1,
         })
+    }
+
+    /// Kills the LB (SIGKILL: a crash) and starts a new one on the same
+    /// ports; the workers re-register with it on their own.
+    pub fn restart_lb(&mut self) -> io::Result<()> {
+        if let Some(mut lb) = self.lb.take() {
+            lb.kill()?;
+            lb.wait()?;
+        }
+        self.lb_starts += 1;
+        let (child, _, _) = spawn_lb(
+            &self.exe,
+            &self.dir,
+            &self.lb_addr,
+            &self.control_addr,
+            &self.lb_args,
+            self.lb_starts,
+        )?;
+        self.lb = Some(child);
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {

@@ -198,7 +198,9 @@ impl Lb {
             members: Membership::default(),
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
-            next_req: 1,
+            // Request ids never repeat, even across LB restarts: a worker
+            // may still answer a request of the previous process.
+            next_req: unix_micros().max(1),
             next_serial: 1,
             clock: 0,
             frontier: BTreeMap::new(),

@@ -65,6 +65,21 @@ pub enum Phase {
     },
 }
 
+/// The hello on a peer's current link to us. Kept apart from the peer
+/// table: the LB's membership and the peer's own link travel on different
+/// connections, so either may come first, and a peer that drops out of a
+/// (restarted) LB's list and comes back keeps the link, and the marker, it
+/// never closed.
+#[derive(Debug)]
+struct Hello {
+    /// The sender's registered address: tells a restarted process apart.
+    addr: String,
+    /// Every own record of the sender above this follows on that link.
+    marker: u64,
+    /// Which connection it came on (see [`Replica::on_inbound_down`]).
+    link: u64,
+}
+
 #[derive(Debug)]
 struct Peer {
     status: Status,
@@ -74,8 +89,6 @@ struct Peer {
     incarnation: u32,
     /// Our outbound link to it is up and its Hello has been queued.
     link_up: bool,
-    /// The marker from its PeerHello on its link to us.
-    marker: Option<u64>,
     /// Its cumulative acknowledgement of our own records.
     acked: u64,
 }
@@ -109,11 +122,8 @@ pub struct Replica {
     own_floor: (u64, u32),
     /// Per origin we lacked records of: the peers asked so far.
     asked: BTreeMap<u32, BTreeSet<u32>>,
-    /// Hellos from a process the membership does not show yet (its
-    /// address differs from our entry): `(addr, marker)`, applied when the
-    /// LB's update arrives. Links to the LB and to the peer are separate
-    /// connections, so either may be first.
-    early_hellos: BTreeMap<u32, (String, u64)>,
+    /// The hello of each peer's current link to us (see [`Hello`]).
+    hellos: BTreeMap<u32, Hello>,
 }
 
 impl Replica {
@@ -130,7 +140,7 @@ impl Replica {
             id,
             incarnation,
             addr,
-            early_hellos: BTreeMap::new(),
+            hellos: BTreeMap::new(),
             store,
             vv,
             phase: Phase::Joining,
@@ -206,11 +216,6 @@ impl Replica {
                             addr: m.addr.clone(),
                             incarnation: m.incarnation,
                             link_up: false,
-                            marker: self
-                                .early_hellos
-                                .remove(&m.id)
-                                .filter(|(addr, _)| *addr == m.addr)
-                                .map(|(_, marker)| marker),
                             acked: 0,
                         },
                     );
@@ -288,6 +293,7 @@ impl Replica {
     pub fn on_hello(
         &mut self,
         from: u32,
+        link: u64,
         addr: &str,
         marker: u64,
         your_seq: u64,
@@ -302,14 +308,32 @@ impl Replica {
                 self.own_floor = (your_seq, from);
             }
         }
-        match self.peers.get_mut(&from) {
-            Some(p) if p.addr == addr => p.marker = Some(marker),
-            _ => {
-                self.early_hellos.insert(from, (addr.to_string(), marker));
-            }
-        }
+        self.hellos.insert(
+            from,
+            Hello {
+                addr: addr.to_string(),
+                marker,
+                link,
+            },
+        );
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
+    }
+
+    /// The link `link` from `from` to us closed: its live stream ended, so
+    /// its marker no longer says anything (a new link brings a new hello).
+    pub fn on_inbound_down(&mut self, from: u32, link: u64) {
+        if self.hellos.get(&from).is_some_and(|h| h.link == link) {
+            self.hellos.remove(&from);
+        }
+    }
+
+    /// The marker of `peer`'s current link to us, if that link comes from
+    /// the process the membership lists.
+    fn marker(&self, peer: u32) -> Option<u64> {
+        let p = self.peers.get(&peer)?;
+        let h = self.hellos.get(&peer)?;
+        (h.addr == p.addr).then_some(h.marker)
     }
 
     /// A record, live from its origin or from a catch-up donor.
@@ -416,6 +440,23 @@ impl Replica {
         self.maybe_ready(out);
     }
 
+    /// The LB connection is gone: GETs it sent can no longer be answered
+    /// (a restarted LB numbers its requests anew).
+    pub fn on_lb_lost(&mut self) {
+        self.parked_gets.clear();
+    }
+
+    /// Registered again with a (restarted) LB, which lists us as joining:
+    /// prove again that we hold everything, exactly as a joiner does.
+    pub fn on_lb_welcome(&mut self, members: &[Member], out: &mut impl Outbox) {
+        if self.phase == Phase::Active {
+            self.phase = Phase::Joining;
+        }
+        self.last_ready = None;
+        self.vector_dirty = true;
+        self.on_members(members, out);
+    }
+
     /// SIGTERM: ask the LB to take us out of the round robin.
     pub fn begin_leave(&mut self, out: &mut impl Outbox) {
         if matches!(self.phase, Phase::Leaving { .. }) {
@@ -472,7 +513,7 @@ impl Replica {
         let mut needs: Vec<(Option<u32>, u32)> = self
             .peers
             .iter()
-            .filter(|(&id, p)| p.marker.is_some_and(|m| self.vv.get(id) < m))
+            .filter(|(&id, _)| self.marker(id).is_some_and(|m| self.vv.get(id) < m))
             .map(|(&id, _)| (Some(id), id))
             .collect();
         let (floor, from) = self.own_floor;
@@ -529,8 +570,8 @@ impl Replica {
             return None;
         }
         let mut markers = Vec::with_capacity(self.peers.len());
-        for (&id, p) in &self.peers {
-            let m = p.marker?;
+        for &id in self.peers.keys() {
+            let m = self.marker(id)?;
             if self.vv.get(id) < m {
                 return None;
             }

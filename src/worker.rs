@@ -42,6 +42,9 @@ const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// Pause before re-opening a broken link to a peer that is still a member.
+/// Pauses between attempts to re-register with a restarted LB.
+const LB_RETRY_MIN: Duration = Duration::from_millis(50);
+const LB_RETRY_MAX: Duration = Duration::from_secs(2);
 pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
 /// Parse at most this much buffered input per connection before moving on.
 const MAX_BUFFERED_IN: usize = 4 << 20;
@@ -72,6 +75,8 @@ pub struct Worker {
     last_report: Option<(u64, Vector)>,
     /// Records received in the catch-up under way (for the log line).
     catchup_records: u64,
+    /// While the LB is unreachable: when to try again, and the next pause.
+    lb_retry: Option<(Instant, Duration)>,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -137,7 +142,8 @@ impl Worker {
             incarnation,
             members,
         } = register(
-            &config,
+            &config.lb,
+            config.connect_timeout,
             wanted_id,
             incarnation,
             store.max_version(),
@@ -191,6 +197,7 @@ impl Worker {
             held: VecDeque::new(),
             durable: 0,
             redials: Vec::new(),
+            link_serial: 0,
         };
         let mut replica = Replica::new(id, incarnation, advertise.clone(), store, vv);
         replica.on_members(&members, &mut io);
@@ -205,6 +212,7 @@ impl Worker {
             leave_deadline: None,
             last_report: None,
             catchup_records: 0,
+            lb_retry: None,
         })
     }
 
@@ -235,6 +243,7 @@ impl Worker {
                 self.streams_waiting().then_some(Duration::ZERO),
                 self.leave_deadline.map(|_| Duration::from_millis(100)),
                 next_redial.map(|t| t.saturating_duration_since(now)),
+                self.lb_retry.map(|(t, _)| t.saturating_duration_since(now)),
             ]
             .into_iter()
             .flatten()
@@ -257,7 +266,83 @@ impl Worker {
                 }
             }
             self.due_redials();
+            self.reconnect_lb()?;
         }
+    }
+
+    /// The LB connection closed. Requests it sent die with it; a leaving
+    /// worker can get nothing more and just finishes; any other keeps
+    /// replicating with its peers and re-registers when an LB answers.
+    fn lost_lb(&mut self) {
+        if let Some(mut link) = self.io.links.try_remove(self.io.lb) {
+            link.conn.deregister(self.io.poll.registry());
+        }
+        self.io.lb = usize::MAX;
+        self.io.held.clear();
+        match self.replica.phase() {
+            Phase::Leaving { deregistered: true } => {}
+            Phase::Leaving {
+                deregistered: false,
+            } => self.replica.on_deregister_ok(),
+            _ => {
+                eprintln!(
+                    "rrstore worker {}: lost the LB connection; re-registering when it is back",
+                    self.replica.id
+                );
+                self.replica.on_lb_lost();
+                self.lb_retry = Some((Instant::now(), LB_RETRY_MIN));
+            }
+        }
+    }
+
+    /// One attempt to re-register, if one is due; backs off on failure.
+    fn reconnect_lb(&mut self) -> Result<(), Box<dyn Error>> {
+        let Some((when, backoff)) = self.lb_retry else {
+            return Ok(());
+        };
+        if Instant::now() < when {
+            return Ok(());
+        }
+        let r = &self.replica;
+        let attempt = register(
+            &self.config.lb,
+            Duration::ZERO,
+            r.id,
+            r.incarnation,
+            r.store.max_version(),
+            &r.addr,
+        );
+        let reg = match attempt {
+            Ok(reg) => reg,
+            Err(e) => {
+                if backoff >= LB_RETRY_MAX {
+                    eprintln!("rrstore worker {}: LB not back yet: {e}", r.id);
+                }
+                self.lb_retry = Some((Instant::now() + backoff, (backoff * 2).min(LB_RETRY_MAX)));
+                return Ok(());
+            }
+        };
+        if reg.id != self.replica.id {
+            return Err(format!(
+                "the LB re-registered us as {}, not {}",
+                reg.id, self.replica.id
+            )
+            .into());
+        }
+        let mut conn = Conn::new(reg.stream);
+        conn.push_input(&reg.early);
+        self.io.lb = self.io.links.insert(Link {
+            conn,
+            role: Role::Lb,
+        });
+        self.lb_retry = None;
+        self.last_report = None;
+        eprintln!(
+            "rrstore worker {}: re-registered with the LB",
+            self.replica.id
+        );
+        self.replica.on_lb_welcome(&reg.members, &mut self.io);
+        self.handle_input(self.io.lb)
     }
 
     /// A link has an unfinished stream and nothing queued to write.
@@ -392,10 +477,11 @@ impl Worker {
                     link.role = Role::Out { peer, up: true };
                     self.replica.on_link_up(peer, &mut self.io);
                 }
-                _ => {
+                other => {
                     eprintln!(
-                        "rrstore worker {}: could not connect to peer {peer}",
-                        self.replica.id
+                        "rrstore worker {}: could not connect to peer {peer}: {:?}",
+                        self.replica.id,
+                        other.ok().flatten()
                     );
                     self.close_link(key);
                     return Ok(());
@@ -540,14 +626,17 @@ impl Worker {
                     ..
                 },
             ) => {
+                io.link_serial += 1;
+                let serial = io.link_serial;
                 if let Some(link) = io.links.get_mut(key) {
                     link.role = Role::In {
                         peer: id,
+                        serial,
                         acked: 0,
                         cursor: None,
                     };
                 }
-                r.on_hello(id, &addr, marker, your_seq, io);
+                r.on_hello(id, serial, &addr, marker, your_seq, io);
             }
             (3 | 4, Msg::DigestRequest) => {
                 let reply = Msg::Digest {
@@ -587,26 +676,23 @@ impl Worker {
 
     fn close_link(&mut self, key: usize) {
         if key == self.io.lb {
-            if matches!(self.replica.phase(), Phase::Leaving { deregistered: true }) {
-                return;
-            }
-            eprintln!(
-                "rrstore worker {}: lost the LB connection; exiting",
-                self.replica.id
-            );
-            let _ = self.io.log.flush();
-            std::process::exit(2);
+            self.lost_lb();
+            return;
         }
         if !self.io.links.contains(key) {
             return;
         }
         let mut link = self.io.links.remove(key);
         link.conn.deregister(self.io.poll.registry());
-        if let Role::Out { peer, .. } = link.role {
-            if self.io.out_links.get(&peer) == Some(&key) {
-                self.io.out_links.remove(&peer);
+        match link.role {
+            Role::Out { peer, .. } => {
+                if self.io.out_links.get(&peer) == Some(&key) {
+                    self.io.out_links.remove(&peer);
+                }
+                self.replica.on_link_down(peer, &mut self.io);
             }
-            self.replica.on_link_down(peer, &mut self.io);
+            Role::In { peer, serial, .. } => self.replica.on_inbound_down(peer, serial),
+            _ => {}
         }
     }
 
@@ -620,6 +706,7 @@ impl Worker {
                     peer,
                     acked,
                     cursor,
+                    ..
                 } => {
                     let have = replica.vv.get(*peer);
                     if have > *acked {

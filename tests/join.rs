@@ -502,3 +502,27 @@ fn record_logged_but_not_sent_before_a_crash_reaches_every_worker_after_restart(
         );
     }
 }
+
+#[test]
+fn workers_re_register_after_the_lb_crashes_and_nothing_acknowledged_is_lost() {
+    let mut c = TestCluster::start("lb_restart", 3);
+    let mut expected = BTreeMap::new();
+    expected.extend(write(&c, 0..1_000, 1));
+
+    c.restart_lb().expect("a new LB on the same ports");
+    // Each worker notices, keeps its data, and re-registers with the new LB,
+    // which activates it once it proves again that it holds everything.
+    c.wait_active(&c.ids, ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stats = c.stats();
+    assert_eq!(stats["requests_put"], 0, "a fresh LB process");
+
+    // New writes, overwrites included, are ordered after the old ones:
+    // the new LB's clock resumed above every version the workers hold.
+    let records: Vec<(u64, Vec<u8>)> = (500..1_500).map(|id| (id, content(id, 2))).collect();
+    put_all(&mut c.client(), &records, 64);
+    expected.extend(records);
+    let data = c.converged(&c.ids);
+    assert_records(&data, &expected);
+    assert_gets(&mut c.client(), &expected);
+}

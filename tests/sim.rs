@@ -109,6 +109,8 @@ struct Link {
     acked: u64,
     /// The acceptor has seen the hello.
     hello_seen: bool,
+    /// Unique per connection.
+    serial: u64,
 }
 
 struct Node {
@@ -124,6 +126,17 @@ struct SimOut<'a> {
     links: &'a mut BTreeMap<(u32, u32), Link>,
     to_lb: &'a mut VecDeque<ToLb>,
     live: &'a [u32],
+    serials: &'a mut u64,
+    /// Links this side closed: `(from, to, serial)`; `to` is told next.
+    closed: &'a mut Vec<(u32, u32, u64)>,
+}
+
+impl SimOut<'_> {
+    fn close(&mut self, peer: u32) {
+        if let Some(old) = self.links.remove(&(self.me, peer)) {
+            self.closed.push((self.me, peer, old.serial));
+        }
+    }
 }
 
 impl Outbox for SimOut<'_> {
@@ -168,16 +181,22 @@ impl Outbox for SimOut<'_> {
     fn persist_record(&mut self, _: &RecordRef<'_>) {}
     fn persist_vector(&mut self, _: &[(u32, u64)]) {}
     fn dial(&mut self, peer: u32, _addr: &str) {
+        self.close(peer);
         // A dial to a process that is gone never comes up.
         if self.live.contains(&peer) {
-            self.links.insert((self.me, peer), Link::default());
+            *self.serials += 1;
+            let link = Link {
+                serial: *self.serials,
+                ..Link::default()
+            };
+            self.links.insert((self.me, peer), link);
         }
     }
     fn redial(&mut self, peer: u32, addr: &str) {
         self.dial(peer, addr);
     }
     fn forget(&mut self, peer: u32) {
-        self.links.remove(&(self.me, peer));
+        self.close(peer);
     }
     fn stored(&mut self, req: u64, seq: u64) {
         self.to_lb.push_back(ToLb::Stored { req, seq });
@@ -225,6 +244,8 @@ struct Sim {
     trace: bool,
     /// Workers that left (their IDs may come back).
     departed: Vec<u32>,
+    /// Numbers links.
+    serials: u64,
 }
 
 /// Content encodes its version, so a read can be checked against the floor.
@@ -257,6 +278,7 @@ impl Sim {
             log: Vec::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
             departed: Vec::new(),
+            serials: 0,
         };
         for _ in 0..initial {
             sim.join();
@@ -273,11 +295,14 @@ impl Sim {
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
+        let mut closed = Vec::new();
         let mut out = SimOut {
             me: id,
             links: &mut self.links,
             to_lb: &mut node.to_lb,
             live: &live,
+            serials: &mut self.serials,
+            closed: &mut closed,
         };
         f(&mut node.replica, &mut out);
         // The loop's end of turn: acks on inbound links, and a report.
@@ -294,6 +319,12 @@ impl Sim {
         if vector != node.last_report {
             node.last_report = vector.clone();
             node.to_lb.push_back(ToLb::Report(vector));
+        }
+        // The other ends of links this node closed see them close.
+        for (from, to, serial) in closed {
+            if let Some(n) = self.nodes.get_mut(&to) {
+                n.replica.on_inbound_down(from, serial);
+            }
         }
     }
 
@@ -494,6 +525,9 @@ impl Sim {
                 if b == w && link.up {
                     self.with_node(a, |r, out| r.on_link_down(w, out));
                 }
+                if a == w {
+                    self.with_node(b, |r, _| r.on_inbound_down(w, link.serial));
+                }
             }
             self.members.lost(w);
             self.broadcast_members();
@@ -530,7 +564,10 @@ impl Sim {
                     addr,
                 } => {
                     link.hello_seen = true;
-                    self.with_node(b, |r, out| r.on_hello(a, &addr, marker, your_seq, out));
+                    let serial = link.serial;
+                    self.with_node(b, |r, out| {
+                        r.on_hello(a, serial, &addr, marker, your_seq, out)
+                    });
                 }
                 Wire::CatchupRequest(filter) => {
                     let node = &self.nodes[&b];

@@ -39,6 +39,8 @@ pub(super) enum Role {
     /// A peer's link to us, identified by its Hello.
     In {
         peer: u32,
+        /// Unique per connection, unlike slab keys (see `Replica::on_inbound_down`).
+        serial: u64,
         acked: u64,
         cursor: Option<Cursor>,
     },
@@ -72,6 +74,8 @@ pub(super) struct Io {
     pub(super) durable: u64,
     /// Outbound links to re-open: (when, peer, address).
     pub(super) redials: Vec<(Instant, u32, String)>,
+    /// Numbers inbound peer links: never reused.
+    pub(super) link_serial: u64,
 }
 
 impl Io {

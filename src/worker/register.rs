@@ -1,6 +1,5 @@
 //! Registration with the LB: blocking, before the event loop starts.
 
-use super::WorkerConfig;
 use crate::msg::{self, Msg};
 use mio::net::TcpStream;
 use std::error::Error;
@@ -20,28 +19,26 @@ pub(super) struct Registration {
 /// Connects to the LB (retrying until `connect_timeout`), registers, and
 /// waits for the welcome. Blocking: this happens before the loop starts.
 pub(super) fn register(
-    config: &WorkerConfig,
+    lb: &str,
+    patience: Duration,
     id: u32,
     incarnation: u32,
     max_version: u64,
     advertise: &str,
 ) -> Result<Registration, Box<dyn Error>> {
-    let deadline = Instant::now() + config.connect_timeout;
+    let deadline = Instant::now() + patience;
     let mut backoff = Duration::from_millis(20);
     let mut stream = loop {
-        match std::net::TcpStream::connect(&config.lb) {
+        match std::net::TcpStream::connect(lb) {
             Ok(s) => break s,
             Err(e) if Instant::now() + backoff < deadline => {
                 if backoff >= Duration::from_millis(640) {
-                    eprintln!(
-                        "rrstore worker: LB {} not reachable yet ({e}); retrying",
-                        config.lb
-                    );
+                    eprintln!("rrstore worker: LB {lb} not reachable yet ({e}); retrying");
                 }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
-            Err(e) => return Err(format!("cannot reach the LB at {}: {e}", config.lb).into()),
+            Err(e) => return Err(format!("cannot reach the LB at {lb}: {e}").into()),
         }
     };
     stream.set_nodelay(true)?;
