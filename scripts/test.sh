@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo test (unit + end-to-end)"
-cargo test --release
+cargo test --release --workspace
 
 echo "== loom model of the SPSC ring buffer"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_ringbuf

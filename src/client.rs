@@ -168,6 +168,14 @@ impl Client {
         let tag = self.send(req);
         self.flush()?;
         let (got, reply) = self.recv()?;
+        // MALFORMED and TOO_LARGE may carry tag 0 (the frame's tag was not
+        // read); they answer whatever was in flight, and the LB closes.
+        if let (0, Reply::Error { code, message }) = (got, &reply) {
+            return Err(ClientError::Server {
+                code: *code,
+                message: message.clone(),
+            });
+        }
         if got != tag {
             return Err(ClientError::Protocol(format!(
                 "response tag {got}, expected {tag}"

@@ -20,6 +20,9 @@ use std::io::{self, ErrorKind, Read, Write};
 
 /// Initial read window; grows only for frames larger than this.
 const READ_CHUNK: usize = 64 * 1024;
+/// Parse after buffering this much, so a fast sender cannot make one
+/// connection's input grow without bound before anything is handled.
+pub const READ_BATCH: usize = 1 << 20;
 
 pub struct Conn {
     pub stream: TcpStream,
@@ -105,20 +108,24 @@ impl Conn {
         }
     }
 
-    /// Reads until `WouldBlock`, or until `max_buffered` unconsumed bytes are
-    /// held (the caller parses, then calls again). `need` is the size of the
-    /// frame being assembled, so the window grows to fit exactly one frame.
+    /// Reads until `WouldBlock`, or until enough is buffered for the caller
+    /// to parse (then it parses and calls again): [`READ_BATCH`] bytes, and
+    /// always the whole first frame, whose size the buffered header gives,
+    /// up to `max_frame` (a larger frame is the parser's to reject from its
+    /// header alone). So every early return leaves a whole frame to parse,
+    /// and a frame is read into a window sized for it, not grown bit by bit.
     ///
     /// A short read (fewer bytes than the window) ends the call as drained:
     /// bytes that arrive later raise a new edge, so the extra `read` that
     /// would only return `WouldBlock` is saved. Pass `to_eof` when the event
     /// said the peer closed (its FIN raises no further edge) or when
     /// resuming a connection whose edge was consumed earlier.
-    pub fn read_ready(&mut self, need: usize, max_buffered: usize, to_eof: bool) -> ReadOutcome {
+    pub fn read_ready(&mut self, max_frame: usize, to_eof: bool) -> ReadOutcome {
         let mut out = ReadOutcome::default();
         loop {
             let buffered = self.rend - self.rstart;
-            if buffered >= max_buffered.max(need) {
+            let need = self.first_frame_len().min(max_frame);
+            if buffered >= READ_BATCH.max(need) {
                 return out;
             }
             self.make_room(need.max(READ_CHUNK));
@@ -150,6 +157,17 @@ impl Conn {
                     return out;
                 }
             }
+        }
+    }
+
+    /// The size of the first buffered frame (4 + its `len` field), or 0
+    /// while its length is not buffered yet.
+    fn first_frame_len(&self) -> usize {
+        match self.rbuf.get(self.rstart..self.rstart + 4) {
+            Some(b) if self.rend - self.rstart >= 4 => {
+                4 + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+            }
+            _ => 0,
         }
     }
 

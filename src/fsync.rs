@@ -47,7 +47,14 @@ impl Syncer {
                         policy == FsyncPolicy::Interval && last_sync.elapsed() >= interval;
                     if target.is_some() || timer_due || stopping {
                         if let Err(e) = file.sync_data() {
-                            eprintln!("rrstore worker: fdatasync failed: {e}");
+                            // After a failed fdatasync the kernel may have
+                            // dropped the dirty pages: nothing can be promised
+                            // durable any more, and a retry could lie. Stop,
+                            // as PostgreSQL does; held STOREDs are never sent,
+                            // peers hold the records, and a restart replays
+                            // what truly reached the disk.
+                            eprintln!("rrstore worker: fdatasync failed: {e}; stopping");
+                            std::process::exit(2);
                         }
                         last_sync = Instant::now();
                         unreported = unreported.max(target);

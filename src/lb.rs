@@ -40,6 +40,11 @@ const CONTROL: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// Stop reading a client whose unread responses pass this (backpressure).
 const CLIENT_OUT_CAP: usize = 4 << 20;
+/// How long a client that got MALFORMED or TOO_LARGE may keep sending
+/// before its connection is closed anyway.
+const LINGER: Duration = Duration::from_secs(2);
+/// Discarded input is read in steps of this much.
+const READ_CHUNK_DISCARD: usize = 64 * 1024;
 /// Stop reading clients altogether while a worker's queue passes this.
 const WORKER_OUT_CAP: usize = 32 << 20;
 
@@ -69,6 +74,8 @@ struct Client {
     eof: bool,
     /// Its requests dispatched and not yet answered.
     inflight: u32,
+    /// Closing after an error: our side is shut down, its input discarded.
+    lingering: bool,
 }
 
 enum Role {
@@ -130,6 +137,8 @@ pub struct Lb {
     membership_changed: bool,
     /// Clients with input left unparsed because of backpressure.
     reread: Vec<usize>,
+    /// Clients closing after an error: (give up at, key, serial), in order.
+    lingering: VecDeque<(Instant, usize, u64)>,
     latency: Histogram<u64>,
     counters: Counters,
     plog: ProcessedLog,
@@ -206,6 +215,7 @@ impl Lb {
             frontier: BTreeMap::new(),
             membership_changed: false,
             reread: Vec::new(),
+            lingering: VecDeque::new(),
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             counters: Counters::default(),
             plog,
@@ -219,9 +229,14 @@ impl Lb {
             self.counters.turns += 1;
             self.end_of_turn();
             let timeout = if self.reread.is_empty() {
-                self.deadlines.front().map(|&(d, _)| {
-                    d.saturating_duration_since(Instant::now()) + Duration::from_millis(1)
-                })
+                let next = [
+                    self.deadlines.front().map(|&(d, _)| d),
+                    self.lingering.front().map(|&(d, _, _)| d),
+                ];
+                next.into_iter()
+                    .flatten()
+                    .min()
+                    .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
             } else {
                 Some(Duration::ZERO)
             };
@@ -287,6 +302,7 @@ impl Lb {
                 closing: false,
                 eof: false,
                 inflight: 0,
+                lingering: false,
             })
         } else {
             Role::Control
@@ -299,13 +315,41 @@ impl Lb {
             let Some(link) = self.links.get_mut(key) else {
                 return;
             };
+            let mut finished = false;
             if let Role::Client(c) = &link.role {
-                if c.paused || c.closing || c.eof {
+                if c.lingering {
+                    loop {
+                        let read = link.conn.read_ready(READ_CHUNK_DISCARD, true);
+                        let n = link.conn.input().len();
+                        link.conn.consume(n);
+                        if read.eof || link.conn.closed {
+                            self.close(key);
+                            return;
+                        }
+                        if read.drained {
+                            return;
+                        }
+                    }
+                }
+                if c.paused || c.closing {
                     return;
                 }
+                // After end of input, frames already buffered still count.
+                finished = c.eof;
             }
-            let max_in = wire::HEADER_LEN + wire::max_request_body(self.config.max_content);
-            let read = link.conn.read_ready(0, max_in.max(1 << 20), to_eof);
+            let max_frame = if matches!(link.role, Role::Client(_)) {
+                wire::HEADER_LEN + wire::max_request_body(self.config.max_content)
+            } else {
+                wire::HEADER_LEN + self.config.max_content + msg::MAX_OVERHEAD
+            };
+            let read = if finished {
+                crate::conn::ReadOutcome {
+                    eof: true,
+                    ..Default::default()
+                }
+            } else {
+                link.conn.read_ready(max_frame, to_eof)
+            };
             self.counters.reads += read.syscalls as u64;
             let is_client = matches!(link.role, Role::Client(_));
             if is_client {
@@ -448,7 +492,7 @@ impl Lb {
         match req {
             Request::Put { id, content } => {
                 self.counters.puts += 1;
-                self.clock = (self.clock + 1).max(unix_micros());
+                self.clock = self.clock.saturating_add(1).max(unix_micros());
                 version = self.clock;
                 msg::encode(
                     wconn.conn.out(),
@@ -761,6 +805,16 @@ impl Lb {
 
     /// Answers TIMEOUT for every request past its deadline.
     fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, key, serial)) = self.lingering.front() {
+            if deadline > now {
+                break;
+            }
+            self.lingering.pop_front();
+            if matches!(self.links.get(key), Some(Link { role: Role::Client(c), .. }) if c.serial == serial)
+            {
+                self.close(key);
+            }
+        }
         while let Some(&(deadline, req)) = self.deadlines.front() {
             // Answered requests leave the queue as soon as they reach its
             // front, so it stays about as long as what is in flight.
@@ -816,7 +870,8 @@ impl Lb {
             let members = self.members.members();
             let mut frame = Vec::new();
             msg::encode(&mut frame, &Msg::Members { members });
-            let keys: Vec<usize> = self.members.links().collect();
+            // Not to leaving workers: after DEREGISTER_OK nothing more is sent.
+            let keys: Vec<usize> = self.members.links_to_update().collect();
             for k in keys {
                 if let Some(l) = self.links.get_mut(k) {
                     l.conn.out().extend_from_slice(&frame);
@@ -833,16 +888,30 @@ impl Lb {
             }
             let mut read = true;
             if let Role::Client(c) = &mut link.role {
-                let done = c.closing || (c.eof && c.inflight == 0);
+                // Earlier requests are answered before the close: after an
+                // error (MALFORMED, TOO_LARGE) and after end of input, once
+                // every buffered request has been taken (not paused).
+                let done = (c.closing || (c.eof && !c.paused)) && c.inflight == 0;
                 if done && link.conn.pending_out() == 0 {
-                    dead.push(key);
-                    continue;
+                    if c.eof || c.lingering {
+                        dead.push(key);
+                        continue;
+                    }
+                    // After an error the client may still be sending (the
+                    // rest of a TOO_LARGE frame): closing with its bytes
+                    // unread would reset the connection and destroy the
+                    // ERROR in flight. Half-close, discard its input until it
+                    // closes too, or until LINGER has passed.
+                    let _ = link.conn.stream.shutdown(std::net::Shutdown::Write);
+                    c.lingering = true;
+                    self.lingering
+                        .push_back((Instant::now() + LINGER, key, c.serial));
                 }
                 if c.paused && link.conn.pending_out() <= CLIENT_OUT_CAP / 2 && !backlogged {
                     c.paused = false;
                     self.reread.push(key);
                 }
-                read = !c.paused && !c.closing && !c.eof;
+                read = (!c.paused && !c.closing && !c.eof) || c.lingering;
             }
             if link.conn.closed || link.conn.set_interest(registry, Token(key), read).is_err() {
                 dead.push(key);

@@ -216,6 +216,15 @@ impl Membership {
         self.workers.values().filter_map(|w| w.link)
     }
 
+    /// Connection keys of connected workers that still follow membership
+    /// changes (all but the leaving ones).
+    pub fn links_to_update(&self) -> impl Iterator<Item = usize> + '_ {
+        self.workers
+            .values()
+            .filter(|w| w.status != Status::Leaving)
+            .filter_map(|w| w.link)
+    }
+
     pub fn count(&self, status: Status) -> usize {
         self.workers.values().filter(|w| w.status == status).count()
     }

@@ -124,6 +124,8 @@ pub struct Replica {
     asked: BTreeMap<u32, BTreeSet<u32>>,
     /// The hello of each peer's current link to us (see [`Hello`]).
     hellos: BTreeMap<u32, Hello>,
+    /// Our own sequence rose without a PUT since our hellos went out.
+    own_raised: bool,
 }
 
 impl Replica {
@@ -141,6 +143,7 @@ impl Replica {
             incarnation,
             addr,
             hellos: BTreeMap::new(),
+            own_raised: false,
             store,
             vv,
             phase: Phase::Joining,
@@ -299,6 +302,7 @@ impl Replica {
         your_seq: u64,
         out: &mut impl Outbox,
     ) {
+        let own_before = self.own_seq();
         if your_seq > self.vv.get(self.id) {
             // The peer holds records of ours that our log lost (a new
             // incarnation, or a crash before fdatasync): number new records
@@ -316,8 +320,37 @@ impl Replica {
                 link,
             },
         );
+        self.own_raised |= self.own_seq() > own_before;
+        self.announce_if_raised(out);
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
+    }
+
+    /// Our own sequence rose without a PUT (we learned of, or caught up,
+    /// records of ours that our log lacked). Peers that got our hello
+    /// before hold a marker below them, and our links never carried them:
+    /// a fresh hello on every link tells each peer to catch them up.
+    fn announce_if_raised(&mut self, out: &mut impl Outbox) {
+        if !std::mem::take(&mut self.own_raised) {
+            return;
+        }
+        let now = self.own_seq();
+        let up: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.link_up)
+            .map(|(&id, _)| id)
+            .collect();
+        for peer in up {
+            let hello = Msg::PeerHello {
+                id: self.id,
+                incarnation: self.incarnation,
+                marker: now,
+                your_seq: self.vv.get(peer),
+                addr: self.addr.clone(),
+            };
+            out.to_peer(peer, &hello);
+        }
     }
 
     /// The link `link` from `from` to us closed: its live stream ended, so
@@ -341,15 +374,19 @@ impl Replica {
         if self.vv.has(rec.origin, rec.seq) {
             return;
         }
+        let own_before = self.own_seq();
         self.store.apply(rec);
         self.vv.observe(rec.origin, rec.seq);
         self.vector_dirty = true;
+        // Our own records come back only in a catch-up; announced at its end.
+        self.own_raised |= self.own_seq() > own_before;
         out.persist_record(rec);
         self.release_gets(out);
     }
 
     /// The donor finished: we hold everything its `vector` covers.
     pub fn on_catchup_done(&mut self, from: u32, vector: &[(u32, u64)], out: &mut impl Outbox) {
+        let own_before = self.own_seq();
         let before: Vec<(u32, u64)> = self.asked.keys().map(|&o| (o, self.vv.get(o))).collect();
         if self.vv.merge(vector) {
             self.vector_dirty = true;
@@ -361,6 +398,8 @@ impl Replica {
             }
         }
         out.persist_vector(vector);
+        self.own_raised |= self.own_seq() > own_before;
+        self.announce_if_raised(out);
         if self.catchup_from == Some(from) {
             self.catchup_from = None;
         }
@@ -385,7 +424,7 @@ impl Replica {
         content: &[u8],
         out: &mut impl Outbox,
     ) {
-        self.last_own = self.own_seq() + 1;
+        self.last_own = self.own_seq().saturating_add(1);
         let rec = RecordRef {
             origin: self.id,
             seq: self.last_own,
@@ -520,9 +559,17 @@ impl Replica {
         if self.vv.get(self.id) < floor {
             needs.push((Some(self.id), from));
         }
-        if self.phase == Phase::Joining && !self.vv.covers(&self.floor) {
+        if self.phase == Phase::Joining {
+            // Each departed origin is its own need, so every peer is tried
+            // for it once rather than the first one forever.
             let active = self.peers.iter().find(|(_, p)| p.status == Status::Active);
-            needs.extend(active.map(|(&id, _)| (None, id)));
+            if let Some((&first, _)) = active {
+                for &(o, s) in &self.floor {
+                    if self.vv.get(o) < s {
+                        needs.push((Some(o), first));
+                    }
+                }
+            }
         }
         needs
     }

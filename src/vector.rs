@@ -20,11 +20,14 @@ struct OriginState {
 
 impl OriginState {
     fn advance(&mut self) {
-        while self.above.first() == Some(&(self.contiguous + 1)) {
+        while self.above.first() == Some(&self.contiguous.saturating_add(1)) {
             self.above.pop_first();
             self.contiguous += 1;
         }
-        debug_assert!(self.above.first().is_none_or(|&s| s > self.contiguous + 1));
+        debug_assert!(self
+            .above
+            .first()
+            .is_none_or(|&s| s > self.contiguous.saturating_add(1)));
     }
 }
 
@@ -56,7 +59,7 @@ impl VersionVector {
         if seq <= o.contiguous {
             return false;
         }
-        if seq == o.contiguous + 1 {
+        if seq == o.contiguous.saturating_add(1) {
             o.contiguous = seq;
             o.advance();
             return true;
@@ -72,7 +75,7 @@ impl VersionVector {
             let o = self.origins.entry(origin).or_default();
             if seq > o.contiguous {
                 o.contiguous = seq;
-                o.above = o.above.split_off(&(seq + 1));
+                o.above = o.above.split_off(&seq.saturating_add(1));
                 o.advance();
                 moved = true;
             }

@@ -23,6 +23,7 @@ use crate::msg::{self, Msg, Vector};
 use crate::replica::{Outbox, Phase, Replica};
 use crate::store::Store;
 use crate::vector::VersionVector;
+use crate::wire;
 use links::{pump, Cursor, Io, Link, Role};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -46,8 +47,6 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 const LB_RETRY_MIN: Duration = Duration::from_millis(50);
 const LB_RETRY_MAX: Duration = Duration::from_secs(2);
 pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
-/// Parse at most this much buffered input per connection before moving on.
-const MAX_BUFFERED_IN: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -222,7 +221,7 @@ impl Worker {
         self.handle_input(self.io.lb)?;
         loop {
             self.end_of_turn()?;
-            if self.replica.leave_complete() {
+            if self.replica.leave_complete() && self.io.held.is_empty() {
                 return self.finish();
             }
             if let Some(deadline) = self.leave_deadline {
@@ -434,7 +433,10 @@ impl Worker {
                     let entry = self.io.links.vacant_entry();
                     let key = entry.key();
                     let mut conn = Conn::new(stream);
-                    conn.set_interest(self.io.poll.registry(), Token(key), true)?;
+                    if let Err(e) = conn.set_interest(self.io.poll.registry(), Token(key), true) {
+                        eprintln!("rrstore worker: cannot watch an accepted connection: {e}");
+                        continue;
+                    }
                     entry.insert(Link {
                         conn,
                         role: Role::New,
@@ -492,7 +494,8 @@ impl Worker {
             let Some(link) = self.io.links.get_mut(key) else {
                 return Ok(());
             };
-            let read = link.conn.read_ready(0, MAX_BUFFERED_IN, to_eof);
+            let max_frame = wire::HEADER_LEN + self.config.max_content + msg::MAX_OVERHEAD;
+            let read = link.conn.read_ready(max_frame, to_eof);
             self.handle_input(key)?;
             let Some(link) = self.io.links.get_mut(key) else {
                 return Ok(());
@@ -601,6 +604,24 @@ impl Worker {
                 }
             }
             (2, Msg::Record(rec)) => r.on_record(&rec, io),
+            (
+                2,
+                Msg::PeerHello {
+                    id,
+                    marker,
+                    your_seq,
+                    addr,
+                    ..
+                },
+            ) => {
+                // A fresh marker on the same link (the peer's own sequence rose).
+                if let Some(Role::In { serial, peer, .. }) = io.links.get(key).map(|l| &l.role) {
+                    if *peer == id {
+                        let serial = *serial;
+                        r.on_hello(id, serial, &addr, marker, your_seq, io);
+                    }
+                }
+            }
             (2, Msg::CatchupRequest { vector }) => {
                 let cursor = Cursor {
                     ids: r.store.ids(),

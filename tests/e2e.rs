@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use rrstore::client::Reply;
-use rrstore::wire::{op, ErrorCode, Request};
+use rrstore::wire::{self, op, ErrorCode, Request};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -311,4 +311,27 @@ fn joiner_catches_up_a_large_store_from_an_idle_worker() {
     let v = rrstore::admin::verify_wait(&c.control_addr, CONVERGE_TIMEOUT).expect("verify");
     assert!(v.identical, "{}", v.render());
     assert_eq!(active_rows(&v), vec![(c.ids[0], 3_000), (c.ids[1], 3_000)]);
+}
+
+#[test]
+fn the_largest_allowed_record_round_trips_and_one_byte_more_is_too_large() {
+    let c = TestCluster::start("max_content", 2);
+    let mut client = c.client();
+    let big: Vec<u8> = (0..wire::DEFAULT_MAX_CONTENT)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    client.put(7, &big).expect("a PUT at the content limit");
+    // The VALUE a worker sends back is larger than the client's PUT frame:
+    // every hop must read a frame of that size whole.
+    for _ in 0..2 {
+        assert_eq!(client.get(7).expect("GET").as_deref(), Some(&big[..]));
+    }
+    let mut too_big = big.clone();
+    too_big.push(0);
+    let err = client
+        .put(8, &too_big)
+        .expect_err("one byte over the limit");
+    assert_eq!(err.code(), Some(wire::ErrorCode::TooLarge), "{err}");
+    let data = c.converged(&c.ids);
+    assert_eq!(data.get(&7).map(Vec::len), Some(big.len()));
 }

@@ -142,6 +142,7 @@ impl Outbox for Io {
                     .register(&mut conn.stream, Token(key), Interest::WRITABLE)
                     .is_err()
                 {
+                    self.redial(peer, addr);
                     return;
                 }
                 conn.mark_registered(Interest::WRITABLE);
