@@ -10,6 +10,11 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+/// The largest VALUE content a client accepts by default: generous, since
+/// an LB may be configured with a larger `--max-content` than its default;
+/// only this client's memory is at stake. See [`Client::set_max_content`].
+pub const MAX_RESPONSE_CONTENT: usize = 64 << 20;
+
 /// A response with owned bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -99,8 +104,13 @@ impl Client {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             next_tag: 1,
-            max_content: wire::DEFAULT_MAX_CONTENT,
+            max_content: MAX_RESPONSE_CONTENT,
         })
+    }
+
+    /// Sets the largest VALUE content this client accepts.
+    pub fn set_max_content(&mut self, max: usize) {
+        self.max_content = max;
     }
 
     /// Queues a request; returns its tag.
@@ -250,7 +260,7 @@ impl AdminConn {
     /// Reads the next message and hands it to `f`.
     pub fn next<R>(&mut self, f: impl FnOnce(Msg<'_>) -> R) -> Result<R, ClientError> {
         loop {
-            match msg::decode(&self.buf, wire::DEFAULT_MAX_CONTENT) {
+            match msg::decode(&self.buf, MAX_RESPONSE_CONTENT) {
                 Ok(Some((m, consumed))) => {
                     let r = f(m);
                     self.buf.drain(..consumed);

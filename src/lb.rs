@@ -706,13 +706,19 @@ impl Lb {
                 },
             ) => {
                 self.clock = self.clock.max(max_version);
+                let reported = self.members.get(id).map_or(0, |w| lookup(&w.vector, id));
                 match self.members.register(id, incarnation, addr.clone(), key) {
                     Ok((id, incarnation)) => {
                         eprintln!("rrstore lb: worker {id} (incarnation {incarnation}) registered from {addr}; joining");
-                        let members = self.members.members();
+                        let welcome = Msg::Welcome {
+                            id,
+                            members: self.members.members(),
+                            max_content: self.config.max_content as u64,
+                            your_seq: reported.max(self.frontier.get(&id).copied().unwrap_or(0)),
+                        };
                         if let Some(link) = self.links.get_mut(key) {
                             link.role = Role::Worker { id };
-                            msg::encode(link.conn.out(), &Msg::Welcome { id, members });
+                            msg::encode(link.conn.out(), &welcome);
                         }
                         self.membership_changed = true;
                     }

@@ -111,10 +111,15 @@ pub enum Msg<'a> {
         max_version: u64,
         addr: String,
     },
-    /// LB→W: registration accepted under `id`; the current membership.
+    /// LB→W: registration accepted under `id`; the current membership;
+    /// the LB's content limit (the worker accepts at least that); and the
+    /// highest seq of this ID the LB knows of (acknowledged or reported), so
+    /// a worker whose log lost records never numbers new ones below them.
     Welcome {
         id: u32,
         members: Vec<Member>,
+        max_content: u64,
+        your_seq: u64,
     },
     /// LB→W on every membership change; also the reply to `MembersRequest`.
     Members {
@@ -240,6 +245,8 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         op::WELCOME => Msg::Welcome {
             id: r.u32()?,
             members: r.members()?,
+            max_content: r.u64()?,
+            your_seq: r.u64()?,
         },
         op::MEMBERS => Msg::Members {
             members: r.members()?,
@@ -351,9 +358,16 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
             put_string(out, addr);
             op::REGISTER
         }
-        Msg::Welcome { id, members } => {
+        Msg::Welcome {
+            id,
+            members,
+            max_content,
+            your_seq,
+        } => {
             put_u32(out, *id);
             put_members(out, members);
+            put_u64(out, *max_content);
+            put_u64(out, *your_seq);
             op::WELCOME
         }
         Msg::Members { members } => {
@@ -620,6 +634,8 @@ mod tests {
             Msg::Welcome {
                 id: 4,
                 members: members.clone(),
+                max_content: 1 << 20,
+                your_seq: 9,
             },
             Msg::Members { members },
             Msg::Ready {

@@ -28,6 +28,11 @@ use crate::store::Store;
 use crate::vector::VersionVector;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// GETs held for records still on their way; past this the oldest go (the
+/// LB answered them TIMEOUT long before), so memory stays bounded if a gap
+/// never fills.
+const MAX_PARKED_GETS: usize = 100_000;
+
 /// The effects the state machine asks for.
 pub trait Outbox {
     /// Queue `msg` to the LB.
@@ -446,6 +451,10 @@ impl Replica {
         if self.vv.covers(&min) {
             out.value(req, self.store.get(id).map(|e| &e.content[..]));
         } else {
+            if self.parked_gets.len() >= MAX_PARKED_GETS {
+                // The oldest has long been answered TIMEOUT by the LB.
+                self.parked_gets.remove(0);
+            }
             self.parked_gets.push((req, id, min));
         }
     }
@@ -477,6 +486,23 @@ impl Replica {
         self.last_ready = None;
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
+    }
+
+    /// The LB knows of records of ours up to `your_seq` (acknowledged, or
+    /// reported by us before): treated like a peer's `your_seq`, except
+    /// that any peer may be asked for them.
+    pub fn on_lb_floor(&mut self, your_seq: u64, out: &mut impl Outbox) {
+        if your_seq <= self.vv.get(self.id) {
+            return;
+        }
+        let before = self.own_seq();
+        self.last_own = self.last_own.max(your_seq);
+        if your_seq > self.own_floor.0 {
+            self.own_floor = (your_seq, 0);
+        }
+        self.own_raised |= self.own_seq() > before;
+        self.announce_if_raised(out);
+        self.maybe_request_catchup(out);
     }
 
     /// The LB connection is gone: GETs it sent can no longer be answered

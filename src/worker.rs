@@ -140,6 +140,8 @@ impl Worker {
             id,
             incarnation,
             members,
+            max_content,
+            your_seq,
         } = register(
             &config.lb,
             config.connect_timeout,
@@ -149,6 +151,8 @@ impl Worker {
             &advertise,
         )?;
         data.save_identity(id, incarnation)?;
+        let mut config = config;
+        config.max_content = config.max_content.max(max_content);
         // The one line on stdout: tools that start workers read it.
         println!("registered id={id} addr={advertise}");
         io::stdout().flush()?;
@@ -199,6 +203,7 @@ impl Worker {
             link_serial: 0,
         };
         let mut replica = Replica::new(id, incarnation, advertise.clone(), store, vv);
+        replica.on_lb_floor(your_seq, &mut io);
         replica.on_members(&members, &mut io);
         // Keep the data dir (and its lock) alive as long as the worker.
         std::mem::forget(data);
@@ -340,6 +345,8 @@ impl Worker {
             "rrstore worker {}: re-registered with the LB",
             self.replica.id
         );
+        self.config.max_content = self.config.max_content.max(reg.max_content);
+        self.replica.on_lb_floor(reg.your_seq, &mut self.io);
         self.replica.on_lb_welcome(&reg.members, &mut self.io);
         self.handle_input(self.io.lb)
     }

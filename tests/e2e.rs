@@ -335,3 +335,16 @@ fn the_largest_allowed_record_round_trips_and_one_byte_more_is_too_large() {
     let data = c.converged(&c.ids);
     assert_eq!(data.get(&7).map(Vec::len), Some(big.len()));
 }
+
+#[test]
+fn workers_accept_the_lbs_content_limit_when_it_is_larger_than_theirs() {
+    let limit = 2 * wire::DEFAULT_MAX_CONTENT;
+    let c = TestCluster::start_with("lb_limit", 2, &["--max-content", &limit.to_string()]);
+    let mut client = c.client();
+    let big = vec![7u8; wire::DEFAULT_MAX_CONTENT + wire::DEFAULT_MAX_CONTENT / 2];
+    client
+        .put(1, &big)
+        .expect("a PUT above the workers' own default");
+    assert_eq!(client.get(1).expect("GET").as_deref(), Some(&big[..]));
+    c.converged(&c.ids);
+}

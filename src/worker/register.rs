@@ -14,6 +14,10 @@ pub(super) struct Registration {
     pub(super) id: u32,
     pub(super) incarnation: u32,
     pub(super) members: Vec<msg::Member>,
+    /// The LB's content limit.
+    pub(super) max_content: usize,
+    /// The highest seq of our ID the LB knows of.
+    pub(super) your_seq: u64,
 }
 
 /// Connects to the LB (retrying until `connect_timeout`), registers, and
@@ -61,7 +65,12 @@ pub(super) fn register(
             msg::decode(&buf, 0).map_err(|c| format!("bad reply from LB: {}", c.name()))?
         {
             match m {
-                Msg::Welcome { id, members } => {
+                Msg::Welcome {
+                    id,
+                    members,
+                    max_content,
+                    your_seq,
+                } => {
                     let inc = members
                         .iter()
                         .find(|m| m.id == id)
@@ -79,6 +88,8 @@ pub(super) fn register(
                         id,
                         incarnation: inc,
                         members,
+                        max_content: usize::try_from(max_content).unwrap_or(usize::MAX),
+                        your_seq,
                     });
                 }
                 Msg::Refused { reason } => {
