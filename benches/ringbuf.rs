@@ -1,0 +1,226 @@
+//! Our SPSC ring ([`rrstore::ringbuf`]) beside three bounded queues of the
+//! same capacity: `rtrb` (an SPSC ring), crossbeam's `ArrayQueue` (MPMC) and
+//! `std::sync::mpsc::sync_channel` (MPSC, blocking).
+//!
+//! * `ringbuf_transfer`: `N` u64 items from a producer thread to a consumer
+//!   thread, one push / pop at a time, timed from a barrier both threads pass
+//!   until the consumer has checked the last item. Items/s.
+//! * `ringbuf_push_pop`: one push then one pop on the same thread (ring
+//!   never contended, never full): the fixed cost of a call pair. Items/s.
+//!
+//! The lock-free queues spin (then yield) on full / empty, the same way for
+//! each; `sync_channel` uses its blocking `send` / `recv`, as it is meant to
+//! be used.
+//!
+//! Run: `cargo bench -p rrstore --bench ringbuf`.
+
+use std::hint::black_box;
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use crossbeam_queue::ArrayQueue;
+use rrstore::ringbuf;
+
+const CAPACITY: usize = 1024;
+const N: u64 = 1_000_000;
+
+/// Waits politely: spin a little, then give the core away. On a 2-core
+/// shared machine a pure spin can starve the other side.
+#[inline]
+fn backoff(misses: &mut u32) {
+    *misses += 1;
+    if *misses < 64 {
+        std::hint::spin_loop();
+    } else {
+        thread::yield_now();
+    }
+}
+
+/// One queue under test: build a fresh pair, then move `N` items through it
+/// with `send` on a new thread and `recv` here.
+trait Queue {
+    type Tx: Send + 'static;
+    type Rx;
+    fn pair() -> (Self::Tx, Self::Rx);
+    fn send(tx: &mut Self::Tx, v: u64);
+    fn recv(rx: &mut Self::Rx) -> u64;
+}
+
+struct Ours;
+impl Queue for Ours {
+    type Tx = ringbuf::Producer<u64>;
+    type Rx = ringbuf::Consumer<u64>;
+    fn pair() -> (Self::Tx, Self::Rx) {
+        ringbuf::channel(CAPACITY)
+    }
+    fn send(tx: &mut Self::Tx, mut v: u64) {
+        let mut misses = 0;
+        while let Err(back) = tx.push(v) {
+            v = back;
+            backoff(&mut misses);
+        }
+    }
+    fn recv(rx: &mut Self::Rx) -> u64 {
+        let mut misses = 0;
+        loop {
+            if let Some(v) = rx.pop() {
+                return v;
+            }
+            backoff(&mut misses);
+        }
+    }
+}
+
+struct Rtrb;
+impl Queue for Rtrb {
+    type Tx = rtrb::Producer<u64>;
+    type Rx = rtrb::Consumer<u64>;
+    fn pair() -> (Self::Tx, Self::Rx) {
+        rtrb::RingBuffer::new(CAPACITY)
+    }
+    fn send(tx: &mut Self::Tx, mut v: u64) {
+        let mut misses = 0;
+        while let Err(rtrb::PushError::Full(back)) = tx.push(v) {
+            v = back;
+            backoff(&mut misses);
+        }
+    }
+    fn recv(rx: &mut Self::Rx) -> u64 {
+        let mut misses = 0;
+        loop {
+            if let Ok(v) = rx.pop() {
+                return v;
+            }
+            backoff(&mut misses);
+        }
+    }
+}
+
+struct Crossbeam;
+impl Queue for Crossbeam {
+    type Tx = Arc<ArrayQueue<u64>>;
+    type Rx = Arc<ArrayQueue<u64>>;
+    fn pair() -> (Self::Tx, Self::Rx) {
+        let q = Arc::new(ArrayQueue::new(CAPACITY));
+        (Arc::clone(&q), q)
+    }
+    fn send(tx: &mut Self::Tx, mut v: u64) {
+        let mut misses = 0;
+        while let Err(back) = tx.push(v) {
+            v = back;
+            backoff(&mut misses);
+        }
+    }
+    fn recv(rx: &mut Self::Rx) -> u64 {
+        let mut misses = 0;
+        loop {
+            if let Some(v) = rx.pop() {
+                return v;
+            }
+            backoff(&mut misses);
+        }
+    }
+}
+
+struct StdSync;
+impl Queue for StdSync {
+    type Tx = mpsc::SyncSender<u64>;
+    type Rx = mpsc::Receiver<u64>;
+    fn pair() -> (Self::Tx, Self::Rx) {
+        mpsc::sync_channel(CAPACITY)
+    }
+    fn send(tx: &mut Self::Tx, v: u64) {
+        tx.send(v).expect("receiver alive");
+    }
+    fn recv(rx: &mut Self::Rx) -> u64 {
+        rx.recv().expect("sender alive")
+    }
+}
+
+/// Moves `N` items producer → consumer `iters` times; returns the time from
+/// the start barrier until the consumer has received and checked them all.
+fn transfer<Q: Queue>(iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let (mut tx, mut rx) = Q::pair();
+        let start = Arc::new(Barrier::new(2));
+        let producer = {
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                for i in 0..N {
+                    Q::send(&mut tx, i);
+                }
+            })
+        };
+        start.wait();
+        let t0 = Instant::now();
+        for i in 0..N {
+            // In order, nothing lost: the check also keeps the loop honest.
+            assert_eq!(Q::recv(&mut rx), i);
+        }
+        total += t0.elapsed();
+        producer.join().expect("producer panicked");
+    }
+    total
+}
+
+fn two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ringbuf_transfer");
+    g.throughput(Throughput::Elements(N))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("rrstore ringbuf", |b| b.iter_custom(transfer::<Ours>));
+    g.bench_function("rtrb", |b| b.iter_custom(transfer::<Rtrb>));
+    g.bench_function("crossbeam ArrayQueue", |b| {
+        b.iter_custom(transfer::<Crossbeam>)
+    });
+    g.bench_function("std sync_channel", |b| b.iter_custom(transfer::<StdSync>));
+    g.finish();
+}
+
+fn same_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ringbuf_push_pop");
+    g.throughput(Throughput::Elements(1))
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1200));
+
+    let (mut p, mut c_) = ringbuf::channel::<u64>(CAPACITY);
+    g.bench_function("rrstore ringbuf", |b| {
+        b.iter(|| {
+            p.push(black_box(7)).unwrap();
+            black_box(c_.pop().unwrap())
+        })
+    });
+    let (mut p, mut c_) = rtrb::RingBuffer::<u64>::new(CAPACITY);
+    g.bench_function("rtrb", |b| {
+        b.iter(|| {
+            p.push(black_box(7)).unwrap();
+            black_box(c_.pop().unwrap())
+        })
+    });
+    let q = ArrayQueue::<u64>::new(CAPACITY);
+    g.bench_function("crossbeam ArrayQueue", |b| {
+        b.iter(|| {
+            q.push(black_box(7)).unwrap();
+            black_box(q.pop().unwrap())
+        })
+    });
+    let (tx, rx) = mpsc::sync_channel::<u64>(CAPACITY);
+    g.bench_function("std sync_channel", |b| {
+        b.iter(|| {
+            tx.try_send(black_box(7)).unwrap();
+            black_box(rx.try_recv().unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, two_threads, same_thread);
+criterion_main!(benches);

@@ -1,0 +1,158 @@
+//! The worker's state updates: [`Store::apply`] (last-writer-wins map plus
+//! the O(1) order-independent digest) and [`VersionVector::observe`], each
+//! beside the plainest map doing the same inserts.
+//!
+//! * `store_apply_new`: 10,000 records with distinct ids into an empty store
+//!   (growth and rehashing included), 64 B content. Baseline: the same ids
+//!   and content into an empty `HashMap<u64, Vec<u8>>`.
+//! * `store_apply_overwrite`: one record with a higher version for an id
+//!   already held (10,000 live ids), 64 B content. Baseline:
+//!   `HashMap::insert` over an existing key.
+//! * `vector_observe_in_order`: the next seq of one of 4 origins, in order
+//!   (the common case: no gap). Baseline: `BTreeMap<u32, u64>::insert` of the
+//!   same pair, i.e. the same map without gap tracking.
+//!
+//! Run: `cargo bench -p rrstore --bench store`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rrstore::msg::RecordRef;
+use rrstore::store::Store;
+use rrstore::vector::VersionVector;
+
+const IDS: usize = 10_000;
+const ORIGINS: u64 = 4;
+
+/// Spread-out ids, as clients pick them (not 0, 1, 2...).
+fn ids() -> Vec<u64> {
+    (0..IDS as u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555)
+        .collect()
+}
+
+fn content() -> Vec<u8> {
+    (0..64u8).map(|i| i.wrapping_mul(37)).collect()
+}
+
+fn record(id: u64, version: u64, content: &[u8]) -> RecordRef<'_> {
+    RecordRef {
+        origin: (version % ORIGINS) as u32 + 1,
+        seq: version,
+        version,
+        id,
+        content,
+    }
+}
+
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500));
+    g
+}
+
+fn apply_new(c: &mut Criterion) {
+    let (ids, body) = (ids(), content());
+    let records: Vec<RecordRef<'_>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| record(id, i as u64 + 1, &body))
+        .collect();
+    let mut g = group(c, "store_apply_new");
+    g.throughput(Throughput::Elements(IDS as u64));
+    g.bench_function("rrstore Store::apply", |b| {
+        b.iter_batched(
+            Store::new,
+            |mut s| {
+                for r in &records {
+                    assert!(s.apply(black_box(r)));
+                }
+                s // dropped outside the timing
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("HashMap<u64, Vec<u8>>::insert", |b| {
+        b.iter_batched(
+            HashMap::<u64, Vec<u8>>::new,
+            |mut m| {
+                for r in &records {
+                    let r = black_box(r);
+                    assert!(m.insert(r.id, r.content.to_vec()).is_none());
+                }
+                m
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn apply_overwrite(c: &mut Criterion) {
+    let (ids, body) = (ids(), content());
+    let mut g = group(c, "store_apply_overwrite");
+    g.throughput(Throughput::Elements(1));
+
+    let mut store = Store::new();
+    for (i, &id) in ids.iter().enumerate() {
+        store.apply(&record(id, i as u64 + 1, &body));
+    }
+    let mut version = IDS as u64;
+    g.bench_function("rrstore Store::apply", |b| {
+        b.iter(|| {
+            version += 1;
+            let id = ids[version as usize % IDS];
+            // A higher version always wins, so every call replaces an entry.
+            assert!(store.apply(black_box(&record(id, version, &body))));
+        })
+    });
+    assert_eq!(store.len(), IDS);
+
+    let mut map: HashMap<u64, Vec<u8>> = ids.iter().map(|&id| (id, body.clone())).collect();
+    let mut n = 0usize;
+    g.bench_function("HashMap<u64, Vec<u8>>::insert", |b| {
+        b.iter(|| {
+            n += 1;
+            let r = black_box(record(ids[n % IDS], n as u64, &body));
+            assert!(map.insert(r.id, r.content.to_vec()).is_some());
+        })
+    });
+    g.finish();
+}
+
+fn observe_in_order(c: &mut Criterion) {
+    let mut g = group(c, "vector_observe_in_order");
+    g.throughput(Throughput::Elements(1));
+
+    let mut vv = VersionVector::new();
+    let mut i = 0u64;
+    g.bench_function("rrstore VersionVector::observe", |b| {
+        b.iter(|| {
+            let (origin, seq) = ((i % ORIGINS) as u32 + 1, i / ORIGINS + 1);
+            i += 1;
+            assert!(vv.observe(black_box(origin), black_box(seq)));
+        })
+    });
+    assert_eq!(vv.pending_above(), 0, "observations were not in order");
+
+    let mut map = BTreeMap::<u32, u64>::new();
+    let mut i = 0u64;
+    g.bench_function("BTreeMap<u32, u64>::insert", |b| {
+        b.iter(|| {
+            let (origin, seq) = ((i % ORIGINS) as u32 + 1, i / ORIGINS + 1);
+            i += 1;
+            black_box(map.insert(black_box(origin), black_box(seq)));
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, apply_new, apply_overwrite, observe_in_order);
+criterion_main!(benches);
