@@ -6,17 +6,36 @@
 //! "durable up to N" back and wakes the loop through its mio `Waker`.
 //! Under `interval` the thread also syncs on its own timer; under `never` it
 //! is not started at all.
+//!
+//! When the log rolls to a new segment the loop sends the old and the new
+//! file: the thread fdatasyncs the old one and the directory (so the rename
+//! and the new file's entry are durable) before it syncs anything of the new
+//! one, so "durable up to N" stays true across segments (offsets count
+//! across files).
 
 use crate::log::FsyncPolicy;
 use crate::ringbuf::{channel, Consumer, Producer};
+use crate::segments::sync_dir;
 use mio::Waker;
+use std::collections::VecDeque;
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+/// What the loop asks of the fsync thread.
+enum Work {
+    /// Make everything up to this log offset durable.
+    Upto(u64),
+    /// The log rolled: sync `old` and the directory, then continue on `new`.
+    Seal { old: File, new: File },
+}
+
 pub struct Syncer {
-    requests: Producer<u64>,
+    requests: Producer<Work>,
+    /// Seals waiting for room in the ring (never dropped, kept in order).
+    waiting: VecDeque<Work>,
     done: Consumer<u64>,
     thread: Option<JoinHandle<()>>,
     /// Highest offset requested and not yet reported durable.
@@ -26,11 +45,13 @@ pub struct Syncer {
 impl Syncer {
     pub fn start(
         file: File,
+        dir: PathBuf,
         policy: FsyncPolicy,
         interval: Duration,
         waker: Arc<Waker>,
     ) -> std::io::Result<Syncer> {
-        let (requests, mut inbox) = channel::<u64>(1024);
+        let (requests, mut inbox) = channel::<Work>(1024);
+        let mut file = file;
         let (mut outbox, done) = channel::<u64>(1024);
         let thread = thread::Builder::new()
             .name("rrstore-fsync".into())
@@ -39,8 +60,17 @@ impl Syncer {
                 let mut unreported: Option<u64> = None;
                 loop {
                     let mut target = None;
-                    while let Some(off) = inbox.pop() {
-                        target = target.max(Some(off));
+                    while let Some(work) = inbox.pop() {
+                        match work {
+                            Work::Upto(off) => target = target.max(Some(off)),
+                            Work::Seal { old, new } => {
+                                if let Err(e) = old.sync_data().and_then(|()| sync_dir(&dir)) {
+                                    eprintln!("rrstore worker: fdatasync failed: {e}; stopping");
+                                    std::process::exit(2);
+                                }
+                                file = new;
+                            }
+                        }
                     }
                     let stopping = inbox.is_abandoned() && inbox.is_empty();
                     let timer_due =
@@ -79,6 +109,7 @@ impl Syncer {
             })?;
         Ok(Syncer {
             requests,
+            waiting: VecDeque::new(),
             done,
             thread: Some(thread),
             outstanding: 0,
@@ -87,14 +118,35 @@ impl Syncer {
 
     /// Asks for durability up to `offset` (at most one wake-up per call).
     pub fn request(&mut self, offset: u64) {
-        if offset <= self.outstanding {
+        self.push_waiting();
+        if offset <= self.outstanding || !self.waiting.is_empty() {
             return;
         }
-        // The ring holds 1024 offsets and the thread drains it whole on every
+        // The ring holds 1024 items and the thread drains it whole on every
         // pass; if it is ever full, the request is simply repeated next turn.
-        if self.requests.push(offset).is_ok() {
+        if self.requests.push(Work::Upto(offset)).is_ok() {
             self.outstanding = offset;
         }
+        self.wake();
+    }
+
+    /// The log rolled from `old` to `new` (see the module docs).
+    pub fn seal(&mut self, old: File, new: File) {
+        self.waiting.push_back(Work::Seal { old, new });
+        self.push_waiting();
+        self.wake();
+    }
+
+    fn push_waiting(&mut self) {
+        while let Some(work) = self.waiting.pop_front() {
+            if let Err(work) = self.requests.push(work) {
+                self.waiting.push_front(work);
+                break;
+            }
+        }
+    }
+
+    fn wake(&self) {
         if let Some(t) = &self.thread {
             t.thread().unpark();
         }
@@ -115,7 +167,12 @@ impl Drop for Syncer {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
             // Replace the producer so the thread sees the ring abandoned.
-            let (dead, _) = channel::<u64>(1);
+            while !self.waiting.is_empty() {
+                self.push_waiting();
+                self.wake();
+                thread::yield_now();
+            }
+            let (dead, _) = channel::<Work>(1);
             drop(std::mem::replace(&mut self.requests, dead));
             t.thread().unpark();
             let _ = t.join();

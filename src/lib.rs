@@ -12,8 +12,9 @@
 //!   [`store`] (last-writer-wins map + digest) and the [`vector`] (version
 //!   vector with gap tracking).
 //! - The LB's worker map and round-robin array: [`membership`].
-//! - Persistence: [`log`] (data dir, lock, append-only CRC'd log) and
-//!   [`fsync`] (the fsync thread); the LB's processed log: [`plog`].
+//! - Persistence: [`log`] (data dir, lock, CRC'd log entries), [`segments`]
+//!   (segments and their background compaction) and [`fsync`] (the fsync
+//!   thread); the LB's processed log: [`plog`].
 //! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].
 //! - Tools: [`client`] (blocking client), [`admin`] (members, verify, dump),
 //!   [`cluster`] (child processes), [`demo`].
@@ -31,6 +32,7 @@ pub mod msg;
 pub mod plog;
 pub mod replica;
 pub mod ringbuf;
+pub mod segments;
 pub mod store;
 pub mod vector;
 pub mod wire;

@@ -213,9 +213,11 @@ fn decode_entry(p: &[u8]) -> Option<LogEntry<'_>> {
 pub struct LogWriter {
     file: File,
     buf: Vec<u8>,
-    /// Bytes of the file written so far (the offset the next entry lands at,
-    /// once `buf` is flushed).
+    /// Bytes written so far, across every file this writer has used (the
+    /// offset the next entry lands at, once `buf` is flushed).
     written: u64,
+    /// `written` when the current file was opened.
+    segment_start: u64,
 }
 
 impl LogWriter {
@@ -226,6 +228,7 @@ impl LogWriter {
             file,
             buf: Vec::with_capacity(1 << 16),
             written,
+            segment_start: 0,
         })
     }
 
@@ -268,6 +271,24 @@ impl LogWriter {
 
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Continues in a new file at `path` (created empty or appended to);
+    /// offsets keep counting across files. Returns the previous file.
+    pub fn reopen(&mut self, path: &Path) -> io::Result<File> {
+        self.flush()?;
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        self.segment_start = self.written;
+        Ok(std::mem::replace(&mut self.file, file))
+    }
+
+    /// Bytes written to the current file (segment).
+    pub fn segment_len(&self) -> u64 {
+        self.written - self.segment_start + self.buf.len() as u64
     }
 
     /// Writes everything buffered (one `write` in the common case) and

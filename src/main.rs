@@ -78,6 +78,10 @@ enum Cmd {
         /// How long a leaving worker waits for its peers' acknowledgements.
         #[arg(long, default_value_t = 30)]
         leave_timeout_secs: u64,
+        /// The log rolls to a new segment past this size; sealed segments
+        /// are compacted in the background (live records only).
+        #[arg(long, default_value_t = rrstore::segments::DEFAULT_SEGMENT_BYTES)]
+        segment_bytes: u64,
     },
     /// Store a record; prints `stored id=ID worker=W`.
     Put {
@@ -187,6 +191,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             max_content,
             connect_timeout_secs,
             leave_timeout_secs,
+            segment_bytes,
         } => {
             worker::run(worker::WorkerConfig {
                 lb,
@@ -199,6 +204,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 max_content,
                 connect_timeout: Duration::from_secs(connect_timeout_secs),
                 leave_timeout: Duration::from_secs(leave_timeout_secs),
+                segment_bytes: segment_bytes.max(4096),
             })?;
         }
         Cmd::Put { lb, id, content } => {

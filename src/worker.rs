@@ -18,9 +18,10 @@ mod register;
 
 use crate::conn::Conn;
 use crate::fsync::Syncer;
-use crate::log::{replay, DataDir, FsyncPolicy, LogEntry, LogWriter};
+use crate::log::{DataDir, FsyncPolicy, LogEntry, LogWriter};
 use crate::msg::{self, Msg, Vector};
 use crate::replica::{Outbox, Phase, Replica};
+use crate::segments::{self, Compactor};
 use crate::store::Store;
 use crate::vector::VersionVector;
 use crate::wire;
@@ -62,6 +63,8 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// How long a leaving worker waits for its peers' acknowledgements.
     pub leave_timeout: Duration,
+    /// The log rolls to a new segment past this size (see `segments.rs`).
+    pub segment_bytes: u64,
 }
 
 pub struct Worker {
@@ -76,6 +79,8 @@ pub struct Worker {
     catchup_records: u64,
     /// While the LB is unreachable: when to try again, and the next pause.
     lb_retry: Option<(Instant, Duration)>,
+    /// Merges sealed log segments in the background.
+    compactor: Compactor,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -100,7 +105,7 @@ impl Worker {
         }
         let mut store = Store::new();
         let mut vv = VersionVector::new();
-        let stats = replay(&data.log_path(), |entry| match entry {
+        let stats = segments::replay_all(data.path(), |entry| match entry {
             LogEntry::Record(r) => {
                 store.apply(&r);
                 vv.observe(r.origin, r.seq);
@@ -111,9 +116,9 @@ impl Worker {
         })?;
         if stats.truncated > 0 {
             eprintln!(
-                "rrstore worker: log replay cut {} untrusted bytes at the end of {}",
+                "rrstore worker: log replay cut {} untrusted bytes from the log in {}",
                 stats.truncated,
-                data.log_path().display()
+                data.path().display()
             );
         }
 
@@ -169,6 +174,7 @@ impl Worker {
             FsyncPolicy::Never => None,
             policy => Some(Syncer::start(
                 log.sync_handle()?,
+                data.path().to_path_buf(),
                 policy,
                 config.fsync_interval,
                 waker,
@@ -205,6 +211,7 @@ impl Worker {
         let mut replica = Replica::new(id, incarnation, advertise.clone(), store, vv);
         replica.on_lb_floor(your_seq, &mut io);
         replica.on_members(&members, &mut io);
+        let compactor = Compactor::start(data.path().to_path_buf())?;
         // Keep the data dir (and its lock) alive as long as the worker.
         std::mem::forget(data);
         Ok(Worker {
@@ -217,6 +224,7 @@ impl Worker {
             last_report: None,
             catchup_records: 0,
             lb_retry: None,
+            compactor,
         })
     }
 
@@ -786,6 +794,13 @@ impl Worker {
                 }
             }
             _ => self.io.durable = written,
+        }
+        if self.io.log.segment_len() >= self.config.segment_bytes {
+            let (old, n) = segments::roll(&self.config.data_dir, &mut self.io.log)?;
+            if let Some(s) = self.io.syncer.as_mut() {
+                s.seal(old, self.io.log.sync_handle()?);
+            }
+            self.compactor.sealed(n);
         }
         let lb = self.io.lb;
         while let Some(&(off, req, seq)) = self.io.held.front() {

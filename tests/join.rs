@@ -526,3 +526,64 @@ fn workers_re_register_after_the_lb_crashes_and_nothing_acknowledged_is_lost() {
     assert_records(&data, &expected);
     assert_gets(&mut c.client(), &expected);
 }
+
+#[test]
+fn overwrites_are_compacted_and_a_restart_replays_the_same_store() {
+    let mut c = TestCluster::start("compaction", 0);
+    // Under `always`, every STORED waits for the fsync thread, which also
+    // seals each rolled segment: both paths are exercised.
+    c.worker_args = vec![
+        "--segment-bytes".into(),
+        "65536".into(),
+        "--fsync".into(),
+        "always".into(),
+    ];
+    c.add_active_worker();
+    c.add_active_worker();
+    // 40 rounds of overwrites of 100 ids with 500-byte contents: about
+    // 2 MB of log per worker (both hold every record) for a live set of
+    // about 50 KB.
+    let mut expected = BTreeMap::new();
+    for round in 0..40u8 {
+        let records: Vec<(u64, Vec<u8>)> = (0..100u64)
+            .map(|id| (id, vec![round ^ id as u8; 500]))
+            .collect();
+        put_all(&mut c.client(), &records, 64);
+        expected.extend(records);
+    }
+    assert_records(&c.converged(&c.ids), &expected);
+    let victim = c.ids[0];
+    let dir = c.workers[&victim].data_dir.clone();
+    let log_bytes = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir)
+            .expect("data dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the background compaction to shrink the log",
+        || log_bytes(&dir) < 400_000,
+    );
+    assert!(
+        std::fs::read_dir(&dir)
+            .expect("data dir")
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("sealed-")),
+        "the log rolled into sealed segments"
+    );
+    let status = c
+        .stop_worker(victim, STOP_TIMEOUT)
+        .expect("stop")
+        .expect("exits");
+    assert!(status.success());
+    let back = c.add_worker_at(&dir).expect("restart");
+    assert_eq!(back, victim);
+    c.wait_active(&[victim], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_records(&c.dump(victim), &expected);
+    assert_records(&c.converged(&c.ids), &expected);
+}
