@@ -256,40 +256,9 @@ fn worker_that_leaves_disappears_and_the_rest_keep_serving() {
     let mut c = TestCluster::start("leave", 3);
     let victim = c.ids[0];
     let rest: Vec<u32> = c.ids[1..].to_vec();
-    let (progress_tx, progress_rx) = mpsc::channel::<()>();
-    let (gone_tx, gone_rx) = mpsc::channel::<()>();
-    let lb = c.lb_addr.clone();
     // A writer keeps going while the worker leaves.
-    let writer = std::thread::spawn(move || {
-        let mut client = connect(&lb);
-        let mut results = Vec::new();
-        for (start, end) in [(0, STOP_AT), (STOP_AT, WAIT_AT), (WAIT_AT, TOTAL)] {
-            if start == STOP_AT {
-                progress_tx.send(()).expect("main thread");
-            }
-            if start == WAIT_AT {
-                gone_rx
-                    .recv_timeout(STEP_TIMEOUT)
-                    .expect("the worker to be gone");
-            }
-            let records: Vec<(u64, Vec<u8>)> =
-                (start..end).map(|id| (id, content(id, 9))).collect();
-            let reqs: Vec<Request<'_>> = records
-                .iter()
-                .map(|(id, c)| Request::Put {
-                    id: *id,
-                    content: c,
-                })
-                .collect();
-            let replies = pipeline(&mut client, &reqs, 32);
-            results.extend(records.into_iter().zip(replies));
-        }
-        results
-    });
-
-    progress_rx
-        .recv_timeout(STEP_TIMEOUT)
-        .expect("the writer to get going");
+    let writer = PhasedWriter::start(&c.lb_addr, [0, STOP_AT, WAIT_AT, TOTAL], 9, 32);
+    writer.reached(STEP_TIMEOUT);
     let status = c
         .stop_worker(victim, STOP_TIMEOUT)
         .expect("stop")
@@ -305,8 +274,7 @@ fn worker_that_leaves_disappears_and_the_rest_keep_serving() {
         rest,
         "members after the leave"
     );
-    gone_tx.send(()).expect("writer thread");
-    let results = writer.join().expect("writer thread");
+    let results = writer.resume_and_join();
 
     let data = c.converged(&rest);
     let mut failed = Vec::new();
@@ -363,39 +331,8 @@ fn worker_killed_and_restarted_under_load_loses_no_acknowledged_write() {
     const RESTART_AT: u64 = 6_000;
     let mut c = TestCluster::start("kill_under_load", 3);
     let victim = c.ids[1];
-    let (kill_tx, kill_rx) = mpsc::channel::<()>();
-    let (back_tx, back_rx) = mpsc::channel::<()>();
-    let lb = c.lb_addr.clone();
-    let writer = std::thread::spawn(move || {
-        let mut client = connect(&lb);
-        let mut results = Vec::new();
-        for (start, end) in [(0, KILL_AT), (KILL_AT, RESTART_AT), (RESTART_AT, TOTAL)] {
-            if start == KILL_AT {
-                kill_tx.send(()).expect("main thread");
-            }
-            if start == RESTART_AT {
-                back_rx
-                    .recv_timeout(STEP_TIMEOUT)
-                    .expect("the worker to be back");
-            }
-            let records: Vec<(u64, Vec<u8>)> =
-                (start..end).map(|id| (id, content(id, 11))).collect();
-            let reqs: Vec<Request<'_>> = records
-                .iter()
-                .map(|(id, c)| Request::Put {
-                    id: *id,
-                    content: c,
-                })
-                .collect();
-            let replies = pipeline(&mut client, &reqs, 64);
-            results.extend(records.into_iter().zip(replies));
-        }
-        results
-    });
-
-    kill_rx
-        .recv_timeout(STEP_TIMEOUT)
-        .expect("the writer to get going");
+    let writer = PhasedWriter::start(&c.lb_addr, [0, KILL_AT, RESTART_AT, TOTAL], 11, 64);
+    writer.reached(STEP_TIMEOUT);
     // SIGKILL while PUTs are in flight to it.
     let killed = c.kill_worker(victim).expect("kill -9");
     wait_until(
@@ -407,8 +344,7 @@ fn worker_killed_and_restarted_under_load_loses_no_acknowledged_write() {
     assert_eq!(back, victim, "restarted on its data dir with another ID");
     c.wait_active(&[victim], ACTIVE_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    back_tx.send(()).expect("writer thread");
-    let results = writer.join().expect("writer thread");
+    let results = writer.resume_and_join();
 
     let data = c.converged(&c.ids);
     let mut timeouts = 0;

@@ -507,3 +507,71 @@ pub fn run_cli(args: &[&str]) -> Run {
         stderr,
     }
 }
+
+/// A client thread that PUTs ids `bounds[0]..bounds[3]` in order (content
+/// `content(id, salt)`, `window` in flight), signalling when it reaches
+/// `bounds[1]` and waiting at `bounds[2]` until resumed: the shape of a
+/// fault injected under load.
+pub struct PhasedWriter {
+    reached: std::sync::mpsc::Receiver<()>,
+    resume: std::sync::mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<Vec<Written>>,
+}
+
+/// A record a writer sent, with the answer it got.
+pub type Written = ((u64, Vec<u8>), Reply);
+
+impl PhasedWriter {
+    pub fn start(lb: &str, bounds: [u64; 4], salt: u64, window: usize) -> PhasedWriter {
+        let (reached_tx, reached) = std::sync::mpsc::channel();
+        let (resume, resume_rx) = std::sync::mpsc::channel::<()>();
+        let lb = lb.to_string();
+        let handle = std::thread::spawn(move || {
+            let mut client = connect(&lb);
+            let mut results = Vec::new();
+            for phase in 0..3 {
+                let (start, end) = (bounds[phase], bounds[phase + 1]);
+                if phase == 1 {
+                    reached_tx.send(()).expect("test thread");
+                }
+                if phase == 2 {
+                    resume_rx
+                        .recv_timeout(Duration::from_secs(60))
+                        .expect("the test to resume the writer");
+                }
+                let records: Vec<(u64, Vec<u8>)> =
+                    (start..end).map(|id| (id, content(id, salt))).collect();
+                let reqs: Vec<Request<'_>> = records
+                    .iter()
+                    .map(|(id, c)| Request::Put {
+                        id: *id,
+                        content: c,
+                    })
+                    .collect();
+                let replies = pipeline(&mut client, &reqs, window);
+                results.extend(records.into_iter().zip(replies));
+            }
+            results
+        });
+        PhasedWriter {
+            reached,
+            resume,
+            handle,
+        }
+    }
+
+    /// Waits until the writer has reached its first mark.
+    #[track_caller]
+    pub fn reached(&self, timeout: Duration) {
+        self.reached
+            .recv_timeout(timeout)
+            .expect("the writer to get going");
+    }
+
+    /// Lets the writer finish; every request with its reply, in order.
+    #[track_caller]
+    pub fn resume_and_join(self) -> Vec<Written> {
+        self.resume.send(()).expect("writer thread");
+        self.handle.join().expect("writer thread")
+    }
+}
