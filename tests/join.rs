@@ -152,6 +152,31 @@ fn write(c: &TestCluster, ids: std::ops::Range<u64>, salt: u64) -> Vec<(u64, Vec
     records
 }
 
+/// Restarts `victim` on `data_dir`: it must come back under its ID, hold
+/// everything, and take and replicate new writes (`more`) again.
+#[track_caller]
+fn restart_and_check(
+    c: &mut TestCluster,
+    victim: u32,
+    data_dir: &std::path::Path,
+    expected: &mut BTreeMap<u64, Vec<u8>>,
+    more: std::ops::Range<u64>,
+) {
+    let back = c.add_worker_at(data_dir).expect("restart");
+    assert_eq!(back, victim, "restarted on its data dir with another ID");
+    c.wait_active(&[victim], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let data = c.converged(&c.ids);
+    assert_records(&data, expected);
+    assert_records(&c.dump(victim), expected);
+    let salt = more.start + 7;
+    let more: Vec<(u64, Vec<u8>)> = more.map(|id| (id, content(id, salt))).collect();
+    let workers = put_all(&mut c.client(), &more, 1);
+    assert!(workers.contains(&victim), "restarted worker got no PUT");
+    expected.extend(more);
+    assert_records(&c.converged(&c.ids), expected);
+}
+
 #[test]
 fn worker_restarted_after_sigterm_has_every_record() {
     let mut c = TestCluster::start("restart_sigterm", 3);
@@ -185,20 +210,7 @@ fn worker_restarted_after_sigterm_has_every_record() {
     );
     expected.extend(records);
 
-    let back = c.add_worker_at(&data_dir).expect("restart");
-    assert_eq!(back, victim, "restarted on its data dir with another ID");
-    c.wait_active(&[victim], ACTIVE_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let data = c.converged(&c.ids);
-    assert_records(&data, &expected);
-    assert_records(&c.dump(victim), &expected);
-
-    // And it serves again.
-    let more: Vec<(u64, Vec<u8>)> = (2_000..2_030).map(|id| (id, content(id, 3))).collect();
-    let workers = put_all(&mut c.client(), &more, 1);
-    assert!(workers.contains(&victim), "restarted worker got no PUT");
-    expected.extend(more);
-    assert_records(&c.converged(&c.ids), &expected);
+    restart_and_check(&mut c, victim, &data_dir, &mut expected, 2_000..2_030);
 }
 
 #[test]
@@ -232,20 +244,7 @@ fn worker_restarted_after_sigkill_catches_up() {
     assert_records(&c.converged(&rest), &expected);
     assert_gets(&mut c.client(), &expected);
 
-    let back = c.add_worker_at(&killed.data_dir).expect("restart");
-    assert_eq!(back, victim, "restarted on its data dir with another ID");
-    c.wait_active(&[victim], ACTIVE_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let data = c.converged(&c.ids);
-    assert_records(&data, &expected);
-    assert_records(&c.dump(victim), &expected);
-
-    // New writes through the restarted worker replicate too.
-    let more: Vec<(u64, Vec<u8>)> = (0..30).map(|id| (id, content(id, 4))).collect();
-    let workers = put_all(&mut c.client(), &more, 1);
-    assert!(workers.contains(&victim), "restarted worker got no PUT");
-    expected.extend(more);
-    assert_records(&c.converged(&c.ids), &expected);
+    restart_and_check(&mut c, victim, &killed.data_dir, &mut expected, 0..30);
 }
 
 #[test]
