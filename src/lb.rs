@@ -666,6 +666,7 @@ impl Lb {
                     info.records = records;
                     info.vector = vector;
                 }
+                self.repair_lagging();
             }
             (Some(w), Msg::Ready { vector, markers }) => {
                 match self
@@ -743,6 +744,20 @@ impl Lb {
             (_, other) => {
                 eprintln!("rrstore lb: unexpected {other:?} on control link {key}; closing it");
                 self.close(key);
+            }
+        }
+    }
+
+    /// Tells each worker that lacks records of an origin that cannot send
+    /// them itself any more (see `Membership::lagging`) what to catch up.
+    fn repair_lagging(&mut self) {
+        for (w, floor) in self.members.lagging(&self.frontier) {
+            let Some(info) = self.members.get_mut(w) else {
+                continue;
+            };
+            info.behind = floor.clone();
+            if let Some(link) = info.link.and_then(|k| self.links.get_mut(k)) {
+                msg::encode(link.conn.out(), &Msg::Behind { floor });
             }
         }
     }
@@ -856,6 +871,7 @@ impl Lb {
             );
             self.members.lost(id);
             self.membership_changed = true;
+            self.repair_lagging();
             // Its unconfirmed requests may or may not have been applied.
             let lost: Vec<u64> = self
                 .pending

@@ -37,6 +37,8 @@ pub struct WorkerInfo {
     /// From its latest report.
     pub records: u64,
     pub vector: Vector,
+    /// The last BEHIND floor sent to it (sent again only when it changes).
+    pub behind: Vector,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +89,7 @@ impl Membership {
                 link: Some(link),
                 records: 0,
                 vector: Vec::new(),
+                behind: Vec::new(),
             },
         );
         Ok((id, incarnation))
@@ -134,6 +137,44 @@ impl Membership {
         } else {
             Readiness::Behind(floor)
         }
+    }
+
+    /// Anti-entropy for origins that can no longer stream their own records
+    /// (inactive: crashed or cut off; or gone from the map): for each such
+    /// origin the floor is the most any connected worker reports holding of
+    /// it (and, for a worker that left, everything acknowledged). Returns the
+    /// connected workers below a floor, with the floor entries they lack and
+    /// that differ from what they were last told.
+    pub fn lagging(&self, frontier: &BTreeMap<u32, u64>) -> Vec<(u32, Vector)> {
+        let connected = |w: &WorkerInfo| w.link.is_some() && w.status != Status::Inactive;
+        let mut floor: BTreeMap<u32, u64> = BTreeMap::new();
+        for (&o, &s) in frontier {
+            if !self.workers.contains_key(&o) {
+                floor.insert(o, s);
+            }
+        }
+        for w in self.workers.values().filter(|w| connected(w)) {
+            for &(o, s) in &w.vector {
+                let live = self.workers.get(&o).is_some_and(connected);
+                if !live {
+                    let f = floor.entry(o).or_insert(0);
+                    *f = (*f).max(s);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for w in self.workers.values().filter(|w| connected(w)) {
+            let lacks: Vector = floor
+                .iter()
+                .filter(|&(&o, &s)| o != w.id && lookup(&w.vector, o) < s)
+                .map(|(&o, &s)| (o, s))
+                .collect();
+            if !lacks.is_empty() && lacks != w.behind {
+                out.push((w.id, lacks));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Joining → Active: enters the round robin.

@@ -475,7 +475,9 @@ impl Replica {
         });
     }
 
-    /// The LB refused our `Ready`: we lack records of departed workers.
+    /// The LB says we lack records of workers that cannot send them any more
+    /// (gone, or inactive): catch them up from peers (and, joining, before
+    /// we count as complete).
     pub fn on_behind(&mut self, floor: &[(u32, u64)], out: &mut impl Outbox) {
         for &(o, s) in floor {
             match self.floor.binary_search_by_key(&o, |&(x, _)| x) {
@@ -585,9 +587,10 @@ impl Replica {
         if self.vv.get(self.id) < floor {
             needs.push((Some(self.id), from));
         }
-        if self.phase == Phase::Joining {
-            // Each departed origin is its own need, so every peer is tried
-            // for it once rather than the first one forever.
+        {
+            // Each origin of the LB's floor (workers gone or inactive) is its
+            // own need, so every peer is tried for it once rather than the
+            // first one forever.
             let active = self.peers.iter().find(|(_, p)| p.status == Status::Active);
             if let Some((&first, _)) = active {
                 for &(o, s) in &self.floor {

@@ -246,6 +246,7 @@ struct Sim {
     departed: Vec<u32>,
     /// Numbers links.
     serials: u64,
+    crashes_left: u32,
 }
 
 /// Content encodes its version, so a read can be checked against the floor.
@@ -279,7 +280,9 @@ impl Sim {
             trace: std::env::var_os("SIM_TRACE").is_some(),
             departed: Vec::new(),
             serials: 0,
+            crashes_left: 0,
         };
+        sim.crashes_left = sim.rng.below(2) as u32;
         for _ in 0..initial {
             sim.join();
         }
@@ -443,7 +446,11 @@ impl Sim {
                 _ => panic!("VALUE for an unknown request"),
             },
             ToLb::Report(v) => {
+                if let Some(info) = self.members.get_mut(w) {
+                    info.vector = v.clone();
+                }
                 self.reported.insert(w, v);
+                self.repair_lagging();
             }
             ToLb::Ready { vector, markers } => {
                 match self
@@ -510,27 +517,71 @@ impl Sim {
                 0,
                 "worker {w} left with requests unanswered"
             );
-            // The process exits: its connections close, the LB forgets it.
             self.log.push(format!("left {w}"));
             self.departed.push(w);
-            self.nodes.remove(&w);
-            let broken: Vec<(u32, u32)> = self
-                .links
-                .keys()
-                .copied()
-                .filter(|&(a, b)| a == w || b == w)
-                .collect();
-            for (a, b) in broken {
-                let link = self.links.remove(&(a, b)).expect("listed");
-                if b == w && link.up {
-                    self.with_node(a, |r, out| r.on_link_down(w, out));
-                }
-                if a == w {
-                    self.with_node(b, |r, _| r.on_inbound_down(w, link.serial));
+            self.exit(w);
+        }
+    }
+
+    /// The process `w` is gone: its connections close, the LB notices.
+    fn exit(&mut self, w: u32) {
+        self.nodes.remove(&w);
+        let broken: Vec<(u32, u32)> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|&(a, b)| a == w || b == w)
+            .collect();
+        for (a, b) in broken {
+            let link = self.links.remove(&(a, b)).expect("listed");
+            if b == w && link.up {
+                self.with_node(a, |r, out| r.on_link_down(w, out));
+            }
+            if a == w {
+                self.with_node(b, |r, _| r.on_inbound_down(w, link.serial));
+            }
+        }
+        self.members.lost(w);
+        // Requests in flight to it are answered TIMEOUT (never acknowledged).
+        self.pending.retain(|_, p| match p {
+            Pending::Put { worker, .. } | Pending::Get { worker, .. } => *worker != w,
+        });
+        self.broadcast_members();
+        self.repair_lagging();
+    }
+
+    /// kill -9: what the process already wrote to its sockets still arrives
+    /// (the kernel sends it); nothing it had not yet read is handled.
+    fn crash(&mut self, w: u32) {
+        self.log.push(format!("crash {w}"));
+        while let Some(m) = self.nodes.get_mut(&w).and_then(|n| n.to_lb.pop_front()) {
+            self.lb_receive(w, m);
+        }
+        let keys: Vec<(u32, u32)> = self.links.keys().copied().collect();
+        for key in keys {
+            if key.0 == w {
+                while self.links.get(&key).is_some_and(|l| !l.fwd.is_empty()) {
+                    self.deliver(key, true);
                 }
             }
-            self.members.lost(w);
-            self.broadcast_members();
+            if key.1 == w {
+                while self.links.get(&key).is_some_and(|l| !l.back.is_empty()) {
+                    self.deliver(key, false);
+                }
+            }
+        }
+        self.exit(w);
+    }
+
+    /// The LB's anti-entropy: see `Membership::lagging`.
+    fn repair_lagging(&mut self) {
+        for (x, floor) in self.members.lagging(&self.frontier) {
+            if let Some(info) = self.members.get_mut(x) {
+                info.behind = floor.clone();
+            }
+            if let Some(n) = self.nodes.get_mut(&x) {
+                n.from_lb.push_back(ToWorker::Behind(floor));
+            }
         }
     }
 
@@ -653,6 +704,7 @@ impl Sim {
             Op,
             Join,
             Leave,
+            Crash,
             FromLb(u32),
             ToLb(u32),
             Up((u32, u32)),
@@ -673,6 +725,9 @@ impl Sim {
             // refuses to activate empty newcomers in their place.
             if self.leaves_left > 0 && self.staying().len() > 1 && self.rng.chance(1) {
                 choices.push(Choice::Leave);
+            }
+            if self.crashes_left > 0 && self.staying().len() > 1 && self.rng.chance(1) {
+                choices.push(Choice::Crash);
             }
         }
         for (&id, n) in &self.nodes {
@@ -716,6 +771,12 @@ impl Sim {
             Choice::Join => {
                 self.joins_left -= 1;
                 self.join();
+            }
+            Choice::Crash => {
+                self.crashes_left -= 1;
+                let staying = self.staying();
+                let w = staying[self.rng.below(staying.len())];
+                self.crash(w);
             }
             Choice::Leave => {
                 self.leaves_left -= 1;
