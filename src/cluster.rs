@@ -161,13 +161,19 @@ impl Cluster {
         })
     }
 
-    /// Kills the LB (SIGKILL: a crash) and starts a new one on the same
-    /// ports; the workers re-register with it on their own.
-    pub fn restart_lb(&mut self) -> io::Result<()> {
+    /// Kills the LB (SIGKILL: a crash).
+    pub fn kill_lb(&mut self) -> io::Result<()> {
         if let Some(mut lb) = self.lb.take() {
             lb.kill()?;
             lb.wait()?;
         }
+        Ok(())
+    }
+
+    /// Kills the LB (SIGKILL: a crash) and starts a new one on the same
+    /// ports; the workers re-register with it on their own.
+    pub fn restart_lb(&mut self) -> io::Result<()> {
+        self.kill_lb()?;
         self.lb_starts += 1;
         let (child, _, _) = spawn_lb(
             &self.exe,

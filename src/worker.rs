@@ -239,11 +239,18 @@ impl Worker {
             }
             if let Some(deadline) = self.leave_deadline {
                 if Instant::now() >= deadline {
-                    eprintln!(
-                        "rrstore worker {}: leaving without acknowledgements from peers {:?}",
-                        self.replica.id,
-                        self.replica.unacked_peers()
-                    );
+                    let unacked = self.replica.unacked_peers();
+                    if unacked.is_empty() {
+                        eprintln!(
+                            "rrstore worker {}: leaving without the LB's confirmation",
+                            self.replica.id
+                        );
+                    } else {
+                        eprintln!(
+                            "rrstore worker {}: leaving without acknowledgements from peers {unacked:?}",
+                            self.replica.id
+                        );
+                    }
                     return self.finish();
                 }
             }
@@ -438,6 +445,12 @@ impl Worker {
         eprintln!("rrstore worker {}: deregistering", self.replica.id);
         self.leave_deadline = Some(Instant::now() + self.config.leave_timeout);
         self.replica.begin_leave(&mut self.io);
+        if !self.io.links.contains(self.io.lb) {
+            // No LB to deregister with (it is down): none can send us
+            // anything more, so only the peers' acknowledgements remain.
+            self.lb_retry = None;
+            self.replica.on_deregister_ok();
+        }
     }
 
     fn accept(&mut self) -> io::Result<()> {

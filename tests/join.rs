@@ -522,3 +522,30 @@ fn overwrites_are_compacted_and_a_restart_replays_the_same_store() {
     assert_records(&c.dump(victim), &expected);
     assert_records(&c.converged(&c.ids), &expected);
 }
+
+#[test]
+fn a_worker_stopped_while_the_lb_is_down_leaves_once_its_peers_hold_everything() {
+    let mut c = TestCluster::start("leave_without_lb", 2);
+    let expected: BTreeMap<u64, Vec<u8>> = write(&c, 0..500, 1).into_iter().collect();
+    assert_records(&c.converged(&c.ids), &expected);
+    c.kill_lb().expect("kill the LB");
+    let victim = c.ids[0];
+    let started = std::time::Instant::now();
+    let status = c
+        .stop_worker(victim, STOP_TIMEOUT)
+        .expect("stop")
+        .expect("exits without waiting for an LB that is gone");
+    assert!(status.success(), "worker {victim} exited with {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}: it waited for the LB",
+        started.elapsed()
+    );
+    // The survivor, asked directly (no LB to look it up through).
+    let mut held = BTreeMap::new();
+    rrstore::client::dump(&c.workers[&c.ids[1]].addr, |id, content| {
+        held.insert(id, content.to_vec());
+    })
+    .expect("dump the survivor");
+    assert_records(&held, &expected);
+}
