@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 echo "== cargo test (unit + end-to-end)"
 cargo test --release --workspace
 
+echo "== benchmarks, smoke only (each runs once; speed is never asserted)"
+cargo bench -p rrstore --benches -- --test
+
 echo "== loom model of the SPSC ring buffer"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_ringbuf
 
