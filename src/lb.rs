@@ -148,8 +148,10 @@ pub struct Lb {
 /// Binds both ports (an already-bound pair of listeners is taken by
 /// [`Lb::with_listeners`]) and runs until SIGTERM or SIGINT.
 pub fn run(config: LbConfig) -> Result<(), Box<dyn Error>> {
-    let clients = bind(config.listen)?;
-    let control = bind(config.control)?;
+    let clients = bind(config.listen)
+        .map_err(|e| format!("cannot listen for clients on {}: {e}", config.listen))?;
+    let control = bind(config.control)
+        .map_err(|e| format!("cannot listen for workers on {}: {e}", config.control))?;
     let mut lb = Lb::with_listeners(config, clients, control)?;
     // The one line on stdout: tools that start the LB on port 0 read it.
     println!(
