@@ -25,10 +25,10 @@
 //! no vector entry written after lost records can claim them.
 
 use crate::log::{replay, LogEntry, LogWriter, ReplayStats};
+use crate::msg::RecordRef;
 use crate::ringbuf::{channel, Producer};
-use crate::store::Store;
 use crate::vector::VersionVector;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -104,6 +104,14 @@ pub fn roll(dir: &Path, log: &mut LogWriter) -> io::Result<(File, u64)> {
     Ok((old, n))
 }
 
+/// A live record while compacting.
+struct Live {
+    version: u64,
+    origin: u32,
+    seq: u64,
+    content: Vec<u8>,
+}
+
 /// Size of the sealed segments, in bytes.
 fn sealed_bytes(segs: &[(u64, PathBuf)]) -> u64 {
     segs.iter()
@@ -118,8 +126,9 @@ pub fn compact(dir: &Path, segs: &[(u64, PathBuf)]) -> io::Result<u64> {
     let Some((last, _)) = segs.last() else {
         return Ok(0);
     };
-    // Pass 1: the live set and the vector these segments give.
-    let mut store = Store::new();
+    // Pass 1: the live set and the vector these segments give. A plain map
+    // with the store's last-writer-wins rule: no digest is needed here.
+    let mut live: HashMap<u64, Live> = HashMap::new();
     let mut vv = VersionVector::new();
     let replay_segments = |apply: &mut dyn FnMut(LogEntry<'_>)| -> io::Result<()> {
         for (_, path) in segs {
@@ -129,7 +138,20 @@ pub fn compact(dir: &Path, segs: &[(u64, PathBuf)]) -> io::Result<u64> {
     };
     replay_segments(&mut |e| match e {
         LogEntry::Record(r) => {
-            store.apply(&r);
+            let newer = live
+                .get(&r.id)
+                .is_none_or(|w| (r.version, r.origin) > (w.version, w.origin));
+            if newer {
+                live.insert(
+                    r.id,
+                    Live {
+                        version: r.version,
+                        origin: r.origin,
+                        seq: r.seq,
+                        content: r.content.to_vec(),
+                    },
+                );
+            }
             vv.observe(r.origin, r.seq);
         }
         LogEntry::Vector(v) => {
@@ -146,19 +168,25 @@ pub fn compact(dir: &Path, segs: &[(u64, PathBuf)]) -> io::Result<u64> {
     replay_segments(&mut |e| {
         if let LogEntry::Record(r) = e {
             let above = r.seq > vv.get(r.origin);
-            let wins = store
-                .get(r.id)
+            let wins = live
+                .get(&r.id)
                 .is_some_and(|w| (w.origin, w.seq) == (r.origin, r.seq));
             if above && !wins && kept_above.insert((r.origin, r.seq)) {
                 out.append_record(&r);
             }
         }
     })?;
-    let mut ids = store.ids();
+    let mut ids: Vec<u64> = live.keys().copied().collect();
     ids.sort_unstable();
     for id in ids {
-        if let Some(e) = store.get(id) {
-            out.append_record(&e.as_record(id));
+        if let Some(e) = live.get(&id) {
+            out.append_record(&RecordRef {
+                origin: e.origin,
+                seq: e.seq,
+                version: e.version,
+                id,
+                content: &e.content,
+            });
             if out.buffered() > 1 << 20 {
                 if let Err(e) = out.flush() {
                     write_err = Err(e);
@@ -245,7 +273,7 @@ impl Drop for Compactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::RecordRef;
+    use crate::store::Store;
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("rrstore-seg-{name}-{}", std::process::id()));
