@@ -203,13 +203,7 @@ fn no_active_worker_is_unavailable_and_the_connection_stays_open() {
 fn over_max_inflight_is_busy_and_every_request_gets_one_answer() {
     let c = TestCluster::start_with("busy", 1, &["--max-inflight", "1"]);
     let records: Vec<(u64, Vec<u8>)> = (0..2_000u64).map(|i| (60_000 + i, content(i, 5))).collect();
-    let reqs: Vec<Request<'_>> = records
-        .iter()
-        .map(|(id, c)| Request::Put {
-            id: *id,
-            content: c,
-        })
-        .collect();
+    let reqs = puts(&records);
     let mut client = c.client();
     // All at once; `pipeline` checks each tag is answered exactly once.
     let replies = pipeline(&mut client, &reqs, usize::MAX);

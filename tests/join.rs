@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use rrstore::client::Reply;
 use rrstore::msg::Status;
-use rrstore::wire::{ErrorCode, Request};
+use rrstore::wire::ErrorCode;
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -50,13 +50,7 @@ fn worker_joins_while_a_client_writes_20000_records() {
                 (next + 1_000).min(TOTAL)
             };
             let records: Vec<(u64, Vec<u8>)> = (next..end).map(join_record).collect();
-            let reqs: Vec<Request<'_>> = records
-                .iter()
-                .map(|(id, c)| Request::Put {
-                    id: *id,
-                    content: c,
-                })
-                .collect();
+            let reqs = puts(&records);
             let replies = pipeline(&mut client, &reqs, 64);
             for ((id, content), reply) in records.into_iter().zip(replies) {
                 results.push((id, content, reply));
@@ -152,6 +146,19 @@ fn write(c: &TestCluster, ids: std::ops::Range<u64>, salt: u64) -> Vec<(u64, Vec
     records
 }
 
+/// PUTs `ids` while some worker is out: every one must be stored by one
+/// of `rest`.
+#[track_caller]
+fn write_to(c: &TestCluster, ids: impl Iterator<Item = u64>, rest: &[u32]) -> Vec<(u64, Vec<u8>)> {
+    let records: Vec<(u64, Vec<u8>)> = ids.map(|id| (id, content(id, 2))).collect();
+    let workers = put_all(&mut c.client(), &records, 64);
+    assert!(
+        workers.iter().all(|w| rest.contains(w)),
+        "a PUT went to a worker that is out: {workers:?}"
+    );
+    records
+}
+
 /// Restarts `victim` on `data_dir`: it must come back under its ID, hold
 /// everything, and take and replicate new writes (`more`) again.
 #[track_caller]
@@ -199,16 +206,7 @@ fn worker_restarted_after_sigterm_has_every_record() {
     let rest: Vec<u32> = c.ids.iter().copied().filter(|&w| w != victim).collect();
 
     // Writes while it is down: new ids and overwrites of old ones.
-    let records: Vec<(u64, Vec<u8>)> = (1_000..2_000)
-        .chain(0..200)
-        .map(|id| (id, content(id, 2)))
-        .collect();
-    let workers = put_all(&mut c.client(), &records, 64);
-    assert!(
-        workers.iter().all(|w| rest.contains(w)),
-        "a PUT went to a stopped worker: {workers:?}"
-    );
-    expected.extend(records);
+    expected.extend(write_to(&c, (1_000..2_000).chain(0..200), &rest));
 
     restart_and_check(&mut c, victim, &data_dir, &mut expected, 2_000..2_030);
 }
@@ -229,16 +227,7 @@ fn worker_restarted_after_sigkill_catches_up() {
     );
     let rest: Vec<u32> = c.ids.iter().copied().filter(|&w| w != victim).collect();
 
-    let records: Vec<(u64, Vec<u8>)> = (1_000..2_000)
-        .chain(500..700)
-        .map(|id| (id, content(id, 2)))
-        .collect();
-    let workers = put_all(&mut c.client(), &records, 64);
-    assert!(
-        workers.iter().all(|w| rest.contains(w)),
-        "a PUT went to a dead worker: {workers:?}"
-    );
-    expected.extend(records);
+    expected.extend(write_to(&c, (1_000..2_000).chain(500..700), &rest));
     // The survivors agree without it (inactive workers are not compared),
     // and serve every acknowledged write, including the dead worker's.
     assert_records(&c.converged(&rest), &expected);

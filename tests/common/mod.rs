@@ -389,17 +389,22 @@ pub fn pipeline(client: &mut Client, reqs: &[Request<'_>], window: usize) -> Vec
         .collect()
 }
 
-/// PUTs every record (pipelined, `window` in flight) and asserts each was
-/// STORED under its own id; returns the worker that stored each.
-#[track_caller]
-pub fn put_all(client: &mut Client, records: &[(u64, Vec<u8>)], window: usize) -> Vec<u32> {
-    let reqs: Vec<Request<'_>> = records
+/// A PUT request for each record, borrowing its content.
+pub fn puts(records: &[(u64, Vec<u8>)]) -> Vec<Request<'_>> {
+    records
         .iter()
         .map(|(id, c)| Request::Put {
             id: *id,
             content: c,
         })
-        .collect();
+        .collect()
+}
+
+/// PUTs every record (pipelined, `window` in flight) and asserts each was
+/// STORED under its own id; returns the worker that stored each.
+#[track_caller]
+pub fn put_all(client: &mut Client, records: &[(u64, Vec<u8>)], window: usize) -> Vec<u32> {
+    let reqs = puts(records);
     pipeline(client, &reqs, window)
         .into_iter()
         .zip(records)
@@ -541,13 +546,7 @@ impl PhasedWriter {
                 }
                 let records: Vec<(u64, Vec<u8>)> =
                     (start..end).map(|id| (id, content(id, salt))).collect();
-                let reqs: Vec<Request<'_>> = records
-                    .iter()
-                    .map(|(id, c)| Request::Put {
-                        id: *id,
-                        content: c,
-                    })
-                    .collect();
+                let reqs = puts(&records);
                 let replies = pipeline(&mut client, &reqs, window);
                 results.extend(records.into_iter().zip(replies));
             }
