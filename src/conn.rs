@@ -35,15 +35,11 @@ pub struct Conn {
     /// Set once an I/O error occurred (not on a clean end of input, which
     /// [`ReadOutcome::eof`] reports).
     pub closed: bool,
-    /// Total bytes read and written, for stats.
-    pub bytes_in: u64,
-    pub bytes_out: u64,
 }
 
 /// What a call to [`Conn::read_ready`] saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReadOutcome {
-    pub bytes: usize,
     pub syscalls: u32,
     /// No more input: the peer closed its write side (read returned 0) or
     /// the socket failed (then [`Conn::closed`] is set too).
@@ -65,8 +61,6 @@ impl Conn {
             wstart: 0,
             registered: None,
             closed: false,
-            bytes_in: 0,
-            bytes_out: 0,
         }
     }
 
@@ -139,8 +133,6 @@ impl Conn {
                 Ok(n) => {
                     let window = self.rbuf.len() - self.rend;
                     self.rend += n;
-                    out.bytes += n;
-                    self.bytes_in += n as u64;
                     if n < window && !to_eof {
                         out.drained = true;
                         return out;
@@ -208,7 +200,6 @@ impl Conn {
                 }
                 Ok(n) => {
                     self.wstart += n;
-                    self.bytes_out += n as u64;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

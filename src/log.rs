@@ -269,10 +269,6 @@ impl LogWriter {
         });
     }
 
-    pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty()
-    }
-
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
