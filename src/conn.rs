@@ -44,8 +44,8 @@ pub struct ReadOutcome {
     /// No more input: the peer closed its write side (read returned 0) or
     /// the socket failed (then [`Conn::closed`] is set too).
     pub eof: bool,
-    /// The socket said `WouldBlock`: no more readiness edge is owed to us
-    /// until new bytes arrive. If false (and not eof), the caller stopped
+    /// The socket is empty (it said `WouldBlock`, or a read came back
+    /// short): a new readiness edge comes when new bytes arrive. If false (and not eof), the caller stopped
     /// early and must read again after consuming input.
     pub drained: bool,
 }
