@@ -132,6 +132,13 @@ impl Client {
         Ok(())
     }
 
+    /// Flushes, then tells the LB this client will send nothing more; the
+    /// answers to what was sent still arrive.
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.stream.shutdown(std::net::Shutdown::Write)
+    }
+
     /// The next response and its tag. EOF is `UnexpectedEof`.
     pub fn recv(&mut self) -> Result<(u32, Reply), ClientError> {
         loop {

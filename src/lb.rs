@@ -117,6 +117,8 @@ struct Counters {
     reads: u64,
     writes: u64,
     turns: u64,
+    /// Client input thrown away after MALFORMED or TOO_LARGE.
+    discarded_bytes: u64,
 }
 
 pub struct Lb {
@@ -324,6 +326,7 @@ impl Lb {
                         let read = link.conn.read_ready(READ_CHUNK_DISCARD, true);
                         let n = link.conn.input().len();
                         link.conn.consume(n);
+                        self.counters.discarded_bytes += n as u64;
                         if read.eof || link.conn.closed {
                             self.close(key);
                             return;
@@ -807,6 +810,7 @@ impl Lb {
             ("read_syscalls".into(), c.reads),
             ("write_syscalls".into(), c.writes),
             ("loop_turns".into(), c.turns),
+            ("discarded_bytes".into(), c.discarded_bytes),
             ("processed_log_backlog".into(), self.plog.backlog() as u64),
         ];
         for code in 1..=6u16 {
@@ -916,8 +920,8 @@ impl Lb {
                 // error (MALFORMED, TOO_LARGE) and after end of input, once
                 // every buffered request has been taken (not paused).
                 let done = (c.closing || (c.eof && !c.paused)) && c.inflight == 0;
-                if done && link.conn.pending_out() == 0 {
-                    if c.eof || c.lingering {
+                if done && link.conn.pending_out() == 0 && !c.lingering {
+                    if c.eof {
                         dead.push(key);
                         continue;
                     }

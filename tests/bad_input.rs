@@ -104,6 +104,41 @@ fn oversize_length_is_too_large_at_once_and_closes() {
     assert_eq!(c.stats()["errors_too_large"], 3);
 }
 
+/// After TOO_LARGE the LB half-closes and discards whatever the client
+/// still sends, so a client that streams the rest of its oversized body after
+/// reading the ERROR ends with a clean EOF, not a reset. (Closing with input
+/// unread sends a TCP reset, which can also destroy the ERROR in flight.)
+#[test]
+fn the_rest_of_a_too_large_frame_is_discarded_without_a_reset() {
+    let c = TestCluster::start("too_large_linger", 1);
+    let mut client = quick_client(&c);
+    let body = 8 + wire::DEFAULT_MAX_CONTENT + 1;
+    let mut header = Vec::new();
+    wire::put_header(&mut header, op::PUT, 9, body);
+    client.send_raw(&header);
+    client.flush().expect("write the header");
+    // Decided from the length alone, before the tag is read: tag 0.
+    expect_error(&mut client, ErrorCode::TooLarge, 0);
+    // Several LB loop turns pass while the body arrives in pieces.
+    let piece = vec![0xAB; 64 * 1024];
+    let mut sent = 0;
+    while sent < body {
+        let n = piece.len().min(body - sent);
+        client.send_raw(&piece[..n]);
+        client
+            .flush()
+            .unwrap_or_else(|e| panic!("the LB reset the connection after {sent} bytes: {e}"));
+        sent += n;
+        // One piece per LB turn: wait until the LB has read this one.
+        wait_until(Duration::from_secs(10), "the LB discards the piece", || {
+            c.stats()["discarded_bytes"] >= sent as u64
+        });
+    }
+    client.shutdown_write().expect("half-close our side");
+    expect_eof(&mut client);
+    assert_serves(&c, 3_000);
+}
+
 #[test]
 fn unknown_op_is_skipped_and_the_connection_stays_open() {
     let c = TestCluster::start("bad_op", 1);
