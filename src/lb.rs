@@ -28,7 +28,8 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::error::Error;
 use std::io;
 use std::net::SocketAddr;
@@ -47,6 +48,13 @@ const LINGER: Duration = Duration::from_secs(2);
 const READ_CHUNK_DISCARD: usize = 64 * 1024;
 /// Stop reading clients altogether while a worker's queue passes this.
 const WORKER_OUT_CAP: usize = 32 << 20;
+/// Stop reading clients while the content of unconfirmed PUTs (kept for
+/// re-dispatch) passes this.
+const HELD_CONTENT_CAP: usize = 256 << 20;
+/// Content buffers of answered PUTs are kept for reuse up to this many,
+/// and only if they are at most [`SPARE_MAX_CAPACITY`] bytes large.
+const SPARE_BUFFERS: usize = 4096;
+const SPARE_MAX_CAPACITY: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct LbConfig {
@@ -58,6 +66,10 @@ pub struct LbConfig {
     pub max_inflight: usize,
     /// A request not confirmed by then is answered TIMEOUT.
     pub request_timeout: Duration,
+    /// A worker that sends nothing (not even a heartbeat) for this long is
+    /// declared dead: its connection is closed and its unconfirmed requests
+    /// go to other workers.
+    pub worker_timeout: Duration,
 }
 
 /// A client connection's state.
@@ -84,6 +96,8 @@ enum Role {
     Control,
     Worker {
         id: u32,
+        /// When a frame from it was last read (heartbeats included).
+        last_heard: Instant,
     },
     Admin,
 }
@@ -93,14 +107,20 @@ struct Link {
     role: Role,
 }
 
+/// A request sent to a worker and not yet answered. A PUT keeps its
+/// content, so that it can be sent again (same version) if that worker
+/// dies first.
 struct Pending {
     client: usize,
     serial: u64,
     tag: u32,
     id: u64,
     worker: u32,
+    put: bool,
     version: u64,
+    content: Vec<u8>,
     start: Instant,
+    deadline: Instant,
 }
 
 #[derive(Default)]
@@ -113,6 +133,10 @@ struct Counters {
     not_found: u64,
     errors: [u64; 7],
     timeouts: u64,
+    /// Requests sent again because their worker died.
+    redispatched: u64,
+    /// Workers that went silent past `--worker-timeout-ms`.
+    declared_dead: u64,
     clients_accepted: u64,
     reads: u64,
     writes: u64,
@@ -131,6 +155,17 @@ pub struct Lb {
     pending: HashMap<u64, Pending>,
     /// (deadline, request id) in send order, so deadlines are non-decreasing.
     deadlines: VecDeque<(Instant, u64)>,
+    /// Deadlines of re-dispatched requests (they keep their first deadline
+    /// under a new request id, so they do not fit the queue's order).
+    retry_deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Requests of a dead worker waiting for an active worker to take them.
+    parked: Vec<Pending>,
+    /// Content bytes held in `pending` and `parked`.
+    held_bytes: usize,
+    /// Emptied content buffers, reused so a PUT allocates nothing.
+    spare: Vec<Vec<u8>>,
+    /// When worker liveness is next checked.
+    next_liveness_check: Instant,
     next_req: u64,
     next_serial: u64,
     clock: u64,
@@ -211,6 +246,11 @@ impl Lb {
             members: Membership::default(),
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
+            retry_deadlines: BinaryHeap::new(),
+            parked: Vec::new(),
+            held_bytes: 0,
+            spare: Vec::new(),
+            next_liveness_check: Instant::now(),
             // Request ids never repeat, even across LB restarts: a worker
             // may still answer a request of the previous process.
             next_req: unix_micros().max(1),
@@ -235,7 +275,12 @@ impl Lb {
             let timeout = if self.reread.is_empty() {
                 let next = [
                     self.deadlines.front().map(|&(d, _)| d),
+                    self.retry_deadlines.peek().map(|Reverse((d, _))| *d),
                     self.lingering.front().map(|&(d, _, _)| d),
+                    self.members
+                        .links()
+                        .next()
+                        .map(|_| self.next_liveness_check),
                 ];
                 next.into_iter()
                     .flatten()
@@ -315,6 +360,13 @@ impl Lb {
     }
 
     fn on_readable(&mut self, key: usize, to_eof: bool) {
+        if let Some(Link {
+            role: Role::Worker { last_heard, .. },
+            ..
+        }) = self.links.get_mut(key)
+        {
+            *last_heard = Instant::now();
+        }
         loop {
             let Some(link) = self.links.get_mut(key) else {
                 return;
@@ -438,11 +490,12 @@ impl Lb {
     }
 
     fn workers_backlogged(&self) -> bool {
-        self.members.links().any(|k| {
-            self.links
-                .get(k)
-                .is_some_and(|l| l.conn.pending_out() > WORKER_OUT_CAP)
-        })
+        self.held_bytes > HELD_CONTENT_CAP
+            || self.members.links().any(|k| {
+                self.links
+                    .get(k)
+                    .is_some_and(|l| l.conn.pending_out() > WORKER_OUT_CAP)
+            })
     }
 
     /// Dispatches one client request to the next active worker.
@@ -459,7 +512,7 @@ impl Lb {
         };
         let reject = if self.members.active().is_empty() {
             Some(ErrorCode::Unavailable)
-        } else if self.pending.len() >= self.config.max_inflight {
+        } else if self.pending.len() + self.parked.len() >= self.config.max_inflight {
             Some(ErrorCode::Busy)
         } else {
             None
@@ -471,56 +524,39 @@ impl Lb {
             }
             return;
         }
-        let Some(worker) = self.members.next_worker() else {
-            return;
+        let now = Instant::now();
+        let (put, version, content) = match req {
+            Request::Put { content, .. } => {
+                self.counters.puts += 1;
+                self.clock = self.clock.saturating_add(1).max(unix_micros());
+                let mut buf = self.spare.pop().unwrap_or_default();
+                buf.extend_from_slice(content);
+                self.held_bytes += buf.len();
+                (true, self.clock, buf)
+            }
+            _ => {
+                self.counters.gets += 1;
+                (false, 0, Vec::new())
+            }
         };
-        let (wid, Some(wlink)) = (worker.id, worker.link) else {
-            return;
-        };
-        // A GET carries only the part of the frontier this worker may lack
-        // (empty, and allocation-free, in the steady state).
-        let min: msg::Vector = match req {
-            Request::Get { .. } => self
-                .frontier
-                .iter()
-                .filter(|&(&o, &s)| lookup(&worker.vector, o) < s)
-                .map(|(&o, &s)| (o, s))
-                .collect(),
-            _ => Vec::new(),
+        let deadline = now + self.config.request_timeout;
+        let p = Pending {
+            client: key,
+            serial,
+            tag,
+            id,
+            worker: 0,
+            put,
+            version,
+            content,
+            start: now,
+            deadline,
         };
         let req_id = self.next_req;
         self.next_req += 1;
-        let mut version = 0;
-        let Some(wconn) = self.links.get_mut(wlink) else {
-            return;
-        };
-        match req {
-            Request::Put { id, content } => {
-                self.counters.puts += 1;
-                self.clock = self.clock.saturating_add(1).max(unix_micros());
-                version = self.clock;
-                msg::encode(
-                    wconn.conn.out(),
-                    &Msg::Put {
-                        req: req_id,
-                        version,
-                        id,
-                        content,
-                    },
-                );
-            }
-            Request::Get { id } => {
-                self.counters.gets += 1;
-                msg::encode(
-                    wconn.conn.out(),
-                    &Msg::Get {
-                        req: req_id,
-                        id,
-                        min,
-                    },
-                );
-            }
-            Request::Ping => {}
+        if let Some(p) = self.dispatch(req_id, p) {
+            // Not reached: there is an active worker (checked above).
+            self.parked.push(p);
         }
         if let Some(Link {
             role: Role::Client(c),
@@ -529,21 +565,84 @@ impl Lb {
         {
             c.inflight += 1;
         }
-        let now = Instant::now();
-        self.pending.insert(
-            req_id,
-            Pending {
-                client: key,
-                serial,
-                tag,
-                id,
-                worker: wid,
-                version,
-                start: now,
-            },
-        );
-        self.deadlines
-            .push_back((now + self.config.request_timeout, req_id));
+        self.deadlines.push_back((deadline, req_id));
+    }
+
+    /// Sends a request to the next active worker and records it as
+    /// pending under `req_id`; gives it back if no worker can take it.
+    fn dispatch(&mut self, req_id: u64, mut p: Pending) -> Option<Pending> {
+        let Some(worker) = self.members.next_worker() else {
+            return Some(p);
+        };
+        let (wid, Some(wlink)) = (worker.id, worker.link) else {
+            return Some(p);
+        };
+        // A GET carries only the part of the frontier this worker may lack
+        // (empty, and allocation-free, in the steady state).
+        let min: msg::Vector = if p.put {
+            Vec::new()
+        } else {
+            self.frontier
+                .iter()
+                .filter(|&(&o, &s)| lookup(&worker.vector, o) < s)
+                .map(|(&o, &s)| (o, s))
+                .collect()
+        };
+        let Some(wconn) = self.links.get_mut(wlink) else {
+            return Some(p);
+        };
+        let m = if p.put {
+            Msg::Put {
+                req: req_id,
+                version: p.version,
+                id: p.id,
+                content: &p.content,
+            }
+        } else {
+            Msg::Get {
+                req: req_id,
+                id: p.id,
+                min,
+            }
+        };
+        msg::encode(wconn.conn.out(), &m);
+        p.worker = wid;
+        self.pending.insert(req_id, p);
+        None
+    }
+
+    /// Sends the requests a dead worker left unconfirmed to other workers,
+    /// each under a new request id (an answer from the dead one, should it
+    /// wake up, matches nothing) and with its version and first deadline.
+    /// With no active worker they wait in `parked` until one is, or until
+    /// their deadline.
+    fn redispatch(&mut self, mut orphans: Vec<Pending>) {
+        orphans.sort_by_key(|p| p.start);
+        for p in orphans {
+            let req_id = self.next_req;
+            self.next_req += 1;
+            let deadline = p.deadline;
+            match self.dispatch(req_id, p) {
+                Some(p) => self.parked.push(p),
+                None => {
+                    self.counters.redispatched += 1;
+                    self.retry_deadlines.push(Reverse((deadline, req_id)));
+                }
+            }
+        }
+    }
+
+    /// Returns a finished PUT's content buffer to the pool.
+    fn recycle(&mut self, p: Pending) {
+        if !p.put {
+            return;
+        }
+        let mut content = p.content;
+        self.held_bytes -= content.len();
+        if content.capacity() <= SPARE_MAX_CAPACITY && self.spare.len() < SPARE_BUFFERS {
+            content.clear();
+            self.spare.push(content);
+        }
     }
 
     /// The output buffer of the client that sent `p`, if that connection
@@ -617,7 +716,7 @@ impl Lb {
 
     fn control_frame(&mut self, key: usize, m: Msg<'_>) {
         let worker = match self.links.get(key).map(|l| &l.role) {
-            Some(Role::Worker { id }) => Some(*id),
+            Some(Role::Worker { id, .. }) => Some(*id),
             Some(_) => None,
             None => return,
         };
@@ -642,6 +741,7 @@ impl Lb {
                         worker: w,
                     },
                 );
+                self.recycle(p);
             }
             (Some(w), Msg::Value { req, content }) => {
                 let Some(p) = self.take_pending(req, w) else {
@@ -657,6 +757,7 @@ impl Lb {
                         self.answer(&p, &Response::NotFound { id: p.id });
                     }
                 }
+                self.recycle(p);
             }
             (
                 Some(w),
@@ -690,6 +791,8 @@ impl Lb {
                                 "rrstore lb: worker {w} caught up (markers {markers:?}); now active"
                             );
                             self.membership_changed = true;
+                            let parked = std::mem::take(&mut self.parked);
+                            self.redispatch(parked);
                         }
                     }
                 }
@@ -723,7 +826,10 @@ impl Lb {
                             your_seq: reported.max(self.frontier.get(&id).copied().unwrap_or(0)),
                         };
                         if let Some(link) = self.links.get_mut(key) {
-                            link.role = Role::Worker { id };
+                            link.role = Role::Worker {
+                                id,
+                                last_heard: Instant::now(),
+                            };
                             msg::encode(link.conn.out(), &welcome);
                         }
                         self.membership_changed = true;
@@ -793,7 +899,13 @@ impl Lb {
             ("responses_value".into(), c.values),
             ("responses_not_found".into(), c.not_found),
             ("responses_timeout".into(), c.timeouts),
-            ("in_flight".into(), self.pending.len() as u64),
+            ("redispatched".into(), c.redispatched),
+            ("workers_declared_dead".into(), c.declared_dead),
+            (
+                "in_flight".into(),
+                (self.pending.len() + self.parked.len()) as u64,
+            ),
+            ("held_content_bytes".into(), self.held_bytes as u64),
             ("clients_accepted".into(), c.clients_accepted),
             (
                 "workers_active".into(),
@@ -850,9 +962,63 @@ impl Lb {
             }
             self.deadlines.pop_front();
             if let Some(p) = self.pending.remove(&req) {
-                self.counters.timeouts += 1;
-                self.answer_error(&p, ErrorCode::Timeout);
+                self.time_out(p);
             }
+        }
+        while let Some(&Reverse((deadline, req))) = self.retry_deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.retry_deadlines.pop();
+            if let Some(p) = self.pending.remove(&req) {
+                self.time_out(p);
+            }
+        }
+        if self.parked.iter().any(|p| p.deadline <= now) {
+            let (late, waiting) = std::mem::take(&mut self.parked)
+                .into_iter()
+                .partition(|p| p.deadline <= now);
+            self.parked = waiting;
+            for p in late {
+                self.time_out(p);
+            }
+        }
+        if now >= self.next_liveness_check {
+            self.next_liveness_check = now + self.config.worker_timeout / 4;
+            self.declare_silent_workers_dead(now);
+        }
+    }
+
+    fn time_out(&mut self, p: Pending) {
+        self.counters.timeouts += 1;
+        self.answer_error(&p, ErrorCode::Timeout);
+        self.recycle(p);
+    }
+
+    /// Closes the connection of every worker that has sent nothing for
+    /// `--worker-timeout-ms` (it sends a heartbeat every
+    /// [`msg::HEARTBEAT_EVERY`]): a paused or wedged process whose socket
+    /// stays open. Its requests go to other workers; should it wake up, it
+    /// finds the connection closed and registers again.
+    fn declare_silent_workers_dead(&mut self, now: Instant) {
+        let silent: Vec<(usize, u32, Duration)> = self
+            .members
+            .links()
+            .filter_map(|k| match self.links.get(k)?.role {
+                Role::Worker { id, last_heard } => {
+                    let quiet = now.saturating_duration_since(last_heard);
+                    (quiet > self.config.worker_timeout).then_some((k, id, quiet))
+                }
+                _ => None,
+            })
+            .collect();
+        for (key, id, quiet) in silent {
+            eprintln!(
+                "rrstore lb: worker {id} silent for {} ms; declaring it dead",
+                quiet.as_millis()
+            );
+            self.counters.declared_dead += 1;
+            self.close(key);
         }
     }
 
@@ -862,7 +1028,7 @@ impl Lb {
         }
         let mut link = self.links.remove(key);
         link.conn.deregister(self.poll.registry());
-        if let Role::Worker { id } = link.role {
+        if let Role::Worker { id, .. } = link.role {
             let leaving = self
                 .members
                 .get(id)
@@ -878,18 +1044,20 @@ impl Lb {
             self.members.lost(id);
             self.membership_changed = true;
             self.repair_lagging();
-            // Its unconfirmed requests may or may not have been applied.
+            // Its unconfirmed requests may or may not have been applied:
+            // another worker applies them again, with the same version, so
+            // either way the record ends up the same everywhere.
             let lost: Vec<u64> = self
                 .pending
                 .iter()
                 .filter(|(_, p)| p.worker == id)
                 .map(|(&r, _)| r)
                 .collect();
-            for req in lost {
-                if let Some(p) = self.pending.remove(&req) {
-                    self.answer_error(&p, ErrorCode::Timeout);
-                }
-            }
+            let orphans = lost
+                .into_iter()
+                .filter_map(|req| self.pending.remove(&req))
+                .collect();
+            self.redispatch(orphans);
         }
     }
 

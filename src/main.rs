@@ -45,6 +45,10 @@ enum Cmd {
         /// A request not confirmed within this many ms is answered TIMEOUT.
         #[arg(long, default_value_t = 10_000)]
         request_timeout_ms: u64,
+        /// A worker silent this many ms (it sends a heartbeat every 200 ms)
+        /// is declared dead; its unconfirmed requests go to other workers.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(400..))]
+        worker_timeout_ms: u64,
     },
     /// Run a worker that registers with the LB.
     Worker {
@@ -82,6 +86,10 @@ enum Cmd {
         /// are compacted in the background (live records only).
         #[arg(long, default_value_t = rrstore::segments::DEFAULT_SEGMENT_BYTES)]
         segment_bytes: u64,
+        /// A peer with more than this many bytes of our output unread is
+        /// disconnected, and catches up when the link is re-opened.
+        #[arg(long, default_value_t = 64 << 20)]
+        peer_buffer_bytes: usize,
     },
     /// Store a record; prints `stored id=ID worker=W`.
     Put {
@@ -170,6 +178,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             max_content,
             max_inflight,
             request_timeout_ms,
+            worker_timeout_ms,
         } => {
             lb::run(lb::LbConfig {
                 listen,
@@ -178,6 +187,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 max_content,
                 max_inflight,
                 request_timeout: Duration::from_millis(request_timeout_ms),
+                worker_timeout: Duration::from_millis(worker_timeout_ms),
             })?;
         }
         Cmd::Worker {
@@ -192,6 +202,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             connect_timeout_secs,
             leave_timeout_secs,
             segment_bytes,
+            peer_buffer_bytes,
         } => {
             worker::run(worker::WorkerConfig {
                 lb,
@@ -205,6 +216,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 connect_timeout: Duration::from_secs(connect_timeout_secs),
                 leave_timeout: Duration::from_secs(leave_timeout_secs),
                 segment_bytes: segment_bytes.max(4096),
+                peer_buffer_bytes,
             })?;
         }
         Cmd::Put { lb, id, content } => {

@@ -16,6 +16,9 @@ pub type Vector = Vec<(u32, u64)>;
 /// Room for everything but the content in the largest internal message.
 pub const MAX_OVERHEAD: usize = 64 * 1024;
 
+/// How often a worker sends [`Msg::Heartbeat`] to the LB.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub mod op {
     pub const REGISTER: u8 = 0x10;
     pub const WELCOME: u8 = 0x11;
@@ -26,6 +29,7 @@ pub mod op {
     pub const REPORT: u8 = 0x16;
     pub const REFUSED: u8 = 0x17;
     pub const BEHIND: u8 = 0x18;
+    pub const HEARTBEAT: u8 = 0x19;
     pub const PUT: u8 = 0x20;
     pub const GET: u8 = 0x21;
     pub const STORED: u8 = 0x22;
@@ -141,6 +145,11 @@ pub enum Msg<'a> {
         max_version: u64,
         vector: Vector,
     },
+    /// W→LB, every [`HEARTBEAT_EVERY`]: the worker's loop is alive. The LB
+    /// declares a worker dead that has sent nothing for its
+    /// `--worker-timeout-ms`, even if its connection stays open (a paused
+    /// or wedged process).
+    Heartbeat,
     /// LB→W: a joiner's `Ready` was refused because it lacks acknowledged
     /// records of workers that have left; `floor` is what it must cover.
     Behind {
@@ -257,6 +266,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         },
         op::DEREGISTER => Msg::Deregister,
         op::DEREGISTER_OK => Msg::DeregisterOk,
+        op::HEARTBEAT => Msg::Heartbeat,
         op::REPORT => Msg::Report {
             records: r.u64()?,
             max_version: r.u64()?,
@@ -381,6 +391,7 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
         }
         Msg::Deregister => op::DEREGISTER,
         Msg::DeregisterOk => op::DEREGISTER_OK,
+        Msg::Heartbeat => op::HEARTBEAT,
         Msg::Report {
             records,
             max_version,
@@ -644,6 +655,7 @@ mod tests {
             },
             Msg::Deregister,
             Msg::DeregisterOk,
+            Msg::Heartbeat,
             Msg::Report {
                 records: 1,
                 max_version: 2,

@@ -65,6 +65,10 @@ pub struct WorkerConfig {
     pub leave_timeout: Duration,
     /// The log rolls to a new segment past this size (see `segments.rs`).
     pub segment_bytes: u64,
+    /// A peer that lets more than this much of our output queue up (it is
+    /// paused, stuck or too slow) is disconnected; it catches up from our
+    /// store when the link is re-opened.
+    pub peer_buffer_bytes: usize,
 }
 
 pub struct Worker {
@@ -81,6 +85,8 @@ pub struct Worker {
     lb_retry: Option<(Instant, Duration)>,
     /// Merges sealed log segments in the background.
     compactor: Compactor,
+    /// When the next heartbeat to the LB is due.
+    next_heartbeat: Instant,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -225,6 +231,7 @@ impl Worker {
             catchup_records: 0,
             lb_retry: None,
             compactor,
+            next_heartbeat: Instant::now(),
         })
     }
 
@@ -263,6 +270,7 @@ impl Worker {
                 self.leave_deadline.map(|_| Duration::from_millis(100)),
                 next_redial.map(|t| t.saturating_duration_since(now)),
                 self.lb_retry.map(|(t, _)| t.saturating_duration_since(now)),
+                Some(self.next_heartbeat.saturating_duration_since(now)),
             ]
             .into_iter()
             .flatten()
@@ -791,6 +799,11 @@ impl Worker {
                 self.last_report = Some(report);
             }
         }
+        let now = Instant::now();
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + msg::HEARTBEAT_EVERY;
+            self.io.to_lb(&Msg::Heartbeat);
+        }
         // The log first, so every STORED below follows its record's write.
         let written = self.io.log.flush()?;
         match self.io.fsync {
@@ -835,8 +848,20 @@ impl Worker {
                 lb_link = Some(link);
                 continue;
             }
-            if matches!(link.role, Role::Out { up: false, .. }) {
-                continue;
+            if let Role::Out { peer, up } = link.role {
+                let queued = link.conn.pending_out();
+                if queued > self.config.peer_buffer_bytes {
+                    eprintln!(
+                        "rrstore worker {}: peer {peer} is not reading ({queued} bytes queued); \
+                         dropping the link, it catches up when the link is re-opened",
+                        replica.id
+                    );
+                    closed.push(key);
+                    continue;
+                }
+                if !up {
+                    continue;
+                }
             }
             if link.conn.pending_out() > 0 {
                 link.conn.flush();

@@ -335,34 +335,19 @@ fn worker_killed_and_restarted_under_load_loses_no_acknowledged_write() {
     let results = writer.resume_and_join();
 
     let data = c.converged(&c.ids);
-    let mut timeouts = 0;
     let mut restarted_share = 0;
     for (i, ((id, content), reply)) in results.iter().enumerate() {
-        match reply {
-            Reply::Stored { worker, .. } => {
-                assert_eq!(
-                    data.get(id),
-                    Some(content),
-                    "acknowledged id {id} (stored by {worker}) missing or changed"
-                );
-                restarted_share += usize::from(i >= RESTART_AT as usize && *worker == victim);
-            }
-            // Sent to the worker that died: may or may not be stored, but
-            // never with other content.
-            Reply::Error { code, .. } if *code == ErrorCode::Timeout as u16 => {
-                timeouts += 1;
-                assert!(
-                    data.get(id).is_none_or(|d| d == content),
-                    "unacknowledged id {id} holds content nobody wrote"
-                );
-            }
-            other => panic!("PUT id={id}: {other:?}"),
-        }
+        // PUTs in flight to the worker that died are sent to another one.
+        let Reply::Stored { worker, .. } = reply else {
+            panic!("PUT id={id}: {reply:?}");
+        };
+        assert_eq!(
+            data.get(id),
+            Some(content),
+            "acknowledged id {id} (stored by {worker}) missing or changed"
+        );
+        restarted_share += usize::from(i >= RESTART_AT as usize && *worker == victim);
     }
-    assert!(
-        timeouts <= 64,
-        "{timeouts} TIMEOUTs, more than the window in flight"
-    );
     assert!(
         restarted_share >= ((TOTAL - RESTART_AT) / 3 - 1) as usize,
         "the restarted worker stored only {restarted_share} of the last writes"

@@ -1,0 +1,78 @@
+//! Worker faults the LB must notice and mask: a paused process (SIGSTOP)
+//! whose connection stays open, and the requests it held.
+
+mod common;
+
+use common::*;
+use rrstore::client::Reply;
+use rrstore::cluster::signal;
+use rrstore::msg::Status;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SIGCONTs a stopped worker however the test ends, so that no stopped
+/// process outlives it (the cluster's own cleanup cannot stop one).
+struct Resume<'a>(&'a std::process::Child);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+#[test]
+fn a_paused_worker_is_declared_dead_and_its_requests_are_stored_elsewhere() {
+    const TOTAL: u64 = 6_000;
+    const PAUSE_AT: u64 = 1_500;
+    const RESUME_AT: u64 = 4_000;
+    let mut c = TestCluster::start_with("paused_worker", 3, &["--worker-timeout-ms", "1000"]);
+    let victim = c.ids[1];
+    let writer = PhasedWriter::start(&c.lb_addr, [0, PAUSE_AT, RESUME_AT, TOTAL], 21, 64);
+    writer.reached(STEP_TIMEOUT);
+
+    // SIGSTOP while PUTs are in flight to it: its socket stays open, so
+    // only missing heartbeats can tell the LB.
+    let child = &c.workers[&victim].child;
+    signal(child, libc::SIGSTOP);
+    let resume = Resume(child);
+    let paused = Instant::now();
+    wait_until(
+        STEP_TIMEOUT,
+        "the LB to declare the paused worker dead",
+        || c.status(victim) == Some(Status::Inactive),
+    );
+    let noticed = paused.elapsed();
+    assert!(
+        noticed < Duration::from_secs(5),
+        "a paused worker was noticed only after {noticed:?}"
+    );
+    let results = writer.resume_and_join();
+
+    // Every request got STORED: those the paused worker held were stored
+    // by another worker, under the same version.
+    for ((id, _), reply) in &results {
+        assert!(
+            matches!(reply, Reply::Stored { .. }),
+            "PUT id={id}: {reply:?}"
+        );
+    }
+    let stats = c.stats();
+    assert!(stats["workers_declared_dead"] >= 1, "{stats:?}");
+    assert!(stats["redispatched"] >= 1, "{stats:?}");
+    assert_eq!(stats["responses_timeout"], 0, "{stats:?}");
+
+    // Woken up, it finds its LB connection closed: its late answers match
+    // nothing, and it registers again and catches up.
+    drop(resume);
+    c.wait_active(&[victim], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expected: BTreeMap<u64, Vec<u8>> = results.into_iter().map(|(r, _)| r).collect();
+    assert_records(&c.converged(&c.ids), &expected);
+    assert!(
+        c.lb_log().contains(&format!("worker {victim} silent for")),
+        "{}",
+        c.lb_log()
+    );
+}
