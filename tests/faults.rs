@@ -27,7 +27,7 @@ fn a_paused_worker_is_declared_dead_and_its_requests_are_stored_elsewhere() {
     const TOTAL: u64 = 6_000;
     const PAUSE_AT: u64 = 1_500;
     const RESUME_AT: u64 = 4_000;
-    let mut c = TestCluster::start_with("paused_worker", 3, &["--worker-timeout-ms", "1000"]);
+    let c = TestCluster::start_with("paused_worker", 3, &["--worker-timeout-ms", "1000"]);
     let victim = c.ids[1];
     let writer = PhasedWriter::start(&c.lb_addr, [0, PAUSE_AT, RESUME_AT, TOTAL], 21, 64);
     writer.reached(STEP_TIMEOUT);
