@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use rrstore::client::Reply;
 use rrstore::msg::Status;
-use rrstore::wire::ErrorCode;
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Duration;
