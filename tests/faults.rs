@@ -76,3 +76,65 @@ fn a_paused_worker_is_declared_dead_and_its_requests_are_stored_elsewhere() {
         c.lb_log()
     );
 }
+
+/// Every worker log line in the test's directory that contains `needle`.
+fn worker_log_lines(c: &TestCluster, needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(c.test_dir()) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("worker-") && name.ends_with(".log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            lines.extend(
+                text.lines()
+                    .filter(|l| l.contains(needle))
+                    .map(str::to_string),
+            );
+        }
+    }
+    lines
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_cut_off_and_catches_up_later() {
+    const RECORDS: u64 = 64;
+    const SIZE: usize = 900 * 1024;
+    // The LB must not declare the paused worker dead (that would also drop
+    // the peers' links to it): this is about the peers' own bound.
+    let mut c = TestCluster::start_with("stuck_peer", 0, &["--worker-timeout-ms", "600000"]);
+    c.worker_args = vec!["--peer-buffer-bytes".into(), (1u64 << 20).to_string()];
+    for _ in 0..3 {
+        c.add_active_worker();
+    }
+    let victim = c.ids[2];
+    let child = &c.workers[&victim].child;
+    signal(child, libc::SIGSTOP);
+    let resume = Resume(child);
+
+    // About 2/3 of these are stored by the two running workers, which must
+    // each queue ~19 MiB for the paused one: past the 1 MiB bound even
+    // after the kernel's socket buffers have taken their share.
+    let records: Vec<(u64, Vec<u8>)> = (0..RECORDS).map(|id| (id, vec![id as u8; SIZE])).collect();
+    let lb = c.lb_addr.clone();
+    let sent = records.clone();
+    let writer = std::thread::spawn(move || {
+        let mut client = connect(&lb);
+        pipeline(&mut client, &puts(&sent), RECORDS as usize)
+    });
+    wait_until(
+        STEP_TIMEOUT,
+        "a running worker to cut off the paused peer",
+        || !worker_log_lines(&c, &format!("peer {victim} is not reading")).is_empty(),
+    );
+    drop(resume);
+    let replies = writer.join().expect("writer thread");
+    for ((id, _), reply) in records.iter().zip(&replies) {
+        assert!(
+            matches!(reply, Reply::Stored { .. }),
+            "PUT id={id}: {reply:?}"
+        );
+    }
+    assert_records(&c.converged(&c.ids), &records.into_iter().collect());
+}
