@@ -121,6 +121,12 @@ impl Client {
         tag
     }
 
+    /// How long [`Client::recv`] waits for a response (`None`: forever);
+    /// past it, `recv` fails with `WouldBlock` or `TimedOut`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
     /// Queues raw bytes (for tests of hostile input).
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.wbuf.extend_from_slice(bytes);

@@ -70,6 +70,9 @@ pub struct LbConfig {
     /// declared dead: its connection is closed and its unconfirmed requests
     /// go to other workers.
     pub worker_timeout: Duration,
+    /// `--ack all`: a worker answers STORED only once every active worker
+    /// holds the record (told to workers in WELCOME).
+    pub ack_all: bool,
 }
 
 /// A client connection's state.
@@ -797,6 +800,8 @@ impl Lb {
                     }
                 }
             }
+            // Its arrival already counted (see `on_readable`).
+            (Some(_), Msg::Heartbeat) => {}
             (Some(w), Msg::Deregister) => {
                 eprintln!("rrstore lb: worker {w} deregistered");
                 self.members.deregister(w);
@@ -824,6 +829,7 @@ impl Lb {
                             members: self.members.members(),
                             max_content: self.config.max_content as u64,
                             your_seq: reported.max(self.frontier.get(&id).copied().unwrap_or(0)),
+                            ack_all: self.config.ack_all,
                         };
                         if let Some(link) = self.links.get_mut(key) {
                             link.role = Role::Worker {

@@ -23,6 +23,13 @@ struct Cli {
     command: Cmd,
 }
 
+/// `rrstore lb --ack`: when a PUT is confirmed.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AckMode {
+    Local,
+    All,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the load balancer.
@@ -49,6 +56,12 @@ enum Cmd {
         /// is declared dead; its unconfirmed requests go to other workers.
         #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(400..))]
         worker_timeout_ms: u64,
+        /// When a PUT is confirmed: `local`, once the worker that took it
+        /// has logged it (its peers have it queued); `all`, once every
+        /// active worker has applied it, so it survives the permanent loss
+        /// of any one worker.
+        #[arg(long, value_enum, default_value_t = AckMode::Local)]
+        ack: AckMode,
     },
     /// Run a worker that registers with the LB.
     Worker {
@@ -179,6 +192,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             max_inflight,
             request_timeout_ms,
             worker_timeout_ms,
+            ack,
         } => {
             lb::run(lb::LbConfig {
                 listen,
@@ -188,6 +202,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 max_inflight,
                 request_timeout: Duration::from_millis(request_timeout_ms),
                 worker_timeout: Duration::from_millis(worker_timeout_ms),
+                ack_all: ack == AckMode::All,
             })?;
         }
         Cmd::Worker {

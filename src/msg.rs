@@ -119,11 +119,14 @@ pub enum Msg<'a> {
     /// the LB's content limit (the worker accepts at least that); and the
     /// highest seq of this ID the LB knows of (acknowledged or reported), so
     /// a worker whose log lost records never numbers new ones below them.
+    /// `ack_all`: send STORED only once every active peer has acknowledged
+    /// the record (`--ack all`), not as soon as it is logged here.
     Welcome {
         id: u32,
         members: Vec<Member>,
         max_content: u64,
         your_seq: u64,
+        ack_all: bool,
     },
     /// LB→W on every membership change; also the reply to `MembersRequest`.
     Members {
@@ -256,6 +259,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
             members: r.members()?,
             max_content: r.u64()?,
             your_seq: r.u64()?,
+            ack_all: r.u8()? != 0,
         },
         op::MEMBERS => Msg::Members {
             members: r.members()?,
@@ -373,11 +377,13 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
             members,
             max_content,
             your_seq,
+            ack_all,
         } => {
             put_u32(out, *id);
             put_members(out, members);
             put_u64(out, *max_content);
             put_u64(out, *your_seq);
+            out.push(u8::from(*ack_all));
             op::WELCOME
         }
         Msg::Members { members } => {
@@ -647,6 +653,7 @@ mod tests {
                 members: members.clone(),
                 max_content: 1 << 20,
                 your_seq: 9,
+                ack_all: true,
             },
             Msg::Members { members },
             Msg::Ready {

@@ -549,6 +549,17 @@ impl Replica {
             && self.peers.values().all(|p| p.acked >= own)
     }
 
+    /// The highest own seq that every active peer has acknowledged (all of
+    /// them, if there is no active peer): what `--ack all` may confirm.
+    pub fn acked_by_active_peers(&self) -> u64 {
+        self.peers
+            .values()
+            .filter(|p| p.status == Status::Active)
+            .map(|p| p.acked)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
     /// Peers that have not yet acknowledged our last record (for logs).
     pub fn unacked_peers(&self) -> Vec<u32> {
         let own = self.own_seq();

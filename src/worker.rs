@@ -153,6 +153,7 @@ impl Worker {
             members,
             max_content,
             your_seq,
+            ack_all,
         } = register(
             &config.lb,
             config.connect_timeout,
@@ -211,6 +212,7 @@ impl Worker {
             fsync: config.fsync,
             held: VecDeque::new(),
             durable: 0,
+            ack_all,
             redials: Vec::new(),
             link_serial: 0,
         };
@@ -369,6 +371,7 @@ impl Worker {
             self.replica.id
         );
         self.config.max_content = self.config.max_content.max(reg.max_content);
+        self.io.ack_all = reg.ack_all;
         self.replica.on_lb_floor(reg.your_seq, &mut self.io);
         self.replica.on_lb_welcome(&reg.members, &mut self.io);
         self.handle_input(self.io.lb)
@@ -829,8 +832,14 @@ impl Worker {
             self.compactor.sealed(n);
         }
         let lb = self.io.lb;
+        // Under `--ack all`, also every active peer must hold the record.
+        let replicated = if self.io.ack_all {
+            replica.acked_by_active_peers()
+        } else {
+            u64::MAX
+        };
         while let Some(&(off, req, seq)) = self.io.held.front() {
-            if off > self.io.durable {
+            if off > self.io.durable || seq > replicated {
                 break;
             }
             self.io.held.pop_front();
@@ -848,7 +857,17 @@ impl Worker {
                 lb_link = Some(link);
                 continue;
             }
-            if let Role::Out { peer, up } = link.role {
+            let out_link = match link.role {
+                Role::Out { peer, up } => Some((peer, up)),
+                _ => None,
+            };
+            let connected = out_link.is_none_or(|(_, up)| up);
+            if connected && link.conn.pending_out() > 0 {
+                link.conn.flush();
+            }
+            if let Some((peer, up)) = out_link {
+                // What the kernel would not take (or, while connecting,
+                // everything): the peer is not reading, or not reachable.
                 let queued = link.conn.pending_out();
                 if queued > self.config.peer_buffer_bytes {
                     eprintln!(
@@ -862,9 +881,6 @@ impl Worker {
                 if !up {
                     continue;
                 }
-            }
-            if link.conn.pending_out() > 0 {
-                link.conn.flush();
             }
             if link.conn.closed || link.conn.set_interest(registry, Token(key), true).is_err() {
                 closed.push(key);

@@ -4,10 +4,12 @@
 mod common;
 
 use common::*;
-use rrstore::client::Reply;
+use rrstore::client::{ClientError, Reply};
 use rrstore::cluster::signal;
 use rrstore::msg::Status;
+use rrstore::wire::Request;
 use std::collections::BTreeMap;
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,4 +139,93 @@ fn a_peer_that_stops_reading_is_cut_off_and_catches_up_later() {
         );
     }
     assert_records(&c.converged(&c.ids), &records.into_iter().collect());
+}
+
+#[test]
+fn with_ack_all_stored_waits_until_every_active_worker_holds_the_record() {
+    // The LB must not declare the paused worker dead during this test.
+    let c = TestCluster::start_with(
+        "ack_all_waits",
+        3,
+        &["--ack", "all", "--worker-timeout-ms", "600000"],
+    );
+    let (running, paused) = ([c.ids[0], c.ids[1]], c.ids[2]);
+    let child = &c.workers[&paused].child;
+    signal(child, libc::SIGSTOP);
+    let resume = Resume(child);
+
+    // Round robin: one PUT to each worker.
+    let mut client = c.client();
+    for id in 1..=3u64 {
+        client.send(&Request::Put {
+            id,
+            content: b"all",
+        });
+    }
+    client.flush().expect("send");
+    wait_until(
+        STEP_TIMEOUT,
+        "the running workers to hold both of their records",
+        || {
+            running
+                .iter()
+                .all(|&w| c.dump(w).keys().filter(|id| (1..=3).contains(*id)).count() >= 2)
+        },
+    );
+    // Stored and replicated between the two running workers, but not on
+    // the paused one: no STORED may come. (In `local` mode two would.)
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    match client.recv() {
+        Err(ClientError::Io(e))
+            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("an answer before every active worker held the record: {other:?}"),
+    }
+    drop(resume);
+    client.set_read_timeout(None).expect("timeout");
+    for _ in 1..=3 {
+        let (_, reply) = client
+            .recv()
+            .expect("STORED after the paused worker resumed");
+        assert!(matches!(reply, Reply::Stored { .. }), "{reply:?}");
+    }
+    for id in 1..=3u64 {
+        assert_eq!(
+            c.dump(paused).get(&id).map(Vec::as_slice),
+            Some(&b"all"[..])
+        );
+    }
+}
+
+#[test]
+fn with_ack_all_writes_survive_the_permanent_loss_of_a_worker() {
+    let mut c = TestCluster::start_with(
+        "ack_all_loss",
+        3,
+        &["--ack", "all", "--worker-timeout-ms", "1000"],
+    );
+    let (lost, paused) = (c.ids[0], c.ids[2]);
+    // A paused worker holds up STORED only until the LB declares it dead.
+    let child = &c.workers[&paused].child;
+    signal(child, libc::SIGSTOP);
+    let resume = Resume(child);
+    let records: Vec<(u64, Vec<u8>)> = (0..600).map(|id| (id, content(id, 5))).collect();
+    let mut client = c.client();
+    let replies = put_all(&mut client, &records, 32);
+    assert!(replies.contains(&lost), "{replies:?}");
+    assert!(c.stats()["workers_declared_dead"] >= 1);
+    drop(resume);
+    c.wait_active(&[paused], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Lose a worker that acknowledged writes, data directory and all: the
+    // others hold every record it confirmed.
+    let gone = c.kill_worker(lost).expect("kill -9");
+    std::fs::remove_dir_all(&gone.data_dir).expect("remove its data dir");
+    let rest: Vec<u32> = c.ids.iter().copied().filter(|&w| w != lost).collect();
+    wait_until(STEP_TIMEOUT, "the LB to notice the loss", || {
+        c.status(lost) == Some(Status::Inactive)
+    });
+    assert_records(&c.converged(&rest), &last_writes(&records));
 }

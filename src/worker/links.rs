@@ -72,6 +72,8 @@ pub(super) struct Io {
     pub(super) held: VecDeque<(u64, u64, u64)>,
     /// Log offset known durable (under `always`).
     pub(super) durable: u64,
+    /// `--ack all` at the LB: STORED also waits for every active peer's ack.
+    pub(super) ack_all: bool,
     /// Outbound links to re-open: (when, peer, address).
     pub(super) redials: Vec<(Instant, u32, String)>,
     /// Numbers inbound peer links: never reused.

@@ -18,6 +18,8 @@ pub(super) struct Registration {
     pub(super) max_content: usize,
     /// The highest seq of our ID the LB knows of.
     pub(super) your_seq: u64,
+    /// The LB runs `--ack all`.
+    pub(super) ack_all: bool,
 }
 
 /// Connects to the LB (retrying until `connect_timeout`), registers, and
@@ -70,6 +72,7 @@ pub(super) fn register(
                     members,
                     max_content,
                     your_seq,
+                    ack_all,
                 } => {
                     let inc = members
                         .iter()
@@ -90,6 +93,7 @@ pub(super) fn register(
                         members,
                         max_content: usize::try_from(max_content).unwrap_or(usize::MAX),
                         your_seq,
+                        ack_all,
                     });
                 }
                 Msg::Refused { reason } => {

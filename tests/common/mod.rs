@@ -259,6 +259,13 @@ impl TestCluster {
                 Some((fid, fd)) => assert_same(*fid, fd, id, &d),
             }
         }
+        // A message one side does not expect closes the link and is
+        // repaired by reconnecting, so it would pass unnoticed otherwise.
+        let lb_log = self.lb_log();
+        assert!(
+            !lb_log.contains("unexpected"),
+            "the LB met an unexpected message:\n{lb_log}"
+        );
         first.map(|(_, d)| d).unwrap_or_default()
     }
 }
