@@ -161,6 +161,13 @@ impl Cluster {
         })
     }
 
+    /// Sends `sig` to the LB process (e.g. SIGSTOP and SIGCONT).
+    pub fn signal_lb(&self, sig: i32) {
+        if let Some(lb) = &self.lb {
+            signal(lb, sig);
+        }
+    }
+
     /// Kills the LB (SIGKILL: a crash).
     pub fn kill_lb(&mut self) -> io::Result<()> {
         if let Some(mut lb) = self.lb.take() {

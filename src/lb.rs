@@ -990,8 +990,16 @@ impl Lb {
             }
         }
         if now >= self.next_liveness_check {
-            self.next_liveness_check = now + self.config.worker_timeout / 4;
+            self.next_liveness_check = now + msg::HEARTBEAT_EVERY;
             self.declare_silent_workers_dead(now);
+            // Workers also watch the LB: a partition would otherwise keep
+            // their half-open connection alive for many minutes.
+            let keys: Vec<usize> = self.members.links_to_update().collect();
+            for key in keys {
+                if let Some(link) = self.links.get_mut(key) {
+                    msg::encode(link.conn.out(), &Msg::Heartbeat);
+                }
+            }
         }
     }
 

@@ -148,10 +148,11 @@ pub enum Msg<'a> {
         max_version: u64,
         vector: Vector,
     },
-    /// W→LB, every [`HEARTBEAT_EVERY`]: the worker's loop is alive. The LB
-    /// declares a worker dead that has sent nothing for its
-    /// `--worker-timeout-ms`, even if its connection stays open (a paused
-    /// or wedged process).
+    /// Both ways on the LB link, every [`HEARTBEAT_EVERY`]: the sender's
+    /// loop is alive. The LB declares a worker dead that has sent nothing
+    /// for its `--worker-timeout-ms`, even if its connection stays open (a
+    /// paused or wedged process); a worker drops an LB connection silent
+    /// for 1.5 s and registers again.
     Heartbeat,
     /// LB→W: a joiner's `Ready` was refused because it lacks acknowledged
     /// records of workers that have left; `floor` is what it must cover.

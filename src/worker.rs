@@ -46,8 +46,14 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 /// Pause before re-opening a broken link to a peer that is still a member.
 /// Pauses between attempts to re-register with a restarted LB.
 const LB_RETRY_MIN: Duration = Duration::from_millis(50);
-const LB_RETRY_MAX: Duration = Duration::from_secs(2);
+const LB_RETRY_MAX: Duration = Duration::from_secs(1);
+/// The LB sends a heartbeat every [`msg::HEARTBEAT_EVERY`]; an LB link
+/// silent this long is taken for dead.
+const LB_SILENCE: Duration = Duration::from_millis(1500);
 pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
+/// How long one re-registration attempt may block the loop (connect, then
+/// the wait for WELCOME).
+const LB_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(300);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -87,6 +93,8 @@ pub struct Worker {
     compactor: Compactor,
     /// When the next heartbeat to the LB is due.
     next_heartbeat: Instant,
+    /// When the LB link was last readable (the LB sends heartbeats too).
+    lb_heard: Instant,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -157,6 +165,7 @@ impl Worker {
         } = register(
             &config.lb,
             config.connect_timeout,
+            Duration::from_secs(10),
             wanted_id,
             incarnation,
             store.max_version(),
@@ -234,6 +243,7 @@ impl Worker {
             lb_retry: None,
             compactor,
             next_heartbeat: Instant::now(),
+            lb_heard: Instant::now(),
         })
     }
 
@@ -295,6 +305,7 @@ impl Worker {
                 }
             }
             self.due_redials();
+            self.check_lb_alive();
             self.reconnect_lb()?;
         }
     }
@@ -324,6 +335,25 @@ impl Worker {
         }
     }
 
+    /// Drops an LB connection that has been silent past [`LB_SILENCE`] (the
+    /// LB stopped, or a partition: TCP alone would notice only after its
+    /// retransmissions give up), and so starts re-registering.
+    fn check_lb_alive(&mut self) {
+        let lb = self.io.lb;
+        if lb == usize::MAX || self.lb_heard.elapsed() <= LB_SILENCE {
+            return;
+        }
+        if matches!(self.replica.phase(), Phase::Leaving { deregistered: true }) {
+            return; // after DEREGISTER_OK the LB sends nothing
+        }
+        eprintln!(
+            "rrstore worker {}: nothing from the LB for {} ms; dropping the connection",
+            self.replica.id,
+            self.lb_heard.elapsed().as_millis()
+        );
+        self.close_link(lb);
+    }
+
     /// One attempt to re-register, if one is due; backs off on failure.
     fn reconnect_lb(&mut self) -> Result<(), Box<dyn Error>> {
         let Some((when, backoff)) = self.lb_retry else {
@@ -336,6 +366,7 @@ impl Worker {
         let attempt = register(
             &self.config.lb,
             Duration::ZERO,
+            LB_ATTEMPT_TIMEOUT,
             r.id,
             r.incarnation,
             r.store.max_version(),
@@ -365,6 +396,7 @@ impl Worker {
             role: Role::Lb,
         });
         self.lb_retry = None;
+        self.lb_heard = Instant::now();
         self.last_report = None;
         eprintln!(
             "rrstore worker {}: re-registered with the LB",
@@ -506,6 +538,9 @@ impl Worker {
         writable: bool,
         to_eof: bool,
     ) -> Result<(), Box<dyn Error>> {
+        if key == self.io.lb {
+            self.lb_heard = Instant::now();
+        }
         let Some(link) = self.io.links.get_mut(key) else {
             return Ok(());
         };
@@ -620,6 +655,8 @@ impl Worker {
             (0, Msg::Get { req, id, min }) => r.on_get(req, id, min, io),
             (0, Msg::Members { members }) => r.on_members(&members, io),
             (0, Msg::DeregisterOk) => r.on_deregister_ok(),
+            // Its arrival already counted (see `on_link_event`).
+            (0, Msg::Heartbeat) => {}
             (0, Msg::Behind { floor }) => r.on_behind(&floor, io),
             (0, Msg::Refused { reason }) => return Err(format!("LB refused: {reason}").into()),
             (1, Msg::PeerAck { seq }) => {

@@ -229,3 +229,34 @@ fn with_ack_all_writes_survive_the_permanent_loss_of_a_worker() {
     });
     assert_records(&c.converged(&rest), &last_writes(&records));
 }
+
+/// SIGCONTs a stopped LB however the test ends.
+struct ResumeLb<'a>(&'a TestCluster);
+
+impl Drop for ResumeLb<'_> {
+    fn drop(&mut self) {
+        self.0.signal_lb(libc::SIGCONT);
+    }
+}
+
+#[test]
+fn workers_notice_a_stopped_lb_and_register_again_when_it_resumes() {
+    let c = TestCluster::start("stopped_lb", 3);
+    let records: Vec<(u64, Vec<u8>)> = (0..300).map(|id| (id, content(id, 9))).collect();
+    put_all(&mut c.client(), &records, 16);
+
+    // A stopped LB keeps its sockets open: only missing heartbeats tell.
+    c.signal_lb(libc::SIGSTOP);
+    let resume = ResumeLb(&c);
+    wait_until(STEP_TIMEOUT, "every worker to give up on the LB", || {
+        worker_log_lines(&c, "nothing from the LB").len() >= 3
+    });
+    drop(resume);
+    c.wait_active(&c.ids, ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let more: Vec<(u64, Vec<u8>)> = (300..400).map(|id| (id, content(id, 9))).collect();
+    put_all(&mut c.client(), &more, 16);
+    let mut expected = last_writes(&records);
+    expected.extend(last_writes(&more));
+    assert_records(&c.converged(&c.ids), &expected);
+}

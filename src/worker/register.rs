@@ -4,6 +4,7 @@ use crate::msg::{self, Msg};
 use mio::net::TcpStream;
 use std::error::Error;
 use std::io::{Read, Write};
+use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 /// What registration yields: the LB link (and any bytes already read from
@@ -22,11 +23,15 @@ pub(super) struct Registration {
     pub(super) ack_all: bool,
 }
 
-/// Connects to the LB (retrying until `connect_timeout`), registers, and
-/// waits for the welcome. Blocking: this happens before the loop starts.
+/// Connects to the LB (retrying until `patience` has passed), registers,
+/// and waits for the welcome; each connect and the wait for the welcome
+/// give up after `attempt`. Blocking: at start-up this happens before the
+/// loop starts; a re-registration from the loop passes a short `attempt`,
+/// so an unreachable or stopped LB stalls the loop only that long.
 pub(super) fn register(
     lb: &str,
     patience: Duration,
+    attempt: Duration,
     id: u32,
     incarnation: u32,
     max_version: u64,
@@ -35,7 +40,7 @@ pub(super) fn register(
     let deadline = Instant::now() + patience;
     let mut backoff = Duration::from_millis(20);
     let mut stream = loop {
-        match std::net::TcpStream::connect(lb) {
+        match connect(lb, attempt) {
             Ok(s) => break s,
             Err(e) if Instant::now() + backoff < deadline => {
                 if backoff >= Duration::from_millis(640) {
@@ -48,7 +53,7 @@ pub(super) fn register(
         }
     };
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(attempt))?;
     let mut out = Vec::new();
     msg::encode(
         &mut out,
@@ -108,4 +113,16 @@ pub(super) fn register(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Connects to the first address `lb` resolves to, giving up after `timeout`
+/// (a plain connect to a partitioned host waits minutes for SYN retries).
+fn connect(lb: &str, timeout: Duration) -> std::io::Result<std::net::TcpStream> {
+    let addr = lb.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{lb} resolves to no address"),
+        )
+    })?;
+    std::net::TcpStream::connect_timeout(&addr, timeout)
 }
