@@ -260,3 +260,33 @@ fn workers_notice_a_stopped_lb_and_register_again_when_it_resumes() {
     expected.extend(last_writes(&more));
     assert_records(&c.converged(&c.ids), &expected);
 }
+
+#[test]
+fn a_worker_with_corruption_mid_log_serves_none_of_it_and_resyncs_from_its_peers() {
+    let mut c = TestCluster::start("corrupt_mid_log", 3);
+    let records: Vec<(u64, Vec<u8>)> = (0..2_000)
+        .map(|id| (id, format!("record {id} {}", "x".repeat(40)).into_bytes()))
+        .collect();
+    put_all(&mut c.client(), &records, 32);
+    let victim = c.ids[0];
+    c.converged(&c.ids);
+    let gone = c.kill_worker(victim).expect("kill -9");
+
+    // Flip one byte in the middle of the log: a record there fails its
+    // CRC, and nothing after it can be trusted either.
+    let log = gone.data_dir.join("records.log");
+    let mut bytes = std::fs::read(&log).expect("read the log");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5A;
+    std::fs::write(&log, &bytes).expect("write the log");
+
+    let back = c.add_worker_at(&gone.data_dir).expect("restart");
+    assert_eq!(back, victim);
+    c.wait_active(&[victim], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cut = worker_log_lines(&c, "untrusted bytes");
+    assert!(!cut.is_empty(), "the restarted worker did not cut its log");
+    // Every worker, the restarted one included, holds exactly what was
+    // written: the damaged record came back from a peer, not from disk.
+    assert_records(&c.converged(&c.ids), &last_writes(&records));
+}
