@@ -161,6 +161,11 @@ impl Cluster {
         })
     }
 
+    /// The LB's process id, while it runs.
+    pub fn lb_pid(&self) -> Option<u32> {
+        self.lb.as_ref().map(Child::id)
+    }
+
     /// Sends `sig` to the LB process (e.g. SIGSTOP and SIGCONT).
     pub fn signal_lb(&self, sig: i32) {
         if let Some(lb) = &self.lb {

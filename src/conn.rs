@@ -3,7 +3,10 @@
 //!
 //! Invariants:
 //! - `rbuf[rstart..rend]` holds received bytes not yet consumed by a parser;
-//!   `rbuf.len()` is the read window (it only grows, up to one whole frame).
+//!   `rbuf.len()` is the read window. It grows towards one whole frame, but
+//!   at most doubling what has arrived, so a peer that announces a large
+//!   frame and then trickles it (slowloris) costs what it sent, not what it
+//!   announced. [`Conn::trim`] frees empty buffers past [`KEEP_BUFFER`].
 //! - `wbuf[wstart..]` holds encoded bytes not yet written to the socket.
 //! - `registered` is the interest the kernel has; [`Conn::set_interest`]
 //!   re-registers only when the wanted interest differs (user-space interest
@@ -23,6 +26,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Parse after buffering this much, so a fast sender cannot make one
 /// connection's input grow without bound before anything is handled.
 pub const READ_BATCH: usize = 1 << 20;
+/// [`Conn::trim`] frees empty buffers larger than this, so an idle
+/// connection does not keep the memory of its largest frame.
+pub const KEEP_BUFFER: usize = 256 * 1024;
 
 pub struct Conn {
     pub stream: TcpStream,
@@ -122,7 +128,9 @@ impl Conn {
             if buffered >= READ_BATCH.max(need) {
                 return out;
             }
-            self.make_room(need.max(READ_CHUNK));
+            // Towards the whole frame, but never more than twice what came.
+            let window = need.min(buffered.saturating_mul(2)).max(READ_CHUNK);
+            self.make_room(window);
             out.syscalls += 1;
             match self.stream.read(&mut self.rbuf[self.rend..]) {
                 Ok(0) => {
@@ -174,6 +182,22 @@ impl Conn {
         if self.rbuf.len() - self.rstart < window || self.rend == self.rbuf.len() {
             let target = (self.rstart + window).max(self.rend + READ_CHUNK / 4);
             self.rbuf.resize(target, 0);
+        }
+    }
+
+    /// Frees the read and write buffers if they are empty and larger than
+    /// [`KEEP_BUFFER`]. For connections that went quiet: on a busy one the
+    /// buffers are reused from turn to turn, which is what keeps the hot path
+    /// free of allocations.
+    pub fn trim(&mut self) {
+        if self.rstart == self.rend && self.rbuf.len() > KEEP_BUFFER {
+            self.rbuf = Vec::new();
+            self.rstart = 0;
+            self.rend = 0;
+        }
+        if self.pending_out() == 0 && self.wbuf.capacity() > KEEP_BUFFER {
+            self.wbuf = Vec::new();
+            self.wstart = 0;
         }
     }
 

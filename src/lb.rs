@@ -39,13 +39,15 @@ use std::time::{Duration, Instant};
 const CLIENTS: Token = Token(usize::MAX);
 const CONTROL: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
-/// Stop reading a client whose unread responses pass this (backpressure).
-const CLIENT_OUT_CAP: usize = 4 << 20;
 /// How long a client that got MALFORMED or TOO_LARGE may keep sending
 /// before its connection is closed anyway.
 const LINGER: Duration = Duration::from_secs(2);
 /// Discarded input is read in steps of this much.
 const READ_CHUNK_DISCARD: usize = 64 * 1024;
+/// A client whose unread responses pass this many times
+/// `--client-output-cap` is disconnected (the cap only stops reading it;
+/// answers to requests already in flight keep adding up).
+const OUTPUT_LIMIT_FACTOR: usize = 16;
 /// Stop reading clients altogether while a worker's queue passes this.
 const WORKER_OUT_CAP: usize = 32 << 20;
 /// Stop reading clients while the content of unconfirmed PUTs (kept for
@@ -73,6 +75,22 @@ pub struct LbConfig {
     /// `--ack all`: a worker answers STORED only once every active worker
     /// holds the record (told to workers in WELCOME).
     pub ack_all: bool,
+    /// Client connections at once: accepting stops here and resumes below
+    /// 90% of it.
+    pub max_clients: usize,
+    /// A client with nothing in flight that sends nothing for this long is
+    /// disconnected.
+    pub idle_timeout: Duration,
+    /// A frame must be complete this long after its first byte arrived
+    /// (slowloris), else ERROR TIMEOUT (tag 0) and the connection closes.
+    pub frame_timeout: Duration,
+    /// Stop reading a client whose unread responses pass this many bytes
+    /// (it does not read them); resume below half. Past
+    /// [`OUTPUT_LIMIT_FACTOR`] times this, the client is disconnected.
+    pub client_output_cap: usize,
+    /// Stop reading a client with this many requests in flight; resume
+    /// below half (one client cannot take the whole `max_inflight`).
+    pub max_inflight_per_client: u32,
 }
 
 /// A client connection's state.
@@ -91,6 +109,10 @@ struct Client {
     inflight: u32,
     /// Closing after an error: our side is shut down, its input discarded.
     lingering: bool,
+    /// When bytes last arrived.
+    last_input: Instant,
+    /// When the unfinished frame in its input began to arrive.
+    partial_since: Option<Instant>,
 }
 
 enum Role {
@@ -146,6 +168,14 @@ struct Counters {
     turns: u64,
     /// Client input thrown away after MALFORMED or TOO_LARGE.
     discarded_bytes: u64,
+    /// Clients disconnected for idling past `--idle-timeout-secs`.
+    idle_closed: u64,
+    /// Clients disconnected for not finishing a frame in time.
+    slow_closed: u64,
+    /// Times accepting stopped at `--max-clients`.
+    accept_paused: u64,
+    /// Clients disconnected for leaving too many responses unread.
+    output_closed: u64,
 }
 
 pub struct Lb {
@@ -169,6 +199,12 @@ pub struct Lb {
     spare: Vec<Vec<u8>>,
     /// When worker liveness is next checked.
     next_liveness_check: Instant,
+    /// When clients are next checked for idling, slow frames and trimming.
+    next_client_sweep: Instant,
+    /// Client connections open.
+    client_count: usize,
+    /// False while `client_count` is at `--max-clients`.
+    accepting: bool,
     next_req: u64,
     next_serial: u64,
     clock: u64,
@@ -188,6 +224,7 @@ pub struct Lb {
 /// Binds both ports (an already-bound pair of listeners is taken by
 /// [`Lb::with_listeners`]) and runs until SIGTERM or SIGINT.
 pub fn run(config: LbConfig) -> Result<(), Box<dyn Error>> {
+    raise_fd_limit(config.max_clients);
     let clients = bind(config.listen)
         .map_err(|e| format!("cannot listen for clients on {}: {e}", config.listen))?;
     let control = bind(config.control)
@@ -205,6 +242,32 @@ pub fn run(config: LbConfig) -> Result<(), Box<dyn Error>> {
         lb.config.processed_log.display()
     );
     lb.run()
+}
+
+/// Raises the soft limit on open files towards the hard limit, so that
+/// `--max-clients` connections (plus workers and files) fit; says so if
+/// they cannot.
+fn raise_fd_limit(max_clients: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct, which `lim` is.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = (max_clients as libc::rlim_t).saturating_add(256);
+    if lim.rlim_cur < want {
+        lim.rlim_cur = want.min(lim.rlim_max);
+        // SAFETY: setrlimit reads one rlimit struct, which `lim` is.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+    if lim.rlim_cur < want {
+        eprintln!(
+            "rrstore lb: the open-file limit is {}; fewer than --max-clients {max_clients} clients will fit",
+            lim.rlim_cur
+        );
+    }
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -254,6 +317,9 @@ impl Lb {
             held_bytes: 0,
             spare: Vec::new(),
             next_liveness_check: Instant::now(),
+            next_client_sweep: Instant::now(),
+            client_count: 0,
+            accepting: true,
             // Request ids never repeat, even across LB restarts: a worker
             // may still answer a request of the previous process.
             next_req: unix_micros().max(1),
@@ -284,6 +350,7 @@ impl Lb {
                         .links()
                         .next()
                         .map(|_| self.next_liveness_check),
+                    (self.client_count > 0).then_some(self.next_client_sweep),
                 ];
                 next.into_iter()
                     .flatten()
@@ -315,11 +382,27 @@ impl Lb {
                 self.on_readable(key, true);
             }
             self.expire(Instant::now());
+            if !self.accepting && self.client_count < self.config.max_clients / 10 * 9 {
+                eprintln!("rrstore lb: below 90% of --max-clients again; accepting");
+                self.accepting = true;
+                self.accept(true);
+            }
         }
     }
 
     fn accept(&mut self, client: bool) {
         loop {
+            if client && self.client_count >= self.config.max_clients {
+                if self.accepting {
+                    eprintln!(
+                        "rrstore lb: {} clients connected (--max-clients); not accepting more until below 90%",
+                        self.client_count
+                    );
+                    self.counters.accept_paused += 1;
+                }
+                self.accepting = false;
+                return;
+            }
             let listener = if client { &self.clients } else { &self.control };
             match listener.accept() {
                 Ok((stream, _)) => self.add_link(stream, client),
@@ -347,6 +430,7 @@ impl Lb {
         }
         let role = if client {
             self.counters.clients_accepted += 1;
+            self.client_count += 1;
             self.next_serial += 1;
             Role::Client(Client {
                 serial: self.next_serial,
@@ -355,6 +439,8 @@ impl Lb {
                 eof: false,
                 inflight: 0,
                 lingering: false,
+                last_input: Instant::now(),
+                partial_since: None,
             })
         } else {
             Role::Control
@@ -459,7 +545,11 @@ impl Lb {
             let Some(link) = self.links.get_mut(key) else {
                 return;
             };
-            if link.conn.pending_out() > CLIENT_OUT_CAP || backlogged {
+            let full = match &link.role {
+                Role::Client(c) => c.inflight >= self.config.max_inflight_per_client,
+                _ => false,
+            };
+            if link.conn.pending_out() > self.config.client_output_cap || backlogged || full {
                 if let Role::Client(c) = &mut link.role {
                     c.paused = true;
                 }
@@ -489,6 +579,17 @@ impl Lb {
         if let Some(link) = self.links.get_mut(key) {
             *link.conn.input_mut() = input;
             link.conn.consume(pos - start);
+            let partial = !link.conn.input().is_empty();
+            if let Role::Client(c) = &mut link.role {
+                let now = Instant::now();
+                c.last_input = now;
+                // A frame held back by backpressure is not the client's delay.
+                c.partial_since = match (partial && !c.paused, c.partial_since) {
+                    (false, _) => None,
+                    (true, Some(t)) => Some(t),
+                    (true, None) => Some(now),
+                };
+            }
         }
     }
 
@@ -622,6 +723,15 @@ impl Lb {
     fn redispatch(&mut self, mut orphans: Vec<Pending>) {
         orphans.sort_by_key(|p| p.start);
         for p in orphans {
+            // Nobody is waiting for the answer any more.
+            let asker_gone = !matches!(
+                self.links.get(p.client),
+                Some(Link { role: Role::Client(c), .. }) if c.serial == p.serial
+            );
+            if asker_gone {
+                self.recycle(p);
+                continue;
+            }
             let req_id = self.next_req;
             self.next_req += 1;
             let deadline = p.deadline;
@@ -649,13 +759,16 @@ impl Lb {
     }
 
     /// The output buffer of the client that sent `p`, if that connection
-    /// is still there; counts the request as answered.
+    /// is still there; counts the request as answered. A client already
+    /// past its output limit gets nothing more (it is disconnected at the
+    /// end of the turn), so its buffer cannot grow within a turn either.
     fn client_out(&mut self, p: &Pending) -> Option<&mut Vec<u8>> {
         let link = self.links.get_mut(p.client)?;
+        let limit = self.config.client_output_cap * OUTPUT_LIMIT_FACTOR;
         match &mut link.role {
             Role::Client(c) if c.serial == p.serial => {
                 c.inflight -= 1;
-                Some(link.conn.out())
+                (link.conn.pending_out() <= limit).then(|| link.conn.out())
             }
             _ => None,
         }
@@ -929,6 +1042,11 @@ impl Lb {
             ("write_syscalls".into(), c.writes),
             ("loop_turns".into(), c.turns),
             ("discarded_bytes".into(), c.discarded_bytes),
+            ("clients_connected".into(), self.client_count as u64),
+            ("clients_idle_closed".into(), c.idle_closed),
+            ("clients_slow_closed".into(), c.slow_closed),
+            ("accept_paused".into(), c.accept_paused),
+            ("clients_output_closed".into(), c.output_closed),
             ("processed_log_backlog".into(), self.plog.backlog() as u64),
         ];
         for code in 1..=6u16 {
@@ -989,6 +1107,10 @@ impl Lb {
                 self.time_out(p);
             }
         }
+        if now >= self.next_client_sweep {
+            self.next_client_sweep = now + Duration::from_secs(1);
+            self.sweep_clients(now);
+        }
         if now >= self.next_liveness_check {
             self.next_liveness_check = now + msg::HEARTBEAT_EVERY;
             self.declare_silent_workers_dead(now);
@@ -1000,6 +1122,43 @@ impl Lb {
                     msg::encode(link.conn.out(), &Msg::Heartbeat);
                 }
             }
+        }
+    }
+
+    /// Once a second: closes clients idle past `--idle-timeout-secs`, answers
+    /// TIMEOUT (tag 0) to clients that have not finished a frame within
+    /// `--frame-timeout-secs` and closes them, and frees the large buffers of
+    /// clients that went quiet.
+    fn sweep_clients(&mut self, now: Instant) {
+        let mut idle = Vec::new();
+        for (key, link) in self.links.iter_mut() {
+            let Role::Client(c) = &mut link.role else {
+                continue;
+            };
+            if c.closing || c.lingering {
+                continue;
+            }
+            let quiet = now.saturating_duration_since(c.last_input);
+            if c.partial_since
+                .is_some_and(|t| now.saturating_duration_since(t) > self.config.frame_timeout)
+            {
+                self.counters.slow_closed += 1;
+                self.counters.errors[ErrorCode::Timeout as usize] += 1;
+                wire::encode_error(link.conn.out(), 0, ErrorCode::Timeout);
+                c.closing = true;
+            } else if quiet > self.config.idle_timeout
+                && c.inflight == 0
+                && link.conn.input().is_empty()
+                && link.conn.pending_out() == 0
+            {
+                idle.push(key);
+            } else if quiet >= Duration::from_secs(1) {
+                link.conn.trim();
+            }
+        }
+        for key in idle {
+            self.counters.idle_closed += 1;
+            self.close(key);
         }
     }
 
@@ -1042,6 +1201,12 @@ impl Lb {
         }
         let mut link = self.links.remove(key);
         link.conn.deregister(self.poll.registry());
+        // Requests a closed client left in flight stay pending until their
+        // worker answers (the answer then matches no connection): they are
+        // still work queued at a worker, and count against --max-inflight.
+        if matches!(link.role, Role::Client(_)) {
+            self.client_count -= 1;
+        }
         if let Role::Worker { id, .. } = link.role {
             let leaving = self
                 .members
@@ -1117,7 +1282,23 @@ impl Lb {
                     self.lingering
                         .push_back((Instant::now() + LINGER, key, c.serial));
                 }
-                if c.paused && link.conn.pending_out() <= CLIENT_OUT_CAP / 2 && !backlogged {
+                if link.conn.pending_out() > self.config.client_output_cap * OUTPUT_LIMIT_FACTOR {
+                    // Answers to what it had in flight kept coming, and it
+                    // does not read them: memory, not backpressure, is at
+                    // stake now.
+                    eprintln!(
+                        "rrstore lb: client {key} does not read its responses ({} bytes unread); disconnecting it",
+                        link.conn.pending_out()
+                    );
+                    self.counters.output_closed += 1;
+                    dead.push(key);
+                    continue;
+                }
+                if c.paused
+                    && link.conn.pending_out() <= self.config.client_output_cap / 2
+                    && c.inflight <= self.config.max_inflight_per_client / 2
+                    && !backlogged
+                {
                     c.paused = false;
                     self.reread.push(key);
                 }

@@ -62,6 +62,25 @@ enum Cmd {
         /// of any one worker.
         #[arg(long, value_enum, default_value_t = AckMode::Local)]
         ack: AckMode,
+        /// Client connections at once; accepting resumes below 90% of it.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        max_clients: u64,
+        /// A client with nothing in flight that sends nothing for this many
+        /// seconds is disconnected.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+        idle_timeout_secs: u64,
+        /// A frame must be complete this many seconds after its first byte
+        /// (slowloris), else ERROR TIMEOUT with tag 0 and the LB closes.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        frame_timeout_secs: u64,
+        /// Stop reading a client whose unread responses pass this many bytes.
+        /// Past 16 times this, the client is disconnected.
+        #[arg(long, default_value_t = 4 << 20)]
+        client_output_cap: usize,
+        /// Stop reading a client with this many requests in flight (resume
+        /// below half), so that one client cannot take all of --max-inflight.
+        #[arg(long, default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..))]
+        max_inflight_per_client: u32,
     },
     /// Run a worker that registers with the LB.
     Worker {
@@ -193,6 +212,11 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             request_timeout_ms,
             worker_timeout_ms,
             ack,
+            max_clients,
+            idle_timeout_secs,
+            frame_timeout_secs,
+            client_output_cap,
+            max_inflight_per_client,
         } => {
             lb::run(lb::LbConfig {
                 listen,
@@ -203,6 +227,11 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 request_timeout: Duration::from_millis(request_timeout_ms),
                 worker_timeout: Duration::from_millis(worker_timeout_ms),
                 ack_all: ack == AckMode::All,
+                max_clients: usize::try_from(max_clients).unwrap_or(usize::MAX),
+                idle_timeout: Duration::from_secs(idle_timeout_secs),
+                frame_timeout: Duration::from_secs(frame_timeout_secs),
+                client_output_cap: client_output_cap.max(64 * 1024),
+                max_inflight_per_client,
             })?;
         }
         Cmd::Worker {

@@ -51,6 +51,10 @@ const LB_RETRY_MAX: Duration = Duration::from_secs(1);
 /// silent this long is taken for dead.
 const LB_SILENCE: Duration = Duration::from_millis(1500);
 pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
+/// Stop handling the LB's requests while this much output to the LB is
+/// queued (GETs of large values answered faster than the LB reads them);
+/// resume below half. Bounds a turn's work and the worker's memory.
+const LB_OUT_CAP: usize = 8 << 20;
 /// How long one re-registration attempt may block the loop (connect, then
 /// the wait for WELCOME).
 const LB_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(300);
@@ -95,6 +99,10 @@ pub struct Worker {
     next_heartbeat: Instant,
     /// When the LB link was last readable (the LB sends heartbeats too).
     lb_heard: Instant,
+    /// The LB link's input is left unread: its output passed `LB_OUT_CAP`.
+    lb_paused: bool,
+    /// The LB link was un-paused: handle and read its input next turn.
+    lb_resume: bool,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -244,6 +252,8 @@ impl Worker {
             compactor,
             next_heartbeat: Instant::now(),
             lb_heard: Instant::now(),
+            lb_paused: false,
+            lb_resume: false,
         })
     }
 
@@ -279,6 +289,7 @@ impl Worker {
                 // A catch-up or dump whose output all went out: no WRITABLE
                 // event will come, so take the next turn at once.
                 self.streams_waiting().then_some(Duration::ZERO),
+                self.lb_resume.then_some(Duration::ZERO),
                 self.leave_deadline.map(|_| Duration::from_millis(100)),
                 next_redial.map(|t| t.saturating_duration_since(now)),
                 self.lb_retry.map(|(t, _)| t.saturating_duration_since(now)),
@@ -304,6 +315,14 @@ impl Worker {
                     }
                 }
             }
+            if std::mem::take(&mut self.lb_resume) {
+                let lb = self.io.lb;
+                self.handle_input(lb)?;
+                if !self.lb_paused {
+                    // Its readiness edge was spent while paused: read on.
+                    self.on_link_event(lb, false, true)?;
+                }
+            }
             self.due_redials();
             self.check_lb_alive();
             self.reconnect_lb()?;
@@ -319,6 +338,8 @@ impl Worker {
         }
         self.io.lb = usize::MAX;
         self.io.held.clear();
+        self.lb_paused = false;
+        self.lb_resume = false;
         match self.replica.phase() {
             Phase::Leaving { deregistered: true } => {}
             Phase::Leaving {
@@ -540,6 +561,9 @@ impl Worker {
     ) -> Result<(), Box<dyn Error>> {
         if key == self.io.lb {
             self.lb_heard = Instant::now();
+            if self.lb_paused {
+                return Ok(());
+            }
         }
         let Some(link) = self.io.links.get_mut(key) else {
             return Ok(());
@@ -574,6 +598,9 @@ impl Worker {
             let Some(link) = self.io.links.get_mut(key) else {
                 return Ok(());
             };
+            if key == self.io.lb && self.lb_paused && !link.conn.closed && !read.eof {
+                return Ok(());
+            }
             if link.conn.closed || read.eof {
                 self.close_link(key);
                 return Ok(());
@@ -591,6 +618,10 @@ impl Worker {
             let Some(link) = self.io.links.get_mut(key) else {
                 return Ok(());
             };
+            if key == self.io.lb && link.conn.pending_out() > LB_OUT_CAP {
+                self.lb_paused = true;
+                return Ok(());
+            }
             // Detach the input so the frame can borrow it while the replica
             // writes to other links.
             let input = std::mem::take(link.conn.input_mut());
@@ -925,6 +956,10 @@ impl Worker {
         }
         if let Some(link) = lb_link {
             link.conn.flush();
+            if self.lb_paused && link.conn.pending_out() <= LB_OUT_CAP / 2 {
+                self.lb_paused = false;
+                self.lb_resume = true;
+            }
             if link.conn.closed || link.conn.set_interest(registry, Token(lb), true).is_err() {
                 closed.push(lb);
             }
