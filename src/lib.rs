@@ -18,6 +18,7 @@
 //! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].
 //! - Tools: [`client`] (blocking client), [`admin`] (members, verify, dump),
 //!   [`cluster`] (child processes), [`demo`].
+//! - Fuzz target bodies (for `fuzz/` and `tests/fuzz_corpus.rs`): `fuzzing`.
 
 pub mod admin;
 pub mod client;
@@ -25,6 +26,8 @@ pub mod cluster;
 pub mod conn;
 pub mod demo;
 pub mod fsync;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lb;
 pub mod log;
 pub mod membership;
