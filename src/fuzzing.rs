@@ -9,7 +9,7 @@
 use crate::log::{self, LogEntry};
 use crate::msg;
 use crate::wire::{self, Parse};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A small content limit, so that fuzzed lengths can reach it.
 const MAX_CONTENT: usize = 4096;
@@ -87,7 +87,7 @@ pub fn log_recovery(data: &[u8]) {
 }
 
 /// Debug renderings of the entries a replay of `path` yields.
-fn replayed(path: &PathBuf) -> Option<(Vec<String>, log::ReplayStats)> {
+fn replayed(path: &Path) -> Option<(Vec<String>, log::ReplayStats)> {
     let mut entries = Vec::new();
     let stats = log::replay(path, |e| {
         entries.push(match e {
