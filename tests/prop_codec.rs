@@ -41,7 +41,7 @@ fn internal(kind: u8, a: u64, b: u64, content: &[u8], vector: Vec<(u32, u64)>) -
         2 => Msg::Stored { req: a, seq: b },
         3 => Msg::Value {
             req: a,
-            content: (b % 2 == 0).then_some(content),
+            content: b.is_multiple_of(2).then_some(content),
         },
         4 => Msg::Record(RecordRef {
             origin: a as u32,
