@@ -341,13 +341,13 @@ impl Cluster {
         all_up && self.all_active().unwrap_or(false)
     }
 
-    /// Whether every live worker process is active at the LB: its ID is
-    /// listed as active at the address that process registered.
+    /// Whether every live worker process (and there is one) is active at the
+    /// LB: its ID is listed as active at the address that process registered.
     pub fn all_active(&mut self) -> Result<bool, String> {
         let Some(live) = self.live() else {
             return Ok(false);
         };
-        if !self.lb_up() {
+        if live.is_empty() || !self.lb_up() {
             return Ok(false);
         }
         let members = self.members()?;

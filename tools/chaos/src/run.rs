@@ -65,6 +65,9 @@ pub fn run(o: &Options, interrupted: &AtomicBool) -> Result<Summary, String> {
     let deadline = Instant::now() + START_ACTIVE_TIMEOUT;
     loop {
         nemesis.step(&mut cluster, false)?;
+        if let Some(crash) = nemesis.crashes.first() {
+            return Err(format!("a process failed during start-up: {crash}"));
+        }
         if cluster.all_active().unwrap_or(false) {
             break;
         }
