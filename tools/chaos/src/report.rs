@@ -38,6 +38,11 @@ fn secs(d: Option<std::time::Duration>) -> Option<f64> {
 }
 
 impl Summary {
+    /// Seconds from the last fault to identical workers.
+    pub fn since_last_fault(&self) -> Option<f64> {
+        Some(self.healed_after_last_fault? + self.converge.identical_after?.as_secs_f64())
+    }
+
     /// Why the run fails; empty means PASS.
     pub fn failures(&self) -> Vec<String> {
         let mut f = Vec::new();
@@ -102,9 +107,10 @@ impl Summary {
         let cv = &self.converge;
         let _ = writeln!(
             s,
-            "converge:     all active {} after the heal, identical {} (last fault at {}, healed {} later)",
+            "converge:     all active {} after the heal, identical {}; {} after the last fault (at {}, healed {} later)",
             fmt_secs(secs(cv.active_after)),
             fmt_secs(secs(cv.identical_after)),
+            fmt_secs(self.since_last_fault()),
             fmt_secs(self.last_fault_at),
             fmt_secs(self.healed_after_last_fault),
         );
@@ -170,6 +176,7 @@ impl Summary {
             secs(self.converge.active_after),
         );
         j.opt("converge_secs", secs(self.converge.identical_after));
+        j.opt("converge_after_last_fault_secs", self.since_last_fault());
         j.num("lost", c.lost as f64);
         j.num("divergent", c.divergent as f64);
         j.num("corrupt", c.corrupt as f64);
