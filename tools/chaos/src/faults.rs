@@ -17,6 +17,7 @@
 //! three times is left down).
 
 use crate::cluster::{Cluster, Note};
+use crate::kind::Deck;
 pub use crate::kind::Kind;
 use crate::rng::Rng;
 use rrstore::msg::Status;
@@ -45,8 +46,7 @@ pub struct Event {
 pub struct Nemesis {
     rng: Rng,
     kinds: Vec<Kind>,
-    /// Kinds left in this round (see [`Nemesis::draw`]).
-    deck: Vec<Kind>,
+    deck: Deck,
     every: Duration,
     next_at: Instant,
     pending: Vec<(Instant, Heal)>,
@@ -80,8 +80,8 @@ impl Nemesis {
     ) -> Nemesis {
         Nemesis {
             rng: Rng::new(seed),
+            deck: Deck::new(kinds.clone()),
             kinds,
-            deck: Vec::new(),
             every,
             next_at: Instant::now() + every,
             pending: Vec::new(),
@@ -310,25 +310,6 @@ impl Nemesis {
             .collect()
     }
 
-    /// The next kind from a shuffled deck of the selected kinds, so every
-    /// kind comes up once per round even in a short run: the first one in
-    /// the deck that is possible now. If none is, no fault this time (a
-    /// fallback would favour whatever is always possible, the LB). Kinds
-    /// that can never happen again (`add` at `--max-workers`) leave the deck.
-    fn draw(&mut self, possible: &[Kind], add_exhausted: bool) -> Option<Kind> {
-        self.deck.retain(|k| !(add_exhausted && *k == Kind::Add));
-        if self.deck.is_empty() {
-            self.deck = self.kinds.clone();
-            self.deck.retain(|k| !(add_exhausted && *k == Kind::Add));
-            for i in (1..self.deck.len()).rev() {
-                let j = self.rng.below(i as u64 + 1) as usize;
-                self.deck.swap(i, j);
-            }
-        }
-        let i = self.deck.iter().position(|k| possible.contains(k))?;
-        Some(self.deck.remove(i))
-    }
-
     fn inject(&mut self, cluster: &mut Cluster) -> Result<(), String> {
         let targets = self.targets(cluster);
         let lb_pending = self.pending.iter().any(|(_, h)| *h == Heal::RestartLb);
@@ -346,7 +327,7 @@ impl Nemesis {
             })
             .collect();
         let add_exhausted = cluster.workers.len() >= self.max_workers;
-        let Some(kind) = self.draw(&possible, add_exhausted) else {
+        let Some(kind) = self.deck.draw(&mut self.rng, &possible, add_exhausted) else {
             if !self.kinds.is_empty() {
                 *self.counts.entry("skipped").or_default() += 1;
                 self.log("no fault possible right now; skipped".into());
