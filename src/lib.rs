@@ -21,6 +21,7 @@
 //! - Fuzz target bodies (for `fuzz/` and `tests/fuzz_corpus.rs`): `fuzzing`.
 
 pub mod admin;
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod conn;
