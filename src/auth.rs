@@ -151,7 +151,10 @@ impl fmt::Display for AuthError {
         match self {
             AuthError::Unexpected(m) => write!(f, "{m} before authentication"),
             AuthError::BadProof => {
-                write!(f, "authentication failed: the other side does not hold our cluster secret")
+                write!(
+                    f,
+                    "authentication failed: the other side does not hold our cluster secret"
+                )
             }
             AuthError::WrongPeer { expected, got } => write!(
                 f,
@@ -210,7 +213,10 @@ fn describe(m: &Msg<'_>) -> String {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             let room = 100usize.saturating_sub(self.0.len());
             if s.len() > room {
-                let cut = (0..=room).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                let cut = (0..=room)
+                    .rev()
+                    .find(|&i| s.is_char_boundary(i))
+                    .unwrap_or(0);
                 self.0.push_str(&s[..cut]);
                 self.0.push('…');
                 return Err(fmt::Error);
@@ -409,7 +415,11 @@ impl Handshake {
 
     /// Feeds a frame; replies go to `out`. `Ok(Some(other side))` once
     /// authenticated; any error means: close the connection.
-    pub fn on_msg(&mut self, m: &Msg<'_>, out: &mut Vec<u8>) -> Result<Option<Identity>, AuthError> {
+    pub fn on_msg(
+        &mut self,
+        m: &Msg<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Identity>, AuthError> {
         match &mut self.side {
             Side::Dialer(d) => {
                 let (acceptor, proof) = d.on_challenge(m)?;
@@ -727,7 +737,10 @@ mod tests {
         assert_eq!(who, lb());
         // The frame after the challenge is left for the caller.
         buf.extend_from_slice(&p.to_dialer);
-        assert!(matches!(msg::decode(&buf, 0), Ok(Some((Msg::Heartbeat, _)))));
+        assert!(matches!(
+            msg::decode(&buf, 0),
+            Ok(Some((Msg::Heartbeat, _)))
+        ));
         // With another secret the same exchange fails, and clearly.
         let mut p = Pipe {
             acceptor: Acceptor::new(&secret(2), lb()),
@@ -735,6 +748,9 @@ mod tests {
             from_dialer: Vec::new(),
         };
         let e = dial_blocking(&mut p, &s, worker(), Some(0), &mut Vec::new()).unwrap_err();
-        assert!(e.to_string().contains("does not hold our cluster secret"), "{e}");
+        assert!(
+            e.to_string().contains("does not hold our cluster secret"),
+            "{e}"
+        );
     }
 }
