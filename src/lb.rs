@@ -873,6 +873,7 @@ impl Lb {
                 link.verified = Some(who);
             }
             Err(e) => {
+                link.auth = None;
                 self.counters.auth_rejected += 1;
                 let from = link.conn.stream.peer_addr().map(|a| a.to_string());
                 eprintln!(
@@ -894,6 +895,9 @@ impl Lb {
             .map(|(k, _)| k)
             .collect();
         for key in late {
+            if let Some(link) = self.links.get_mut(key) {
+                link.auth = None;
+            }
             self.counters.auth_rejected += 1;
             eprintln!(
                 "rrstore lb: control connection {key} did not authenticate in time; closing it"
@@ -1292,6 +1296,15 @@ impl Lb {
         }
         let mut link = self.links.remove(key);
         link.conn.deregister(self.poll.registry());
+        if link.auth.is_some() {
+            // The other side gave up: most likely it found our proof wrong
+            // (another secret), or it is not an rrstore node.
+            self.counters.auth_rejected += 1;
+            eprintln!(
+                "rrstore lb: control connection {key} closed before authenticating \
+                 (another cluster secret, or not an rrstore node)"
+            );
+        }
         // Requests a closed client left in flight stay pending until their
         // worker answers (the answer then matches no connection): they are
         // still work queued at a worker, and count against --max-inflight.

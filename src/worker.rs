@@ -710,6 +710,9 @@ impl Worker {
 
     /// Closes a link that failed or skipped authentication, and counts it.
     fn refuse(&mut self, key: usize, why: &str) {
+        if let Some(link) = self.io.links.get_mut(key) {
+            link.auth = None;
+        }
         self.io.auth_rejected += 1;
         let from = self
             .io
@@ -915,6 +918,14 @@ impl Worker {
         }
         let mut link = self.io.links.remove(key);
         link.conn.deregister(self.io.poll.registry());
+        if link.auth.is_some() {
+            self.io.auth_rejected += 1;
+            eprintln!(
+                "rrstore worker {}: link {key} closed before authenticating \
+                 (another cluster secret, or not an rrstore node)",
+                self.replica.id
+            );
+        }
         match link.role {
             Role::Out { peer, .. } => {
                 if self.io.out_links.get(&peer) == Some(&key) {
