@@ -47,9 +47,9 @@ impl SecretArgs {
         if let Some(path) = &self.secret_file {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(path) {
-                if meta.permissions().mode() & 0o077 != 0 {
+                if meta.permissions().mode() & 0o007 != 0 {
                     eprintln!(
-                        "rrstore {who}: warning: the secret file {} can be read by other users (chmod 600 it)",
+                        "rrstore {who}: warning: the secret file {} can be read by every user (chmod o-rwx it)",
                         path.display()
                     );
                 }

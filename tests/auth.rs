@@ -316,3 +316,34 @@ fn keygen_and_refusing_to_run_unprotected() {
         "{run:?}"
     );
 }
+
+#[test]
+fn an_insecure_cluster_runs_without_handshakes_and_refuses_them() {
+    let mut c = TestCluster::start_with("auth_insecure", 0, &["--insecure"]);
+    c.worker_args.push("--insecure".into());
+    let a = c.add_worker().expect("an insecure worker registers");
+    let b = c.add_worker().expect("an insecure worker registers");
+    let control = c.control_addr.clone();
+    wait_until(ACTIVE_TIMEOUT, "both workers active", || {
+        rrstore::client::members(&control, None).is_ok_and(|m| {
+            m.iter()
+                .filter(|m| m.status == rrstore::msg::Status::Active)
+                .count()
+                == 2
+        })
+    });
+    let mut client = c.client();
+    for id in 1..=10 {
+        client.put(id, b"open").expect("PUT");
+    }
+    let v = rrstore::admin::verify_wait(&control, None, CONVERGE_TIMEOUT).expect("verify");
+    assert!(v.identical, "{}", v.render());
+    assert_eq!(v.rows.len(), 2);
+    // A tool with a secret is turned away, and says so.
+    let e = rrstore::client::members(&control, Some(c.secret())).unwrap_err();
+    assert!(e.to_string().contains("runs --insecure"), "{e}");
+    let e = rrstore::client::digest(&c.workers[&a].addr, Some(c.secret())).unwrap_err();
+    assert!(e.to_string().contains("closed the connection"), "{e}");
+    assert!(c.lb_log().contains("this LB runs --insecure"));
+    assert!(c.ids.is_empty() && a != b);
+}
