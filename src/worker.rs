@@ -13,6 +13,7 @@
 //! leaves after the log write that holds its record (and after fdatasync
 //! under `--fsync always`).
 
+mod handshake;
 mod links;
 mod register;
 
@@ -681,65 +682,6 @@ impl Worker {
             if let Some(link) = self.io.links.get_mut(key) {
                 link.conn.consume(consumed);
             }
-        }
-    }
-
-    /// A frame on a link that has not authenticated yet: the handshake's,
-    /// or the link is closed (and counted).
-    fn handshake_frame(&mut self, key: usize, m: &Msg<'_>) {
-        let Some(link) = self.io.links.get_mut(key) else {
-            return;
-        };
-        let Some(h) = link.auth.as_mut() else {
-            return;
-        };
-        match h.on_msg(m, link.conn.out()) {
-            Ok(None) => {}
-            Ok(Some(who)) => {
-                link.auth = None;
-                if let Role::Out { peer, .. } = link.role {
-                    link.role = Role::Out { peer, up: true };
-                    self.replica.on_link_up(peer, &mut self.io);
-                } else {
-                    link.verified = Some(who);
-                }
-            }
-            Err(e) => self.refuse(key, &e.to_string()),
-        }
-    }
-
-    /// Closes a link that failed or skipped authentication, and counts it.
-    fn refuse(&mut self, key: usize, why: &str) {
-        if let Some(link) = self.io.links.get_mut(key) {
-            link.auth = None;
-        }
-        self.io.auth_rejected += 1;
-        let from = self
-            .io
-            .links
-            .get(key)
-            .and_then(|l| l.conn.stream.peer_addr().ok())
-            .map_or("?".to_string(), |a| a.to_string());
-        eprintln!(
-            "rrstore worker {}: link {key} with {from} refused: {why}; closing it ({} refused so far)",
-            self.replica.id, self.io.auth_rejected
-        );
-        self.close_link(key);
-    }
-
-    /// Closes links that have not authenticated within
-    /// [`crate::auth::HANDSHAKE_TIMEOUT`] (an outbound one is re-dialled).
-    fn expire_handshakes(&mut self) {
-        let now = Instant::now();
-        let late: Vec<usize> = self
-            .io
-            .links
-            .iter()
-            .filter(|(_, l)| l.auth.as_ref().is_some_and(|h| h.timed_out(now)))
-            .map(|(k, _)| k)
-            .collect();
-        for key in late {
-            self.refuse(key, "no authentication in time");
         }
     }
 
