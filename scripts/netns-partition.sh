@@ -39,6 +39,10 @@ ip netns del rr-probe
 cargo build --release --workspace --quiet
 BIN=$PWD/target/release/rrstore
 LOADGEN=$PWD/target/release/loadgen
+# Every process here (and `members`, loadgen --verify) takes the cluster
+# secret from the environment; `ip netns exec` passes it on.
+RRSTORE_SECRET=$("$BIN" keygen)
+export RRSTORE_SECRET
 RUN=$(mktemp -d /tmp/rrstore-netns.XXXXXX)
 PIDS=()
 

@@ -2,6 +2,7 @@
 //! the member table, `verify` (compare every active worker's digest) and
 //! `dump` (one worker's records, ascending by id).
 
+use crate::auth::Secret;
 use crate::client::{self, hex, ClientError};
 use crate::msg::{Member, Status};
 use std::fmt::Write as _;
@@ -62,14 +63,15 @@ impl Verification {
 
 /// Asks the LB for its members, then every worker that is not inactive for
 /// its digest. Only active workers are compared.
-pub fn verify(control: &str) -> Result<Verification, ClientError> {
-    let members = client::members(control)?;
+/// `secret`: the cluster secret (`None` for a cluster run with `--insecure`).
+pub fn verify(control: &str, secret: Option<&Secret>) -> Result<Verification, ClientError> {
+    let members = client::members(control, secret)?;
     let mut rows = Vec::new();
     for m in members {
         if m.status == Status::Inactive {
             continue;
         }
-        let result = client::digest(&m.addr)
+        let result = client::digest(&m.addr, secret)
             .map(|d| (d.records, d.digest))
             .map_err(|e| e.to_string());
         rows.push(VerifyRow { member: m, result });
@@ -87,10 +89,14 @@ pub fn verify(control: &str) -> Result<Verification, ClientError> {
 }
 
 /// Retries [`verify`] until identical or `wait` has passed.
-pub fn verify_wait(control: &str, wait: Duration) -> Result<Verification, ClientError> {
+pub fn verify_wait(
+    control: &str,
+    secret: Option<&Secret>,
+    wait: Duration,
+) -> Result<Verification, ClientError> {
     let deadline = Instant::now() + wait;
     loop {
-        let v = verify(control);
+        let v = verify(control, secret);
         let done = matches!(&v, Ok(v) if v.identical) || Instant::now() >= deadline;
         if done {
             return v;
@@ -100,13 +106,18 @@ pub fn verify_wait(control: &str, wait: Duration) -> Result<Verification, Client
 }
 
 /// Streams worker `id`'s records as `ID<TAB>HEX` lines into `out`.
-pub fn dump(control: &str, id: u32, mut out: impl FnMut(u64, &[u8])) -> Result<u64, ClientError> {
-    let members = client::members(control)?;
+pub fn dump(
+    control: &str,
+    secret: Option<&Secret>,
+    id: u32,
+    mut out: impl FnMut(u64, &[u8]),
+) -> Result<u64, ClientError> {
+    let members = client::members(control, secret)?;
     let m = members
         .iter()
         .find(|m| m.id == id)
         .ok_or_else(|| ClientError::Protocol(format!("the LB knows no worker {id}")))?;
-    client::dump(&m.addr, &mut out)
+    client::dump(&m.addr, secret, &mut out)
 }
 
 /// The `members` table.

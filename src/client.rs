@@ -3,6 +3,7 @@
 //! LB's control port; `digest`, `dump` on a worker's port). Used by the CLI,
 //! the demo and the tests.
 
+use crate::auth::{self, Identity, Secret};
 use crate::msg::{self, Member, Msg, Vector};
 use crate::wire::{self, ErrorCode, Parse, Request, Response};
 use std::fmt;
@@ -35,6 +36,8 @@ pub enum ClientError {
     },
     /// The server sent something this client cannot make sense of.
     Protocol(String),
+    /// The cluster handshake failed (admin connections).
+    Auth(auth::AuthError),
 }
 
 impl ClientError {
@@ -55,6 +58,7 @@ impl fmt::Display for ClientError {
                 write!(f, "{name} ({code}): {message}")
             }
             ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
+            ClientError::Auth(e) => write!(f, "{e}"),
         }
     }
 }
@@ -257,11 +261,24 @@ pub struct DigestInfo {
 }
 
 impl AdminConn {
-    pub fn connect(addr: &str) -> io::Result<AdminConn> {
-        Ok(AdminConn {
+    /// Connects and, given the cluster secret, authenticates (as ID 0 with
+    /// no address); `None` talks to a cluster run with `--insecure`.
+    pub fn connect(addr: &str, secret: Option<&Secret>) -> Result<AdminConn, ClientError> {
+        let mut c = AdminConn {
             stream: connect(addr, Duration::from_secs(10))?,
             buf: Vec::new(),
-        })
+        };
+        if let Some(secret) = secret {
+            auth::dial_blocking(
+                &mut c.stream,
+                secret,
+                Identity::new(0, ""),
+                None,
+                &mut c.buf,
+            )
+            .map_err(ClientError::Auth)?;
+        }
+        Ok(c)
     }
 
     pub fn send(&mut self, m: &Msg<'_>) -> io::Result<()> {
@@ -301,8 +318,8 @@ fn unexpected(what: &str, m: &Msg<'_>) -> ClientError {
 }
 
 /// The LB's worker table.
-pub fn members(control: &str) -> Result<Vec<Member>, ClientError> {
-    let mut c = AdminConn::connect(control)?;
+pub fn members(control: &str, secret: Option<&Secret>) -> Result<Vec<Member>, ClientError> {
+    let mut c = AdminConn::connect(control, secret)?;
     c.send(&Msg::MembersRequest)?;
     c.next(|m| match m {
         Msg::Members { members } => Ok(members),
@@ -311,8 +328,8 @@ pub fn members(control: &str) -> Result<Vec<Member>, ClientError> {
 }
 
 /// The LB's counters and latency percentiles.
-pub fn stats(control: &str) -> Result<Vec<(String, u64)>, ClientError> {
-    let mut c = AdminConn::connect(control)?;
+pub fn stats(control: &str, secret: Option<&Secret>) -> Result<Vec<(String, u64)>, ClientError> {
+    let mut c = AdminConn::connect(control, secret)?;
     c.send(&Msg::StatsRequest)?;
     c.next(|m| match m {
         Msg::Stats { pairs } => Ok(pairs),
@@ -321,8 +338,8 @@ pub fn stats(control: &str) -> Result<Vec<(String, u64)>, ClientError> {
 }
 
 /// A worker's record count, digest and vector.
-pub fn digest(worker: &str) -> Result<DigestInfo, ClientError> {
-    let mut c = AdminConn::connect(worker)?;
+pub fn digest(worker: &str, secret: Option<&Secret>) -> Result<DigestInfo, ClientError> {
+    let mut c = AdminConn::connect(worker, secret)?;
     c.send(&Msg::DigestRequest)?;
     c.next(|m| match m {
         Msg::Digest {
@@ -341,8 +358,12 @@ pub fn digest(worker: &str) -> Result<DigestInfo, ClientError> {
 }
 
 /// Streams a worker's records in ascending id order into `f`.
-pub fn dump(worker: &str, mut f: impl FnMut(u64, &[u8])) -> Result<u64, ClientError> {
-    let mut c = AdminConn::connect(worker)?;
+pub fn dump(
+    worker: &str,
+    secret: Option<&Secret>,
+    mut f: impl FnMut(u64, &[u8]),
+) -> Result<u64, ClientError> {
+    let mut c = AdminConn::connect(worker, secret)?;
     c.send(&Msg::DumpRequest)?;
     let mut n = 0;
     loop {

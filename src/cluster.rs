@@ -8,12 +8,21 @@
 //! at the terminal reaches only this process, which then stops the workers
 //! first (each deregisters and hands off cleanly) and the LB last.
 //! Dropping a [`Cluster`] kills whatever is still running.
+//!
+//! Every cluster gets a fresh secret (see `auth.rs`): children receive it in
+//! the environment (`RRSTORE_SECRET`, not on the command line, where `ps`
+//! would show it), it is written to `DIR/secret` (mode 0600) for admin
+//! commands run by hand, and [`Cluster::secret`] hands it to in-process
+//! admin calls.
 
+use crate::auth::{self, Secret};
 use crate::client;
 use crate::msg::{Member, Status};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -43,6 +52,7 @@ pub struct Cluster {
     lb_args: Vec<String>,
     /// How many LB processes were started (each logs to its own file).
     lb_starts: u32,
+    secret: Secret,
 }
 
 /// Starts an LB; returns it with its client and control addresses.
@@ -53,8 +63,10 @@ fn spawn_lb(
     control: &str,
     args: &[String],
     start: u32,
+    secret: &Secret,
 ) -> io::Result<(Child, String, String)> {
     let mut cmd = Command::new(exe);
+    with_secret(&mut cmd, secret);
     cmd.arg("lb")
         .args(["--listen", listen, "--control", control])
         .arg("--processed-log")
@@ -69,6 +81,14 @@ fn spawn_lb(
     let control_addr =
         field(&line, "control").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
     Ok((child, lb_addr, control_addr))
+}
+
+/// Hands `secret` to a child in its environment.
+fn with_secret(cmd: &mut Command, secret: &Secret) {
+    cmd.env(
+        auth::ENV_VAR,
+        std::ffi::OsStr::from_bytes(secret.as_bytes()),
+    );
 }
 
 fn err(msg: String) -> io::Error {
@@ -145,8 +165,17 @@ impl Cluster {
         lb_args: &[&str],
     ) -> io::Result<Cluster> {
         std::fs::create_dir_all(dir)?;
+        let secret = Secret::generate().map_err(err)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join("secret"))?;
+        io::Write::write_all(&mut f, secret.as_bytes())?;
         let lb_args: Vec<String> = lb_args.iter().map(|a| a.to_string()).collect();
-        let (child, lb_addr, control_addr) = spawn_lb(exe, dir, listen, control, &lb_args, 1)?;
+        let (child, lb_addr, control_addr) =
+            spawn_lb(exe, dir, listen, control, &lb_args, 1, &secret)?;
         Ok(Cluster {
             exe: exe.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -158,7 +187,18 @@ impl Cluster {
             worker_args: Vec::new(),
             lb_args,
             lb_starts: 1,
+            secret,
         })
+    }
+
+    /// The cluster's secret (for admin calls: `members`, `verify`, `dump`, `stats`).
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// Where the secret is written: `--secret-file` for admin commands.
+    pub fn secret_file(&self) -> PathBuf {
+        self.dir.join("secret")
     }
 
     /// The LB's process id, while it runs.
@@ -194,6 +234,7 @@ impl Cluster {
             &self.control_addr,
             &self.lb_args,
             self.lb_starts,
+            &self.secret,
         )?;
         self.lb = Some(child);
         Ok(())
@@ -217,6 +258,7 @@ impl Cluster {
     /// Starts a worker on `data_dir` (a restart if it has been used before).
     pub fn add_worker_at(&mut self, data_dir: &Path) -> io::Result<u32> {
         let mut cmd = Command::new(&self.exe);
+        with_secret(&mut cmd, &self.secret);
         cmd.arg("worker")
             .args(["--lb", &self.control_addr, "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -242,7 +284,7 @@ impl Cluster {
     }
 
     pub fn members(&self) -> io::Result<Vec<Member>> {
-        client::members(&self.control_addr).map_err(|e| err(e.to_string()))
+        client::members(&self.control_addr, Some(&self.secret)).map_err(|e| err(e.to_string()))
     }
 
     /// Polls the LB until `ids` are all active, or fails at the deadline.

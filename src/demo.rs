@@ -130,7 +130,11 @@ pub fn run(config: DemoConfig, exe: &Path) -> Result<bool, Box<dyn Error>> {
     );
 
     println!("\n[5] Verification: every active worker's record count and digest");
-    let v = admin::verify_wait(&cluster.control_addr, Duration::from_secs(10))?;
+    let v = admin::verify_wait(
+        &cluster.control_addr,
+        Some(cluster.secret()),
+        Duration::from_secs(10),
+    )?;
     print!("{}", indent(&v.render()));
     let total = first + second;
     let all_have = v

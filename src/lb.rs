@@ -16,6 +16,7 @@
 //! Per loop turn: drain every readable socket, handle every frame, then
 //! flush each connection once (responses and forwarded requests coalesce).
 
+use crate::auth::{Handshake, Identity, Secret};
 use crate::conn::Conn;
 use crate::membership::{Membership, Readiness};
 use crate::msg::{self, Msg, Status};
@@ -35,6 +36,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+mod handshake;
 
 const CLIENTS: Token = Token(usize::MAX);
 const CONTROL: Token = Token(usize::MAX - 1);
@@ -91,6 +94,9 @@ pub struct LbConfig {
     /// Stop reading a client with this many requests in flight; resume
     /// below half (one client cannot take the whole `max_inflight`).
     pub max_inflight_per_client: u32,
+    /// The cluster secret: every control-port connection must prove it
+    /// holds it before anything else (`None`: `--insecure`, no handshake).
+    pub secret: Option<Secret>,
 }
 
 /// A client connection's state.
@@ -130,6 +136,11 @@ enum Role {
 struct Link {
     conn: Conn,
     role: Role,
+    /// A control-port connection still authenticating: no other frame is
+    /// acted on until this is gone.
+    auth: Option<Box<Handshake>>,
+    /// Who the connection proved to be (a REGISTER must match it).
+    verified: Option<Identity>,
 }
 
 /// A request sent to a worker and not yet answered. A PUT keeps its
@@ -176,6 +187,8 @@ struct Counters {
     accept_paused: u64,
     /// Clients disconnected for leaving too many responses unread.
     output_closed: u64,
+    /// Control connections closed for failing or skipping authentication.
+    auth_rejected: u64,
 }
 
 pub struct Lb {
@@ -218,6 +231,8 @@ pub struct Lb {
     latency: Histogram<u64>,
     counters: Counters,
     plog: ProcessedLog,
+    /// Who the LB is in handshakes: ID 0 and its control address.
+    me: Identity,
     config: LbConfig,
 }
 
@@ -289,6 +304,7 @@ impl Lb {
         mut clients: TcpListener,
         mut control: TcpListener,
     ) -> Result<Lb, Box<dyn Error>> {
+        let me = Identity::new(0, control.local_addr()?.to_string());
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut clients, CLIENTS, Interest::READABLE)?;
@@ -332,6 +348,7 @@ impl Lb {
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             counters: Counters::default(),
             plog,
+            me,
             config,
         })
     }
@@ -350,7 +367,7 @@ impl Lb {
                         .links()
                         .next()
                         .map(|_| self.next_liveness_check),
-                    (self.client_count > 0).then_some(self.next_client_sweep),
+                    (!self.links.is_empty()).then_some(self.next_client_sweep),
                 ];
                 next.into_iter()
                     .flatten()
@@ -445,7 +462,16 @@ impl Lb {
         } else {
             Role::Control
         };
-        entry.insert(Link { conn, role });
+        let auth = match (&self.config.secret, client) {
+            (Some(secret), false) => Some(Box::new(Handshake::accept(secret, self.me.clone()))),
+            _ => None,
+        };
+        entry.insert(Link {
+            conn,
+            role,
+            auth,
+            verified: None,
+        });
     }
 
     fn on_readable(&mut self, key: usize, to_eof: bool) {
@@ -803,7 +829,10 @@ impl Lb {
             let outcome = match decoded {
                 Ok(None) => None,
                 Ok(Some((m, consumed))) => {
-                    self.control_frame(key, m);
+                    match self.links.get_mut(key) {
+                        Some(Link { auth: Some(_), .. }) => self.handshake_frame(key, &m),
+                        _ => self.control_frame(key, m),
+                    }
                     Some(consumed)
                 }
                 Err(code) => {
@@ -932,6 +961,17 @@ impl Lb {
                     addr,
                 },
             ) => {
+                if let Some(who) = self.links.get(key).and_then(|l| l.verified.as_ref()) {
+                    if who.id != id || who.addr != addr {
+                        self.counters.auth_rejected += 1;
+                        eprintln!(
+                            "rrstore lb: refused registration of worker {id} at {addr}: it authenticated as {} at {:?}",
+                            who.id, who.addr
+                        );
+                        self.close(key);
+                        return;
+                    }
+                }
                 self.clock = self.clock.max(max_version);
                 let reported = self.members.get(id).map_or(0, |w| lookup(&w.vector, id));
                 match self.members.register(id, incarnation, addr.clone(), key) {
@@ -970,6 +1010,12 @@ impl Lb {
             (None, Msg::StatsRequest) => {
                 let pairs = self.stats();
                 self.admin_reply(key, &Msg::Stats { pairs });
+            }
+            (_, Msg::AuthHello { .. }) => {
+                eprintln!(
+                    "rrstore lb: control link {key} tries to authenticate, but this LB runs --insecure; closing it"
+                );
+                self.close(key);
             }
             (_, other) => {
                 eprintln!("rrstore lb: unexpected {other:?} on control link {key}; closing it");
@@ -1047,6 +1093,7 @@ impl Lb {
             ("clients_slow_closed".into(), c.slow_closed),
             ("accept_paused".into(), c.accept_paused),
             ("clients_output_closed".into(), c.output_closed),
+            ("auth_rejected".into(), c.auth_rejected),
             ("processed_log_backlog".into(), self.plog.backlog() as u64),
         ];
         for code in 1..=6u16 {
@@ -1110,6 +1157,7 @@ impl Lb {
         if now >= self.next_client_sweep {
             self.next_client_sweep = now + Duration::from_secs(1);
             self.sweep_clients(now);
+            self.expire_handshakes(now);
         }
         if now >= self.next_liveness_check {
             self.next_liveness_check = now + msg::HEARTBEAT_EVERY;
@@ -1201,6 +1249,15 @@ impl Lb {
         }
         let mut link = self.links.remove(key);
         link.conn.deregister(self.poll.registry());
+        if link.auth.is_some() {
+            // The other side gave up: most likely it found our proof wrong
+            // (another secret), or it is not an rrstore node.
+            self.counters.auth_rejected += 1;
+            eprintln!(
+                "rrstore lb: control connection {key} closed before authenticating \
+                 (another cluster secret, or not an rrstore node)"
+            );
+        }
         // Requests a closed client left in flight stay pending until their
         // worker answers (the answer then matches no connection): they are
         // still work queued at a worker, and count against --max-inflight.

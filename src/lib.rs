@@ -8,6 +8,8 @@
 //! - Codecs, pure functions over bytes: [`wire`] (client protocol v1 and the
 //!   shared frame header) and [`msg`] (internal messages).
 //! - Connection buffers and interest tracking: [`conn`].
+//! - Cluster authentication (the secret, the HMAC-SHA256 handshake, pure
+//!   over messages): [`auth`].
 //! - Replication and membership state machine, no I/O: [`replica`], over the
 //!   [`store`] (last-writer-wins map + digest) and the [`vector`] (version
 //!   vector with gap tracking).
@@ -21,6 +23,7 @@
 //! - Fuzz target bodies (for `fuzz/` and `tests/fuzz_corpus.rs`): `fuzzing`.
 
 pub mod admin;
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod conn;

@@ -2,6 +2,7 @@
 //! 1 not found or diverged, 2 error.
 
 use clap::{Parser, Subcommand};
+use rrstore::auth::{self, Secret};
 use rrstore::client::{hex, Client};
 use rrstore::cluster::Cluster;
 use rrstore::log::FsyncPolicy;
@@ -21,6 +22,41 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// Where the cluster secret comes from (see docs/SECURITY.md).
+#[derive(clap::Args)]
+struct SecretArgs {
+    /// File holding the cluster secret: its bytes with surrounding
+    /// whitespace trimmed, at least 32 (`rrstore keygen > FILE`). Default:
+    /// the environment variable RRSTORE_SECRET.
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+    /// No cluster authentication (every node and tool must then run with
+    /// --insecure): anyone who reaches the ports can join or read.
+    #[arg(long, conflicts_with = "secret_file")]
+    insecure: bool,
+}
+
+impl SecretArgs {
+    /// The secret, `None` under --insecure, or why there is none.
+    fn load(&self, who: &str) -> Result<Option<Secret>, String> {
+        if self.insecure {
+            return Ok(None);
+        }
+        if let Some(path) = &self.secret_file {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.permissions().mode() & 0o007 != 0 {
+                    eprintln!(
+                        "rrstore {who}: warning: the secret file {} can be read by every user (chmod o-rwx it)",
+                        path.display()
+                    );
+                }
+            }
+        }
+        Secret::load(self.secret_file.as_deref()).map(Some)
+    }
 }
 
 /// `rrstore lb --ack`: when a PUT is confirmed.
@@ -81,6 +117,8 @@ enum Cmd {
         /// below half), so that one client cannot take all of --max-inflight.
         #[arg(long, default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..))]
         max_inflight_per_client: u32,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// Run a worker that registers with the LB.
     Worker {
@@ -122,6 +160,8 @@ enum Cmd {
         /// disconnected, and catches up when the link is re-opened.
         #[arg(long, default_value_t = 64 << 20)]
         peer_buffer_bytes: usize,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// Store a record; prints `stored id=ID worker=W`.
     Put {
@@ -140,6 +180,8 @@ enum Cmd {
     Members {
         #[arg(long, default_value = "127.0.0.1:5060")]
         control: String,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// Compare every active worker's digest; `identical` or `DIVERGED`.
     Verify {
@@ -148,6 +190,8 @@ enum Cmd {
         /// Retry until identical or this many seconds have passed.
         #[arg(long)]
         wait: Option<f64>,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// One worker's records as `ID<TAB>CONTENT_HEX`, ascending by ID.
     Dump {
@@ -155,12 +199,18 @@ enum Cmd {
         control: String,
         #[arg(long)]
         worker: u32,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// The LB's counters and request latency percentiles.
     Stats {
         #[arg(long, default_value = "127.0.0.1:5060")]
         control: String,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
+    /// Print a new cluster secret: 32 random bytes as 64 hex characters.
+    Keygen,
     /// Run the LB and N workers here, in the foreground, until Ctrl-C.
     Cluster {
         /// Number of workers (default: random in 2..=5).
@@ -217,7 +267,10 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             frame_timeout_secs,
             client_output_cap,
             max_inflight_per_client,
+            secret,
         } => {
+            let secret = secret.load("lb")?;
+            warn_insecure("lb", &secret);
             lb::run(lb::LbConfig {
                 listen,
                 control,
@@ -232,6 +285,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 frame_timeout: Duration::from_secs(frame_timeout_secs),
                 client_output_cap: client_output_cap.max(64 * 1024),
                 max_inflight_per_client,
+                secret,
             })?;
         }
         Cmd::Worker {
@@ -247,7 +301,10 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             leave_timeout_secs,
             segment_bytes,
             peer_buffer_bytes,
+            secret,
         } => {
+            let secret = secret.load("worker")?;
+            warn_insecure("worker", &secret);
             worker::run(worker::WorkerConfig {
                 lb,
                 listen,
@@ -261,6 +318,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 leave_timeout: Duration::from_secs(leave_timeout_secs),
                 segment_bytes: segment_bytes.max(4096),
                 peer_buffer_bytes,
+                secret,
             })?;
         }
         Cmd::Put { lb, id, content } => {
@@ -278,26 +336,40 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 return Ok(ExitCode::from(1));
             }
         },
-        Cmd::Members { control } => {
+        Cmd::Members { control, secret } => {
+            let secret = secret.load("members")?;
             print!(
                 "{}",
-                admin::render_members(&rrstore::client::members(&control)?)
+                admin::render_members(&rrstore::client::members(&control, secret.as_ref())?)
             );
         }
-        Cmd::Verify { control, wait } => {
+        Cmd::Verify {
+            control,
+            wait,
+            secret,
+        } => {
+            let secret = secret.load("verify")?;
+            let secret = secret.as_ref();
             let v = match wait {
-                Some(secs) => admin::verify_wait(&control, Duration::from_secs_f64(secs.max(0.0)))?,
-                None => admin::verify(&control)?,
+                Some(secs) => {
+                    admin::verify_wait(&control, secret, Duration::from_secs_f64(secs.max(0.0)))?
+                }
+                None => admin::verify(&control, secret)?,
             };
             print!("{}", v.render());
             if !v.identical {
                 return Ok(ExitCode::from(1));
             }
         }
-        Cmd::Dump { control, worker } => {
+        Cmd::Dump {
+            control,
+            worker,
+            secret,
+        } => {
+            let secret = secret.load("dump")?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut failed = None;
-            admin::dump(&control, worker, |id, content| {
+            admin::dump(&control, secret.as_ref(), worker, |id, content| {
                 if failed.is_none() {
                     if let Err(e) = writeln!(out, "{id}\t{}", hex(content)) {
                         failed = Some(e);
@@ -309,11 +381,13 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             out.flush()?;
         }
-        Cmd::Stats { control } => {
-            for (name, value) in rrstore::client::stats(&control)? {
+        Cmd::Stats { control, secret } => {
+            let secret = secret.load("stats")?;
+            for (name, value) in rrstore::client::stats(&control, secret.as_ref())? {
                 println!("{name} {value}");
             }
         }
+        Cmd::Keygen => println!("{}", auth::keygen()?),
         Cmd::Cluster {
             workers,
             listen,
@@ -337,6 +411,15 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn warn_insecure(who: &str, secret: &Option<Secret>) {
+    if secret.is_none() {
+        eprintln!(
+            "rrstore {who}: WARNING: --insecure: no cluster authentication; anyone who reaches \
+             the control and worker ports can join the cluster and read every record"
+        );
+    }
 }
 
 fn run_cluster(
@@ -363,6 +446,11 @@ fn run_cluster(
         cluster.wait_active(&[id], Duration::from_secs(60))?;
     }
     print!("{}", admin::render_members(&cluster.members()?));
+    println!(
+        "Admin commands need the cluster's secret, e.g.: rrstore members --control {} --secret-file {}",
+        cluster.control_addr,
+        cluster.secret_file().display()
+    );
     println!("Running; press Ctrl-C to stop every process cleanly.");
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

@@ -47,7 +47,14 @@ pub mod op {
     pub const MEMBERS_REQUEST: u8 = 0x48;
     pub const STATS_REQUEST: u8 = 0x4A;
     pub const STATS: u8 = 0x4B;
+    pub const AUTH_HELLO: u8 = 0x50;
+    pub const AUTH_CHALLENGE: u8 = 0x51;
+    pub const AUTH_PROOF: u8 = 0x52;
 }
+
+/// Length of a handshake nonce and of an HMAC-SHA256 tag (see `auth.rs`).
+pub const NONCE_LEN: usize = 32;
+pub const MAC_LEN: usize = 32;
 
 /// A worker's place in the membership, as the LB sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +238,27 @@ pub enum Msg<'a> {
     Stats {
         pairs: Vec<(String, u64)>,
     },
+    /// Dialer→acceptor, first frame of every internal connection when the
+    /// cluster has a secret: the dialer's nonce and who it says it is
+    /// (`id` 0 and an empty `addr` for admin tools).
+    AuthHello {
+        nonce: [u8; NONCE_LEN],
+        id: u32,
+        addr: String,
+    },
+    /// Acceptor→dialer: the acceptor's nonce and identity, and its proof
+    /// that it holds the secret (see `auth.rs` for what the MAC covers).
+    AuthChallenge {
+        nonce: [u8; NONCE_LEN],
+        id: u32,
+        addr: String,
+        mac: [u8; MAC_LEN],
+    },
+    /// Dialer→acceptor: the dialer's proof. Only after it is verified does
+    /// the acceptor read any other frame.
+    AuthProof {
+        mac: [u8; MAC_LEN],
+    },
 }
 
 /// Decodes one internal message from the front of `buf`: `Ok(None)` while
@@ -348,6 +376,18 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
             }
             Msg::Stats { pairs }
         }
+        op::AUTH_HELLO => Msg::AuthHello {
+            nonce: r.array32()?,
+            id: r.u32()?,
+            addr: r.string()?,
+        },
+        op::AUTH_CHALLENGE => Msg::AuthChallenge {
+            nonce: r.array32()?,
+            id: r.u32()?,
+            addr: r.string()?,
+            mac: r.array32()?,
+        },
+        op::AUTH_PROOF => Msg::AuthProof { mac: r.array32()? },
         _ => return Err(ErrorCode::UnknownOp),
     };
     if !r.buf.is_empty() {
@@ -511,6 +551,28 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
             }
             op::STATS
         }
+        Msg::AuthHello { nonce, id, addr } => {
+            out.extend_from_slice(nonce);
+            put_u32(out, *id);
+            put_string(out, addr);
+            op::AUTH_HELLO
+        }
+        Msg::AuthChallenge {
+            nonce,
+            id,
+            addr,
+            mac,
+        } => {
+            out.extend_from_slice(nonce);
+            put_u32(out, *id);
+            put_string(out, addr);
+            out.extend_from_slice(mac);
+            op::AUTH_CHALLENGE
+        }
+        Msg::AuthProof { mac } => {
+            out.extend_from_slice(mac);
+            op::AUTH_PROOF
+        }
     };
     let body_len = out.len() - start - wire::HEADER_LEN;
     let len = (wire::LEN_OVERHEAD + body_len) as u32;
@@ -586,6 +648,11 @@ impl<'a> Reader<'a> {
     fn array16(&mut self) -> Result<[u8; 16], ErrorCode> {
         let mut a = [0u8; 16];
         a.copy_from_slice(self.take(16)?);
+        Ok(a)
+    }
+    fn array32(&mut self) -> Result<[u8; 32], ErrorCode> {
+        let mut a = [0u8; 32];
+        a.copy_from_slice(self.take(32)?);
         Ok(a)
     }
     fn rest(&mut self) -> &'a [u8] {
@@ -734,6 +801,18 @@ mod tests {
             Msg::Stats {
                 pairs: vec![("requests".into(), 3)],
             },
+            Msg::AuthHello {
+                nonce: [1; NONCE_LEN],
+                id: 7,
+                addr: "127.0.0.1:9".into(),
+            },
+            Msg::AuthChallenge {
+                nonce: [2; NONCE_LEN],
+                id: 0,
+                addr: String::new(),
+                mac: [3; MAC_LEN],
+            },
+            Msg::AuthProof { mac: [4; MAC_LEN] },
         ]
     }
 

@@ -13,9 +13,11 @@
 //! leaves after the log write that holds its record (and after fdatasync
 //! under `--fsync always`).
 
+mod handshake;
 mod links;
 mod register;
 
+use crate::auth::{Handshake, Identity, Secret};
 use crate::conn::Conn;
 use crate::fsync::Syncer;
 use crate::log::{DataDir, FsyncPolicy, LogEntry, LogWriter};
@@ -79,6 +81,9 @@ pub struct WorkerConfig {
     /// paused, stuck or too slow) is disconnected; it catches up from our
     /// store when the link is re-opened.
     pub peer_buffer_bytes: usize,
+    /// The cluster secret: the LB link, every peer link and every admin
+    /// connection authenticate with it first (`None`: `--insecure`).
+    pub secret: Option<Secret>,
 }
 
 pub struct Worker {
@@ -178,6 +183,7 @@ impl Worker {
             incarnation,
             store.max_version(),
             &advertise,
+            config.secret.as_ref(),
         )?;
         data.save_identity(id, incarnation)?;
         let mut config = config;
@@ -214,10 +220,7 @@ impl Worker {
         let mut links = Slab::new();
         let mut lb_conn = Conn::new(lb_stream);
         lb_conn.push_input(&early);
-        let lb = links.insert(Link {
-            conn: lb_conn,
-            role: Role::Lb,
-        });
+        let lb = links.insert(Link::new(lb_conn, Role::Lb));
         let mut io = Io {
             id,
             poll,
@@ -232,6 +235,9 @@ impl Worker {
             ack_all,
             redials: Vec::new(),
             link_serial: 0,
+            secret: config.secret.clone(),
+            me: Identity::new(id, advertise.clone()),
+            auth_rejected: 0,
         };
         let mut replica = Replica::new(id, incarnation, advertise.clone(), store, vv);
         replica.on_lb_floor(your_seq, &mut io);
@@ -324,6 +330,7 @@ impl Worker {
                 }
             }
             self.due_redials();
+            self.expire_handshakes();
             self.check_lb_alive();
             self.reconnect_lb()?;
         }
@@ -392,6 +399,7 @@ impl Worker {
             r.incarnation,
             r.store.max_version(),
             &r.addr,
+            self.config.secret.as_ref(),
         );
         let reg = match attempt {
             Ok(reg) => reg,
@@ -412,10 +420,7 @@ impl Worker {
         }
         let mut conn = Conn::new(reg.stream);
         conn.push_input(&reg.early);
-        self.io.lb = self.io.links.insert(Link {
-            conn,
-            role: Role::Lb,
-        });
+        self.io.lb = self.io.links.insert(Link::new(conn, Role::Lb));
         self.lb_retry = None;
         self.lb_heard = Instant::now();
         self.last_report = None;
@@ -529,10 +534,11 @@ impl Worker {
                         eprintln!("rrstore worker: cannot watch an accepted connection: {e}");
                         continue;
                     }
-                    entry.insert(Link {
-                        conn,
-                        role: Role::New,
-                    });
+                    let mut link = Link::new(conn, Role::New);
+                    if let Some(secret) = &self.io.secret {
+                        link.auth = Some(Box::new(Handshake::accept(secret, self.io.me.clone())));
+                    }
+                    entry.insert(link);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -568,15 +574,37 @@ impl Worker {
         let Some(link) = self.io.links.get_mut(key) else {
             return Ok(());
         };
-        if let Role::Out { peer, up: false } = link.role {
+        if let (Role::Out { peer, up: false }, None) = (&link.role, &link.auth) {
+            let peer = *peer;
             if !writable {
                 return Ok(());
             }
             match link.conn.stream.take_error() {
-                Ok(None) if link.conn.stream.peer_addr().is_ok() => {
-                    link.role = Role::Out { peer, up: true };
-                    self.replica.on_link_up(peer, &mut self.io);
-                }
+                Ok(None) if link.conn.stream.peer_addr().is_ok() => match &self.io.secret {
+                    // Up once the peer has proved the secret (`handshake_frame`).
+                    Some(secret) => {
+                        match Handshake::dial(
+                            secret,
+                            self.io.me.clone(),
+                            Some(peer),
+                            link.conn.out(),
+                        ) {
+                            Ok(h) => link.auth = Some(Box::new(h)),
+                            Err(e) => {
+                                eprintln!(
+                                    "rrstore worker {}: link to peer {peer}: {e}",
+                                    self.replica.id
+                                );
+                                self.close_link(key);
+                                return Ok(());
+                            }
+                        }
+                    }
+                    None => {
+                        link.role = Role::Out { peer, up: true };
+                        self.replica.on_link_up(peer, &mut self.io);
+                    }
+                },
                 other => {
                     eprintln!(
                         "rrstore worker {}: could not connect to peer {peer}: {:?}",
@@ -643,7 +671,10 @@ impl Worker {
                     return Ok(());
                 }
                 Ok(Some((m, consumed))) => {
-                    self.dispatch(key, m)?;
+                    match self.io.links.get(key) {
+                        Some(Link { auth: Some(_), .. }) => self.handshake_frame(key, &m),
+                        _ => self.dispatch(key, m)?,
+                    }
                     consumed
                 }
             };
@@ -754,6 +785,16 @@ impl Worker {
                     ..
                 },
             ) => {
+                if let Some(who) = io.links.get(key).and_then(|l| l.verified.as_ref()) {
+                    if who.id != id || who.addr != addr {
+                        let why = format!(
+                            "hello as worker {id} at {addr}, but it authenticated as {} at {:?}",
+                            who.id, who.addr
+                        );
+                        self.refuse(key, &why);
+                        return Ok(());
+                    }
+                }
                 io.link_serial += 1;
                 let serial = io.link_serial;
                 if let Some(link) = io.links.get_mut(key) {
@@ -791,6 +832,13 @@ impl Worker {
                     };
                 }
             }
+            (_, Msg::AuthHello { .. }) => {
+                eprintln!(
+                    "rrstore worker {}: link {key} tries to authenticate, but this worker runs --insecure; closing it",
+                    r.id
+                );
+                self.close_link(key);
+            }
             (_, other) => {
                 eprintln!(
                     "rrstore worker {}: unexpected {other:?} on link {key}; closing it",
@@ -812,6 +860,14 @@ impl Worker {
         }
         let mut link = self.io.links.remove(key);
         link.conn.deregister(self.io.poll.registry());
+        if link.auth.is_some() {
+            self.io.auth_rejected += 1;
+            eprintln!(
+                "rrstore worker {}: link {key} closed before authenticating \
+                 (another cluster secret, or not an rrstore node)",
+                self.replica.id
+            );
+        }
         match link.role {
             Role::Out { peer, .. } => {
                 if self.io.out_links.get(&peer) == Some(&key) {
@@ -925,8 +981,9 @@ impl Worker {
                 lb_link = Some(link);
                 continue;
             }
+            // Connected: up, or authenticating (the handshake has bytes to send).
             let out_link = match link.role {
-                Role::Out { peer, up } => Some((peer, up)),
+                Role::Out { peer, up } => Some((peer, up || link.auth.is_some())),
                 _ => None,
             };
             let connected = out_link.is_none_or(|(_, up)| up);

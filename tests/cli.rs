@@ -8,8 +8,8 @@ use rrstore::admin;
 use rrstore::msg::Status;
 
 #[track_caller]
-fn ok(args: &[&str]) -> String {
-    let run = run_cli(args);
+fn ok(c: &TestCluster, args: &[&str]) -> String {
+    let run = run_cli_secret(args, c.secret());
     assert_eq!(run.code, Some(0), "rrstore {args:?}: {run:?}");
     run.stdout
 }
@@ -27,7 +27,7 @@ fn put_get_members_verify_dump_stats() {
     let c = TestCluster::start("cli", 2);
     let (lb, control) = (c.lb_addr.clone(), c.control_addr.clone());
 
-    let out = ok(&["put", "--lb", &lb, "5", "hello"]);
+    let out = ok(&c, &["put", "--lb", &lb, "5", "hello"]);
     let worker: u32 = out
         .strip_prefix("stored id=5 worker=")
         .and_then(|w| w.strip_suffix('\n'))
@@ -36,7 +36,7 @@ fn put_get_members_verify_dump_stats() {
     assert!(c.ids.contains(&worker), "stored by unknown worker {worker}");
 
     assert_eq!(
-        ok(&["get", "--lb", &lb, "5"]),
+        ok(&c, &["get", "--lb", &lb, "5"]),
         "hello",
         "get prints the raw content"
     );
@@ -44,7 +44,7 @@ fn put_get_members_verify_dump_stats() {
     assert_eq!(missing.code, Some(1), "get of a missing id: {missing:?}");
     assert_eq!(missing.stdout, "");
 
-    let members = ok(&["members", "--control", &control]);
+    let members = ok(&c, &["members", "--control", &control]);
     let lines: Vec<&str> = members.lines().collect();
     assert_eq!(lines.len(), 1 + c.ids.len(), "members: {members}");
     assert!(lines[0].contains("STATUS"), "header: {members}");
@@ -59,11 +59,11 @@ fn put_get_members_verify_dump_stats() {
 
     // Wait (in-process) until replication is done, then the CLI agrees.
     c.converged(&c.ids);
-    let out = ok(&["verify", "--control", &control]);
+    let out = ok(&c, &["verify", "--control", &control]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), c.ids.len() + 1, "verify: {out}");
     assert_eq!(lines[c.ids.len()], "identical", "verify: {out}");
-    let v = admin::verify(&control).expect("verify");
+    let v = admin::verify(&control, Some(c.secret())).expect("verify");
     for (line, row) in lines.iter().zip(&v.rows) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cols.len(), 6, "{line}");
@@ -82,20 +82,26 @@ fn put_get_members_verify_dump_stats() {
     assert!(lines[..c.ids.len()]
         .iter()
         .all(|l| l.split_whitespace().last() == first_digest));
-    assert!(ok(&["verify", "--control", &control, "--wait", "5"]).ends_with("identical\n"));
+    assert!(ok(&c, &["verify", "--control", &control, "--wait", "5"]).ends_with("identical\n"));
 
     for id in &c.ids {
-        let out = ok(&["dump", "--control", &control, "--worker", &id.to_string()]);
+        let out = ok(
+            &c,
+            &["dump", "--control", &control, "--worker", &id.to_string()],
+        );
         assert_eq!(out, "5\t68656c6c6f\n", "dump of worker {id}");
     }
-    let unknown = run_cli(&["dump", "--control", &control, "--worker", "999"]);
+    let unknown = run_cli_secret(
+        &["dump", "--control", &control, "--worker", "999"],
+        c.secret(),
+    );
     assert_eq!(
         unknown.code,
         Some(2),
         "dump of an unknown worker: {unknown:?}"
     );
 
-    let stats = ok(&["stats", "--control", &control]);
+    let stats = ok(&c, &["stats", "--control", &control]);
     assert!(
         stats.lines().any(|l| l.starts_with("latency_us_p99 ")),
         "{stats}"
@@ -118,10 +124,10 @@ fn commands_against_a_dead_port_exit_2() {
     for args in [
         vec!["put", "--lb", &dead, "1", "x"],
         vec!["get", "--lb", &dead, "1"],
-        vec!["members", "--control", &dead],
-        vec!["verify", "--control", &dead],
-        vec!["dump", "--control", &dead, "--worker", "1"],
-        vec!["stats", "--control", &dead],
+        vec!["members", "--control", &dead, "--insecure"],
+        vec!["verify", "--control", &dead, "--insecure"],
+        vec!["dump", "--control", &dead, "--worker", "1", "--insecure"],
+        vec!["stats", "--control", &dead, "--insecure"],
     ] {
         let run = run_cli(&args);
         assert_eq!(run.code, Some(2), "rrstore {args:?}: {run:?}");
@@ -135,15 +141,18 @@ fn second_worker_on_a_locked_data_dir_refuses_to_start() {
     let c = TestCluster::start("cli_locked", 1);
     let id = c.ids[0];
     let data_dir = c.workers[&id].data_dir.to_string_lossy().into_owned();
-    let run = run_cli(&[
-        "worker",
-        "--lb",
-        &c.control_addr,
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_dir,
-    ]);
+    let run = run_cli_secret(
+        &[
+            "worker",
+            "--lb",
+            &c.control_addr,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir,
+        ],
+        c.secret(),
+    );
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("locked"), "{run:?}");
     assert!(!run.stdout.contains("registered"), "{run:?}");
@@ -159,17 +168,20 @@ fn second_worker_with_a_connected_id_is_refused_by_the_lb() {
     let c = TestCluster::start("cli_dup_id", 1);
     let id = c.ids[0];
     let fresh = c.test_dir().join("impostor");
-    let run = run_cli(&[
-        "worker",
-        "--lb",
-        &c.control_addr,
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &fresh.to_string_lossy(),
-        "--id",
-        &id.to_string(),
-    ]);
+    let run = run_cli_secret(
+        &[
+            "worker",
+            "--lb",
+            &c.control_addr,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &fresh.to_string_lossy(),
+            "--id",
+            &id.to_string(),
+        ],
+        c.secret(),
+    );
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("already registered"), "{run:?}");
     assert!(!run.stdout.contains("registered id"), "{run:?}");

@@ -308,7 +308,8 @@ fn joiner_catches_up_a_large_store_from_an_idle_worker() {
     put_all(&mut c.client(), &records, 64);
     // No traffic while it joins: the catch-up must complete on its own.
     c.add_active_worker();
-    let v = rrstore::admin::verify_wait(&c.control_addr, CONVERGE_TIMEOUT).expect("verify");
+    let v = rrstore::admin::verify_wait(&c.control_addr, Some(c.secret()), CONVERGE_TIMEOUT)
+        .expect("verify");
     assert!(v.identical, "{}", v.render());
     assert_eq!(active_rows(&v), vec![(c.ids[0], 3_000), (c.ids[1], 3_000)]);
 }

@@ -516,9 +516,13 @@ fn a_worker_stopped_while_the_lb_is_down_leaves_once_its_peers_hold_everything()
     );
     // The survivor, asked directly (no LB to look it up through).
     let mut held = BTreeMap::new();
-    rrstore::client::dump(&c.workers[&c.ids[1]].addr, |id, content| {
-        held.insert(id, content.to_vec());
-    })
+    rrstore::client::dump(
+        &c.workers[&c.ids[1]].addr,
+        Some(c.secret()),
+        |id, content| {
+            held.insert(id, content.to_vec());
+        },
+    )
     .expect("dump the survivor");
     assert_records(&held, &expected);
 }

@@ -2,6 +2,7 @@
 //! replica's effects become on real sockets and the log.
 
 use super::REDIAL_PAUSE;
+use crate::auth::{Handshake, Identity, Secret};
 use crate::conn::Conn;
 use crate::fsync::Syncer;
 use crate::log::{FsyncPolicy, LogWriter};
@@ -54,6 +55,23 @@ pub(super) enum Role {
 pub(super) struct Link {
     pub(super) conn: Conn,
     pub(super) role: Role,
+    /// Authenticating: no other frame is acted on until this is gone. An
+    /// outbound link gets it once connected (it stays `up: false` until
+    /// the acceptor's proof is checked); an accepted one, at once.
+    pub(super) auth: Option<Box<Handshake>>,
+    /// Who an accepted link proved to be (its PEER_HELLO must match).
+    pub(super) verified: Option<Identity>,
+}
+
+impl Link {
+    pub(super) fn new(conn: Conn, role: Role) -> Link {
+        Link {
+            conn,
+            role,
+            auth: None,
+            verified: None,
+        }
+    }
 }
 
 /// Everything the replica's effects touch: the [`Outbox`] implementation.
@@ -78,6 +96,12 @@ pub(super) struct Io {
     pub(super) redials: Vec<(Instant, u32, String)>,
     /// Numbers inbound peer links: never reused.
     pub(super) link_serial: u64,
+    /// The cluster secret (`None`: `--insecure`, no handshakes).
+    pub(super) secret: Option<Secret>,
+    /// Who we are in handshakes: our ID and registered address.
+    pub(super) me: Identity,
+    /// Connections closed for failing or skipping authentication.
+    pub(super) auth_rejected: u64,
 }
 
 impl Io {
@@ -148,10 +172,7 @@ impl Outbox for Io {
                     return;
                 }
                 conn.mark_registered(Interest::WRITABLE);
-                entry.insert(Link {
-                    conn,
-                    role: Role::Out { peer, up: false },
-                });
+                entry.insert(Link::new(conn, Role::Out { peer, up: false }));
                 self.out_links.insert(peer, key);
             }
             Err(e) => {

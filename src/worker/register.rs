@@ -1,5 +1,6 @@
 //! Registration with the LB: blocking, before the event loop starts.
 
+use crate::auth::{self, Identity, Secret};
 use crate::msg::{self, Msg};
 use mio::net::TcpStream;
 use std::error::Error;
@@ -27,7 +28,9 @@ pub(super) struct Registration {
 /// and waits for the welcome; each connect and the wait for the welcome
 /// give up after `attempt`. Blocking: at start-up this happens before the
 /// loop starts; a re-registration from the loop passes a short `attempt`,
-/// so an unreachable or stopped LB stalls the loop only that long.
+/// so an unreachable or stopped LB stalls the loop only that long. With a
+/// cluster secret the connection authenticates first (as `id`, `advertise`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn register(
     lb: &str,
     patience: Duration,
@@ -36,6 +39,7 @@ pub(super) fn register(
     incarnation: u32,
     max_version: u64,
     advertise: &str,
+    secret: Option<&Secret>,
 ) -> Result<Registration, Box<dyn Error>> {
     let deadline = Instant::now() + patience;
     let mut backoff = Duration::from_millis(20);
@@ -54,6 +58,13 @@ pub(super) fn register(
     };
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(attempt))?;
+    stream.set_write_timeout(Some(attempt))?;
+    let mut buf = Vec::new();
+    if let Some(secret) = secret {
+        let me = Identity::new(id, advertise);
+        auth::dial_blocking(&mut stream, secret, me, Some(0), &mut buf)
+            .map_err(|e| format!("cannot authenticate with the LB at {lb}: {e}"))?;
+    }
     let mut out = Vec::new();
     msg::encode(
         &mut out,
@@ -65,7 +76,6 @@ pub(super) fn register(
         },
     );
     stream.write_all(&out)?;
-    let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         if let Some((m, _)) =
@@ -84,6 +94,7 @@ pub(super) fn register(
                         .find(|m| m.id == id)
                         .map_or(1, |m| m.incarnation);
                     stream.set_read_timeout(None)?;
+                    stream.set_write_timeout(None)?;
                     stream.set_nonblocking(true)?;
                     let consumed = msg::decode(&buf, 0)
                         .ok()

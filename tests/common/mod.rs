@@ -194,7 +194,7 @@ impl TestCluster {
     /// The LB's stats as a map.
     #[track_caller]
     pub fn stats(&self) -> HashMap<String, u64> {
-        rrstore::client::stats(&self.cluster.control_addr)
+        rrstore::client::stats(&self.cluster.control_addr, Some(self.cluster.secret()))
             .unwrap_or_else(|e| panic!("stats: {e}"))
             .into_iter()
             .collect()
@@ -208,7 +208,8 @@ impl TestCluster {
         let mut last: Option<u64> = None;
         let mut order_ok = true;
         let mut bytes = 0;
-        let n = admin::dump(&self.cluster.control_addr, id, |rid, content| {
+        let secret = Some(self.cluster.secret());
+        let n = admin::dump(&self.cluster.control_addr, secret, id, |rid, content| {
             order_ok &= last.is_none_or(|l| l < rid);
             last = Some(rid);
             bytes += content.len();
@@ -230,8 +231,12 @@ impl TestCluster {
     /// every active worker's dump is byte-for-byte the same. Returns it.
     #[track_caller]
     pub fn converged(&self, expected: &[u32]) -> BTreeMap<u64, Vec<u8>> {
-        let v = admin::verify_wait(&self.cluster.control_addr, CONVERGE_TIMEOUT)
-            .unwrap_or_else(|e| panic!("verify: {e}"));
+        let v = admin::verify_wait(
+            &self.cluster.control_addr,
+            Some(self.cluster.secret()),
+            CONVERGE_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("verify: {e}"));
         assert!(
             v.identical,
             "workers did not converge within {CONVERGE_TIMEOUT:?}:\n{}",
@@ -484,10 +489,30 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs `rrstore ARGS` to completion (killed and failed past 20 s).
+/// Runs `rrstore ARGS` to completion (killed and failed past 20 s), with
+/// no `RRSTORE_SECRET` in its environment.
 #[track_caller]
 pub fn run_cli(args: &[&str]) -> Run {
-    let mut child = Command::new(EXE)
+    run_cli_env(args, &[])
+}
+
+/// [`run_cli`] with `RRSTORE_SECRET` set to `secret`'s bytes.
+#[track_caller]
+pub fn run_cli_secret(args: &[&str], secret: &rrstore::auth::Secret) -> Run {
+    use std::os::unix::ffi::OsStrExt;
+    let value = std::ffi::OsStr::from_bytes(secret.as_bytes());
+    run_cli_env(args, &[(rrstore::auth::ENV_VAR, value)])
+}
+
+/// [`run_cli`] with these environment variables set.
+#[track_caller]
+pub fn run_cli_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Run {
+    let mut cmd = Command::new(EXE);
+    cmd.env_remove(rrstore::auth::ENV_VAR);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -67,6 +67,13 @@ struct RunArgs {
     /// With --verify: the rrstore LB's control address.
     #[arg(long, default_value = "127.0.0.1:5060")]
     control: String,
+    /// With --verify: file holding the cluster secret (default: the
+    /// environment variable RRSTORE_SECRET).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+    /// With --verify: the cluster runs without authentication.
+    #[arg(long, conflicts_with = "secret_file")]
+    insecure: bool,
     /// With --verify: how long replication may take to catch up, seconds.
     #[arg(long, default_value_t = 10.0)]
     verify_wait: f64,
@@ -154,6 +161,11 @@ fn run_config(a: RunArgs) -> Result<(RunConfig, Option<PathBuf>, Option<PathBuf>
     if a.verify && a.get_ratio > 0.0 {
         eprintln!("loadgen: --verify sends only PUTs; --get-ratio ignored");
     }
+    let secret = if a.verify && !a.insecure {
+        Some(rrstore::auth::Secret::load(a.secret_file.as_deref())?)
+    } else {
+        None
+    };
     let cfg = RunConfig {
         target,
         protocol,
@@ -171,6 +183,7 @@ fn run_config(a: RunArgs) -> Result<(RunConfig, Option<PathBuf>, Option<PathBuf>
         get_ratio: a.get_ratio,
         verify: a.verify,
         control: a.control,
+        secret,
         verify_wait: seconds("verify-wait", a.verify_wait)?,
         quiet: a.quiet,
     };

@@ -34,6 +34,8 @@ pub struct RunConfig {
     pub get_ratio: f64,
     pub verify: bool,
     pub control: String,
+    /// With `verify`: the cluster secret for the admin calls.
+    pub secret: Option<rrstore::auth::Secret>,
     pub verify_wait: Duration,
     pub quiet: bool,
 }
@@ -207,6 +209,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutput, String> {
     let verify = if cfg.verify {
         Some(verify::verify(
             &cfg.control,
+            cfg.secret.as_ref(),
             acked,
             cfg.value_size,
             cfg.verify_wait,

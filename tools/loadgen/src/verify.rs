@@ -7,6 +7,7 @@
 //! deadline expires; only what is still missing then counts as lost.
 
 use crate::workload::content_matches;
+use rrstore::auth::Secret;
 use rrstore::client;
 use rrstore::msg::Status;
 use std::time::{Duration, Instant};
@@ -97,10 +98,12 @@ impl VerifyOutcome {
 /// One pass over the active workers.
 fn check_once(
     control: &str,
+    secret: Option<&Secret>,
     acked: &[u64],
     value_size: usize,
 ) -> Result<(u64, Vec<WorkerResult>), String> {
-    let members = client::members(control).map_err(|e| format!("members from {control}: {e}"))?;
+    let members =
+        client::members(control, secret).map_err(|e| format!("members from {control}: {e}"))?;
     let active: Vec<_> = members
         .into_iter()
         .filter(|m| m.status == Status::Active)
@@ -112,7 +115,7 @@ fn check_once(
     let mut workers = Vec::new();
     for m in active {
         let mut check = WorkerCheck::new(acked, value_size);
-        let result = match client::dump(&m.addr, |id, content| check.entry(id, content)) {
+        let result = match client::dump(&m.addr, secret, |id, content| check.entry(id, content)) {
             Ok(_) => {
                 let mismatched = check.mismatched;
                 Ok((check.finish(&mut lost), mismatched))
@@ -132,9 +135,11 @@ fn check_once(
 }
 
 /// Checks `acked` (any order) on every active worker, retrying until none
-/// is lost or `wait` has passed.
+/// is lost or `wait` has passed. `secret`: the cluster's (`None` for one
+/// run with `--insecure`).
 pub fn verify(
     control: &str,
+    secret: Option<&Secret>,
     mut acked: Vec<u64>,
     value_size: usize,
     wait: Duration,
@@ -143,7 +148,7 @@ pub fn verify(
     acked.dedup();
     let deadline = Instant::now() + wait;
     loop {
-        let pass = check_once(control, &acked, value_size);
+        let pass = check_once(control, secret, &acked, value_size);
         let done = matches!(&pass, Ok((0, _))) || Instant::now() >= deadline;
         if done {
             let (lost, workers) = pass?;

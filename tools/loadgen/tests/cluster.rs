@@ -71,6 +71,7 @@ fn verify_finds_every_acknowledged_record_on_every_worker() {
         get_ratio: 0.5,
         verify: true,
         control: g.cluster.control_addr.clone(),
+        secret: Some(g.cluster.secret().clone()),
         verify_wait: Duration::from_secs(20),
         quiet: true,
     };
@@ -83,7 +84,14 @@ fn verify_finds_every_acknowledged_record_on_every_worker() {
     assert_eq!(v.workers.len(), 3);
 
     // An id nobody stored is reported lost on every worker.
-    let never = verify::verify(&g.cluster.control_addr, vec![7], 40, Duration::ZERO).unwrap();
+    let never = verify::verify(
+        &g.cluster.control_addr,
+        Some(g.cluster.secret()),
+        vec![7],
+        40,
+        Duration::ZERO,
+    )
+    .unwrap();
     assert_eq!(
         (never.acknowledged, never.lost),
         (1, 1),

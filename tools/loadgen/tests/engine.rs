@@ -26,6 +26,7 @@ fn config(protocol: Protocol, server: &NullServer) -> RunConfig {
         get_ratio: 0.0,
         verify: false,
         control: String::new(),
+        secret: None,
         verify_wait: Duration::ZERO,
         quiet: true,
     }
