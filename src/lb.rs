@@ -51,6 +51,10 @@ const READ_CHUNK_DISCARD: usize = 64 * 1024;
 /// `--client-output-cap` is disconnected (the cap only stops reading it;
 /// answers to requests already in flight keep adding up).
 const OUTPUT_LIMIT_FACTOR: usize = 16;
+/// After a restart (the LB had given out worker IDs before), workers that
+/// ask for a new ID wait this long, so every worker that already has one
+/// re-registers first (they retry at least every 1.3 s).
+const REGISTRATION_GRACE: Duration = Duration::from_secs(2);
 /// Stop reading clients altogether while a worker's queue passes this.
 const WORKER_OUT_CAP: usize = 32 << 20;
 /// Stop reading clients while the content of unconfirmed PUTs (kept for
@@ -218,6 +222,16 @@ pub struct Lb {
     client_count: usize,
     /// False while `client_count` is at `--max-clients`.
     accepting: bool,
+    /// When this LB started.
+    started: Instant,
+    /// A file next to the processed log said which IDs were given out
+    /// before: this is a restart.
+    ids_known_before: bool,
+    /// The next unused ID as last saved in that file.
+    persisted_next_id: u32,
+    /// Registrations asking for a new ID, held during the grace period:
+    /// (connection, incarnation, max_version, address).
+    deferred: Vec<(usize, u32, u64, String)>,
     next_req: u64,
     next_serial: u64,
     clock: u64,
@@ -285,6 +299,19 @@ fn raise_fd_limit(max_clients: usize) {
     }
 }
 
+/// Where the LB keeps the next unused worker ID: beside the processed log.
+fn ids_path(processed_log: &std::path::Path) -> PathBuf {
+    let mut name = processed_log.as_os_str().to_owned();
+    name.push(".ids");
+    PathBuf::from(name)
+}
+
+/// The next unused worker ID a previous LB saved, if any.
+fn saved_next_id(processed_log: &std::path::Path) -> Option<u32> {
+    let text = std::fs::read_to_string(ids_path(processed_log)).ok()?;
+    text.trim().parse().ok()
+}
+
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -313,6 +340,11 @@ impl Lb {
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let persisted_next_id = saved_next_id(&config.processed_log);
+        let mut members = Membership::default();
+        if let Some(next) = persisted_next_id {
+            members.reserve_ids_below(next);
+        }
         let plog = ProcessedLog::open(&config.processed_log).map_err(|e| {
             format!(
                 "cannot open processed log {}: {e}",
@@ -325,7 +357,7 @@ impl Lb {
             control,
             signals,
             links: Slab::with_capacity(1024),
-            members: Membership::default(),
+            members,
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
             retry_deadlines: BinaryHeap::new(),
@@ -336,6 +368,10 @@ impl Lb {
             next_client_sweep: Instant::now(),
             client_count: 0,
             accepting: true,
+            started: Instant::now(),
+            ids_known_before: persisted_next_id.is_some(),
+            persisted_next_id: persisted_next_id.unwrap_or(0),
+            deferred: Vec::new(),
             // Request ids never repeat, even across LB restarts: a worker
             // may still answer a request of the previous process.
             next_req: unix_micros().max(1),
@@ -368,6 +404,7 @@ impl Lb {
                         .next()
                         .map(|_| self.next_liveness_check),
                     (!self.links.is_empty()).then_some(self.next_client_sweep),
+                    (!self.deferred.is_empty()).then_some(self.started + REGISTRATION_GRACE),
                 ];
                 next.into_iter()
                     .flatten()
@@ -399,6 +436,7 @@ impl Lb {
                 self.on_readable(key, true);
             }
             self.expire(Instant::now());
+            self.register_deferred();
             if !self.accepting && self.client_count < self.config.max_clients / 10 * 9 {
                 eprintln!("rrstore lb: below 90% of --max-clients again; accepting");
                 self.accepting = true;
@@ -972,36 +1010,13 @@ impl Lb {
                         return;
                     }
                 }
-                self.clock = self.clock.max(max_version);
-                let reported = self.members.get(id).map_or(0, |w| lookup(&w.vector, id));
-                match self.members.register(id, incarnation, addr.clone(), key) {
-                    Ok((id, incarnation)) => {
-                        eprintln!("rrstore lb: worker {id} (incarnation {incarnation}) registered from {addr}; joining");
-                        let welcome = Msg::Welcome {
-                            id,
-                            members: self.members.members(),
-                            max_content: self.config.max_content as u64,
-                            your_seq: reported.max(self.frontier.get(&id).copied().unwrap_or(0)),
-                            ack_all: self.config.ack_all,
-                        };
-                        if let Some(link) = self.links.get_mut(key) {
-                            link.role = Role::Worker {
-                                id,
-                                last_heard: Instant::now(),
-                            };
-                            msg::encode(link.conn.out(), &welcome);
-                        }
-                        self.membership_changed = true;
-                    }
-                    Err(reason) => {
-                        eprintln!("rrstore lb: refused registration: {reason}");
-                        if let Some(link) = self.links.get_mut(key) {
-                            msg::encode(link.conn.out(), &Msg::Refused { reason });
-                            link.conn.flush();
-                        }
-                        self.close(key);
-                    }
+                if id == 0 && self.started.elapsed() < REGISTRATION_GRACE && self.ids_known_before {
+                    // Just restarted: workers that already have IDs come
+                    // back first, so a newcomer cannot be given one of theirs.
+                    self.deferred.push((key, incarnation, max_version, addr));
+                    return;
                 }
+                self.register_worker(key, id, incarnation, max_version, addr);
             }
             (None, Msg::MembersRequest) => {
                 let members = self.members.members();
@@ -1020,6 +1035,84 @@ impl Lb {
             (_, other) => {
                 eprintln!("rrstore lb: unexpected {other:?} on control link {key}; closing it");
                 self.close(key);
+            }
+        }
+    }
+
+    /// Registers a worker on connection `key`: assigns an ID if it asked
+    /// for one (and remembers the highest ID ever given, see
+    /// [`Lb::persist_next_id`]), answers WELCOME, or REFUSED and closes.
+    fn register_worker(
+        &mut self,
+        key: usize,
+        id: u32,
+        incarnation: u32,
+        max_version: u64,
+        addr: String,
+    ) {
+        self.clock = self.clock.max(max_version);
+        let reported = self.members.get(id).map_or(0, |w| lookup(&w.vector, id));
+        match self.members.register(id, incarnation, addr.clone(), key) {
+            Ok((id, incarnation)) => {
+                eprintln!("rrstore lb: worker {id} (incarnation {incarnation}) registered from {addr}; joining");
+                let welcome = Msg::Welcome {
+                    id,
+                    members: self.members.members(),
+                    max_content: self.config.max_content as u64,
+                    your_seq: reported.max(self.frontier.get(&id).copied().unwrap_or(0)),
+                    ack_all: self.config.ack_all,
+                };
+                if let Some(link) = self.links.get_mut(key) {
+                    link.role = Role::Worker {
+                        id,
+                        last_heard: Instant::now(),
+                    };
+                    msg::encode(link.conn.out(), &welcome);
+                }
+                self.membership_changed = true;
+            }
+            Err(reason) => {
+                eprintln!("rrstore lb: refused registration: {reason}");
+                if let Some(link) = self.links.get_mut(key) {
+                    msg::encode(link.conn.out(), &Msg::Refused { reason });
+                    link.conn.flush();
+                }
+                self.close(key);
+            }
+        }
+        self.persist_next_id();
+    }
+
+    /// Writes the next unused worker ID next to the processed log when it
+    /// grows, so that a restarted LB never gives a new worker the ID of one
+    /// that has not re-registered yet. A rare, small, synchronous write.
+    fn persist_next_id(&mut self) {
+        let next = self.members.next_id();
+        if next <= self.persisted_next_id {
+            return;
+        }
+        let path = ids_path(&self.config.processed_log);
+        let tmp = path.with_extension("ids.tmp");
+        let written = std::fs::write(&tmp, format!("{next}\n"))
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => self.persisted_next_id = next,
+            Err(e) => eprintln!(
+                "rrstore lb: cannot save worker IDs in {}: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    /// Registrations held back during [`REGISTRATION_GRACE`], once it is over.
+    fn register_deferred(&mut self) {
+        if self.deferred.is_empty() || self.started.elapsed() < REGISTRATION_GRACE {
+            return;
+        }
+        for (key, incarnation, max_version, addr) in std::mem::take(&mut self.deferred) {
+            if self.links.contains(key) {
+                self.register_worker(key, 0, incarnation, max_version, addr);
             }
         }
     }
@@ -1249,6 +1342,7 @@ impl Lb {
         }
         let mut link = self.links.remove(key);
         link.conn.deregister(self.poll.registry());
+        self.deferred.retain(|d| d.0 != key);
         if link.auth.is_some() {
             // The other side gave up: most likely it found our proof wrong
             // (another secret), or it is not an rrstore node.

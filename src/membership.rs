@@ -95,6 +95,16 @@ impl Membership {
         Ok((id, incarnation))
     }
 
+    /// The ID the next worker that asks for one gets.
+    pub fn next_id(&self) -> u32 {
+        self.next_id.max(1)
+    }
+
+    /// Never assign an ID below `next` (IDs given out by an earlier LB).
+    pub fn reserve_ids_below(&mut self, next: u32) {
+        self.next_id = self.next_id.max(next);
+    }
+
     pub fn get(&self, id: u32) -> Option<&WorkerInfo> {
         self.workers.get(&id)
     }

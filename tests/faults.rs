@@ -230,6 +230,18 @@ fn with_ack_all_writes_survive_the_permanent_loss_of_a_worker() {
     assert_records(&c.converged(&rest), &last_writes(&records));
 }
 
+/// SIGCONTs stopped processes however the test ends.
+struct ResumePids(Vec<u32>);
+
+impl Drop for ResumePids {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill(2) on our own unreaped child; no memory is touched.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+        }
+    }
+}
+
 /// SIGCONTs a stopped LB however the test ends.
 struct ResumeLb<'a>(&'a TestCluster);
 
@@ -289,4 +301,31 @@ fn a_worker_with_corruption_mid_log_serves_none_of_it_and_resyncs_from_its_peers
     // Every worker, the restarted one included, holds exactly what was
     // written: the damaged record came back from a peer, not from disk.
     assert_records(&c.converged(&c.ids), &last_writes(&records));
+}
+
+#[test]
+fn a_restarted_lb_never_gives_a_new_worker_the_id_of_one_not_yet_back() {
+    let mut c = TestCluster::start("lb_restart_ids", 3);
+    let records: Vec<(u64, Vec<u8>)> = (0..200).map(|id| (id, content(id, 4))).collect();
+    put_all(&mut c.client(), &records, 16);
+    // The old workers cannot re-register while stopped: the new LB must
+    // still know their IDs are taken.
+    let pids: Vec<u32> = c.ids.iter().map(|id| c.workers[id].child.id()).collect();
+    let stopped = ResumePids(pids);
+    for &pid in &stopped.0 {
+        // SAFETY: kill(2) on our own unreaped child; no memory is touched.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    }
+    c.restart_lb().expect("a new LB on the same ports");
+    let fresh = c.add_worker().expect("a new worker");
+    drop(stopped);
+    assert!(
+        !c.ids.contains(&fresh),
+        "the new worker got ID {fresh}, which belongs to a worker that had not re-registered"
+    );
+    let mut all = c.ids.clone();
+    all.push(fresh);
+    c.wait_active(&all, ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_records(&c.converged(&all), &last_writes(&records));
 }

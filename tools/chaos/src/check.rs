@@ -48,7 +48,7 @@ pub fn converge(
             out.active_after = Some(healed_at.elapsed());
         }
         if out.active_after.is_some() {
-            match rrstore::admin::verify(&cluster.control) {
+            match rrstore::admin::verify(&cluster.control, Some(&cluster.secret)) {
                 Ok(v) => {
                     out.last_verify = v.render();
                     if v.identical && cluster.all_active().unwrap_or(false) {
@@ -126,7 +126,7 @@ pub fn check(cluster: &Cluster, acked: &[(u64, u32)], attempted: &[u64]) -> Chec
     for m in members.iter().filter(|m| m.status == Status::Active) {
         let mut d: Dump = Vec::new();
         let mut ordered = true;
-        let result = rrstore::client::dump(&m.addr, |id, content| {
+        let result = rrstore::client::dump(&m.addr, Some(&cluster.secret), |id, content| {
             ordered &= d.last().is_none_or(|&(last, _)| last < id);
             d.push((id, fingerprint(content)));
         });

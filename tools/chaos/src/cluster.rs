@@ -10,6 +10,8 @@
 
 use crate::proc::{field, tail, Proc};
 use rrstore::msg::{Member, Status};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -93,6 +95,9 @@ pub struct Cluster {
     lb_args: Vec<String>,
     worker_args: Vec<String>,
     pub workers: Vec<WorkerSlot>,
+    /// The cluster secret of this run: children get it in their
+    /// environment, never on the command line.
+    pub secret: rrstore::auth::Secret,
 }
 
 impl Cluster {
@@ -113,6 +118,7 @@ impl Cluster {
             lb_args,
             worker_args,
             workers: Vec::new(),
+            secret: rrstore::auth::Secret::generate()?,
         };
         c.start_lb()
             .map_err(|e| format!("cannot start the LB: {e}"))?;
@@ -150,7 +156,11 @@ impl Cluster {
             .args(["--listen", &self.clients, "--control", &self.control])
             .arg("--processed-log")
             .arg(self.dir.join("processed.log"))
-            .args(&self.lb_args);
+            .args(&self.lb_args)
+            .env(
+                rrstore::auth::ENV_VAR,
+                OsStr::from_bytes(self.secret.as_bytes()),
+            );
         let marker = format!("LB start #{}", self.lb_starts);
         self.lb = Some(Proc::spawn(
             cmd,
@@ -221,7 +231,11 @@ impl Cluster {
             .args(["--lb", &self.control, "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&w.data_dir)
-            .args(&self.worker_args);
+            .args(&self.worker_args)
+            .env(
+                rrstore::auth::ENV_VAR,
+                OsStr::from_bytes(self.secret.as_bytes()),
+            );
         let log = self.dir.join(format!("{}.log", w.name));
         let marker = format!("{} start #{}", w.name, w.starts);
         w.proc = Some(Proc::spawn(cmd, &log, &marker, "registered")?);
@@ -321,7 +335,7 @@ impl Cluster {
 
     /// The LB's member table.
     pub fn members(&self) -> Result<Vec<Member>, String> {
-        rrstore::client::members(&self.control).map_err(|e| e.to_string())
+        rrstore::client::members(&self.control, Some(&self.secret)).map_err(|e| e.to_string())
     }
 
     /// (ID, address) of every slot with a live process; `None` if one of

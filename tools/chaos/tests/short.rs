@@ -99,11 +99,6 @@ fn short_run_with_every_fault_kind_loses_nothing() {
             "kill,stop,add,lb",
         ])
         .args(["--max-workers", "5", "--converge-timeout", "30"])
-        // Known bug (see tools/chaos/README.md): a restarted LB hands a new
-        // worker the ID of a live worker that has not re-registered yet.
-        // Until it is fixed, `add` waits for a settled cluster here; drop
-        // this flag to test the fix.
-        .arg("--add-when-settled")
         .args(["--seed", &seed])
         .arg("--dir")
         .arg(out_dir.join("run"))
