@@ -6,6 +6,7 @@
 //! broken; a decoder that errors cleanly is the expected outcome for most
 //! inputs.
 
+use crate::auth::{Acceptor, Dialer, Identity, Secret, Step};
 use crate::log::{self, LogEntry};
 use crate::msg;
 use crate::wire::{self, Parse};
@@ -63,6 +64,37 @@ pub fn internal_frames(data: &[u8]) {
                 }
                 pos += consumed;
             }
+        }
+    }
+}
+
+/// The cluster handshake, from an attacker's side: frames decoded from the
+/// input are fed to an acceptor (the LB or a worker) and to a dialer
+/// waiting for a challenge. Without the secret, no input may ever
+/// authenticate, and nothing may panic.
+pub fn handshake(data: &[u8]) {
+    let Ok(secret) = Secret::from_bytes(&[0x42; 32]) else {
+        return;
+    };
+    let mut acceptor = Acceptor::new(&secret, Identity::new(0, "127.0.0.1:5060"));
+    let Ok((dialer, _hello)) = Dialer::start(&secret, Identity::new(3, "127.0.0.1:7003"), None)
+    else {
+        return;
+    };
+    let mut pos = 0;
+    while pos < data.len() {
+        let Ok(Some((m, consumed))) = msg::decode(&data[pos..], MAX_CONTENT) else {
+            return;
+        };
+        pos += consumed;
+        assert!(
+            dialer.on_challenge(&m).is_err(),
+            "a forged challenge was accepted: {m:?}"
+        );
+        match acceptor.on_msg(&m) {
+            Ok(Step::Reply(_)) => {}
+            Ok(Step::Done(who)) => panic!("a forged proof authenticated {who:?}"),
+            Err(_) => return,
         }
     }
 }

@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 4] = [
     ("client_frames", fuzzing::client_frames),
     ("internal_frames", fuzzing::internal_frames),
     ("log_recovery", fuzzing::log_recovery),
+    ("handshake", fuzzing::handshake),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -182,6 +183,29 @@ fn write_seed_corpus() {
         seed("internal_frames", name, &b);
     }
     seed("internal_frames", "stream", &stream);
+
+    let mut hs = Vec::new();
+    msg::encode(
+        &mut hs,
+        &Msg::AuthHello {
+            nonce: [7; 32],
+            id: 0,
+            addr: "127.0.0.1:7000".into(),
+        },
+    );
+    msg::encode(&mut hs, &Msg::AuthProof { mac: [9; 32] });
+    seed("handshake", "hello-proof", &hs);
+    let mut ch = Vec::new();
+    msg::encode(
+        &mut ch,
+        &Msg::AuthChallenge {
+            nonce: [1; 32],
+            id: 2,
+            addr: "127.0.0.1:7002".into(),
+            mac: [3; 32],
+        },
+    );
+    seed("handshake", "challenge", &ch);
 
     let path = std::env::temp_dir().join(format!("rrstore-seed-log-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
