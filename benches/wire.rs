@@ -99,6 +99,7 @@ impl NaiveRequest {
             Request::Put { id, content } => (wire::op::PUT, id, content.to_vec()),
             Request::Get { id } => (wire::op::GET, id, Vec::new()),
             Request::Ping => (wire::op::PING, 0, Vec::new()),
+            Request::Auth { token } => (wire::op::AUTH, 0, token.to_vec()),
         };
         NaiveRequest {
             op,

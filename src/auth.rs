@@ -113,6 +113,48 @@ fn random32() -> Result<[u8; 32], AuthError> {
     Ok(b)
 }
 
+/// The client token an LB started with `--client-token-file` expects in
+/// AUTH. Only an HMAC of it, under a key of this process, is kept, so that
+/// checking a candidate is a constant-time MAC comparison.
+pub struct ClientToken {
+    key: [u8; 32],
+    mac: [u8; MAC_LEN],
+}
+
+impl ClientToken {
+    /// The token is the file's bytes with surrounding whitespace trimmed;
+    /// it must not be empty.
+    pub fn load(path: &Path) -> Result<ClientToken, String> {
+        let raw = std::fs::read(path)
+            .map_err(|e| format!("cannot read the client token {}: {e}", path.display()))?;
+        let token = raw.trim_ascii();
+        if token.is_empty() {
+            return Err(format!("the client token in {} is empty", path.display()));
+        }
+        ClientToken::new(token).map_err(|e| e.to_string())
+    }
+
+    pub fn new(token: &[u8]) -> Result<ClientToken, AuthError> {
+        let key = random32()?;
+        let mac = tag(ClientToken::keyed(&key, token));
+        Ok(ClientToken { key, mac })
+    }
+
+    fn keyed(key: &[u8; 32], token: &[u8]) -> Hmac<Sha256> {
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        m.update(token);
+        m
+    }
+
+    /// Whether `candidate` is the token, in constant time.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        ClientToken::keyed(&self.key, candidate)
+            .verify_slice(&self.mac)
+            .is_ok()
+    }
+}
+
 /// Who one end of a connection says it is: a worker's ID and registered
 /// address; the LB is ID 0 with its control address; an admin tool is ID 0
 /// with an empty address. Both are covered by the MACs.

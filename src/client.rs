@@ -23,6 +23,7 @@ pub enum Reply {
     Value { id: u64, content: Vec<u8> },
     NotFound { id: u64 },
     Pong,
+    AuthOk,
     Error { code: u16, message: String },
 }
 
@@ -162,6 +163,7 @@ impl Client {
                         },
                         Response::NotFound { id } => Reply::NotFound { id },
                         Response::Pong => Reply::Pong,
+                        Response::AuthOk => Reply::AuthOk,
                         Response::Error { code, message } => Reply::Error {
                             code,
                             message: String::from_utf8_lossy(message).into_owned(),
@@ -231,6 +233,18 @@ impl Client {
             Reply::NotFound { .. } => Ok(None),
             r => Err(ClientError::Protocol(format!(
                 "unexpected reply to GET: {r:?}"
+            ))),
+        }
+    }
+
+    /// AUTH with the client token of an LB run with `--client-token-file`
+    /// (an LB without one answers AUTH_OK to anything). A wrong token is
+    /// `ClientError::Server` with code 7, UNAUTHORIZED, and the LB closes.
+    pub fn auth(&mut self, token: &[u8]) -> Result<(), ClientError> {
+        match self.call(&Request::Auth { token })? {
+            Reply::AuthOk => Ok(()),
+            r => Err(ClientError::Protocol(format!(
+                "unexpected reply to AUTH: {r:?}"
             ))),
         }
     }

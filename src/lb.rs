@@ -101,6 +101,8 @@ pub struct LbConfig {
     /// The cluster secret: every control-port connection must prove it
     /// holds it before anything else (`None`: `--insecure`, no handshake).
     pub secret: Option<Secret>,
+    /// Clients must AUTH with the token in this file first.
+    pub client_token_file: Option<PathBuf>,
 }
 
 /// A client connection's state.
@@ -123,6 +125,18 @@ struct Client {
     last_input: Instant,
     /// When the unfinished frame in its input began to arrive.
     partial_since: Option<Instant>,
+    /// Sent the right client token (or none is required).
+    authed: bool,
+}
+
+/// What the client token check makes of a request.
+enum Gate {
+    /// Go on and dispatch it.
+    Pass,
+    /// It was AUTH, and is answered.
+    Answered,
+    /// UNAUTHORIZED was sent; close the connection.
+    Close,
 }
 
 enum Role {
@@ -171,7 +185,7 @@ struct Counters {
     stored: u64,
     values: u64,
     not_found: u64,
-    errors: [u64; 7],
+    errors: [u64; 8],
     timeouts: u64,
     /// Requests sent again because their worker died.
     redispatched: u64,
@@ -229,6 +243,8 @@ pub struct Lb {
     ids_known_before: bool,
     /// The next unused ID as last saved in that file.
     persisted_next_id: u32,
+    /// What `--client-token-file` holds, if given.
+    client_token: Option<crate::auth::ClientToken>,
     /// Registrations asking for a new ID, held during the grace period:
     /// (connection, incarnation, max_version, address).
     deferred: Vec<(usize, u32, u64, String)>,
@@ -340,6 +356,10 @@ impl Lb {
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let client_token = match &config.client_token_file {
+            Some(path) => Some(crate::auth::ClientToken::load(path)?),
+            None => None,
+        };
         let persisted_next_id = saved_next_id(&config.processed_log);
         let mut members = Membership::default();
         if let Some(next) = persisted_next_id {
@@ -372,6 +392,7 @@ impl Lb {
             ids_known_before: persisted_next_id.is_some(),
             persisted_next_id: persisted_next_id.unwrap_or(0),
             deferred: Vec::new(),
+            client_token,
             // Request ids never repeat, even across LB restarts: a worker
             // may still answer a request of the previous process.
             next_req: unix_micros().max(1),
@@ -496,6 +517,7 @@ impl Lb {
                 lingering: false,
                 last_input: Instant::now(),
                 partial_since: None,
+                authed: self.client_token.is_none(),
             })
         } else {
             Role::Control
@@ -635,8 +657,21 @@ impl Lb {
                     }
                 }
                 Parse::Frame { tag, msg, consumed } => {
-                    self.request(key, serial, tag, msg);
                     pos += consumed;
+                    match self.authorize(key, tag, &msg) {
+                        Gate::Pass => self.request(key, serial, tag, msg),
+                        Gate::Answered => {}
+                        Gate::Close => {
+                            if let Some(Link {
+                                role: Role::Client(c),
+                                ..
+                            }) = self.links.get_mut(key)
+                            {
+                                c.closing = true;
+                            }
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -666,6 +701,44 @@ impl Lb {
             })
     }
 
+    /// The client token check (`--client-token-file`): AUTH is answered
+    /// here; any other request before a good AUTH, or a wrong token, gets
+    /// UNAUTHORIZED and the connection closes.
+    fn authorize(&mut self, key: usize, tag: u32, req: &Request<'_>) -> Gate {
+        let Some(Link {
+            role: Role::Client(c),
+            conn,
+            ..
+        }) = self.links.get_mut(key)
+        else {
+            return Gate::Answered;
+        };
+        let verdict = match (req, &self.client_token) {
+            (Request::Auth { .. }, None) => Ok(()),
+            (Request::Auth { token }, Some(expected)) => {
+                if expected.matches(token) {
+                    c.authed = true;
+                    Ok(())
+                } else {
+                    Err(())
+                }
+            }
+            (_, _) if c.authed => return Gate::Pass,
+            (_, _) => Err(()),
+        };
+        match verdict {
+            Ok(()) => {
+                wire::encode_response(conn.out(), tag, &Response::AuthOk);
+                Gate::Answered
+            }
+            Err(()) => {
+                self.counters.errors[ErrorCode::Unauthorized as usize] += 1;
+                wire::encode_error(conn.out(), tag, ErrorCode::Unauthorized);
+                Gate::Close
+            }
+        }
+    }
+
     /// Dispatches one client request to the next active worker.
     fn request(&mut self, key: usize, serial: u64, tag: u32, req: Request<'_>) {
         let id = match req {
@@ -677,6 +750,7 @@ impl Lb {
                 return;
             }
             Request::Put { id, .. } | Request::Get { id } => id,
+            Request::Auth { .. } => return, // answered by `authorize`
         };
         let reject = if self.members.active().is_empty() {
             Some(ErrorCode::Unavailable)
@@ -1189,7 +1263,7 @@ impl Lb {
             ("auth_rejected".into(), c.auth_rejected),
             ("processed_log_backlog".into(), self.plog.backlog() as u64),
         ];
-        for code in 1..=6u16 {
+        for code in 1..=7u16 {
             if let Some(e) = ErrorCode::from_u16(code) {
                 v.push((
                     format!("errors_{}", e.name().to_lowercase()),

@@ -117,6 +117,10 @@ enum Cmd {
         /// below half), so that one client cannot take all of --max-inflight.
         #[arg(long, default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..))]
         max_inflight_per_client: u32,
+        /// Clients must first AUTH (op 0x04) with the token in this file
+        /// (its bytes, whitespace trimmed); others get UNAUTHORIZED.
+        #[arg(long)]
+        client_token_file: Option<PathBuf>,
         #[command(flatten)]
         secret: SecretArgs,
     },
@@ -267,6 +271,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             frame_timeout_secs,
             client_output_cap,
             max_inflight_per_client,
+            client_token_file,
             secret,
         } => {
             let secret = secret.load("lb")?;
@@ -285,6 +290,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 frame_timeout: Duration::from_secs(frame_timeout_secs),
                 client_output_cap: client_output_cap.max(64 * 1024),
                 max_inflight_per_client,
+                client_token_file,
                 secret,
             })?;
         }

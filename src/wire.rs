@@ -34,6 +34,8 @@ pub mod op {
     pub const VALUE: u8 = 0x82;
     pub const NOT_FOUND: u8 = 0x83;
     pub const PONG: u8 = 0x84;
+    pub const AUTH: u8 = 0x04;
+    pub const AUTH_OK: u8 = 0x85;
     pub const ERROR: u8 = 0xFF;
 }
 
@@ -53,6 +55,9 @@ pub enum ErrorCode {
     Busy = 5,
     /// The LB could not confirm the write before its deadline.
     Timeout = 6,
+    /// A wrong client token, or a request before AUTH on an LB that wants
+    /// one. The LB closes.
+    Unauthorized = 7,
 }
 
 impl ErrorCode {
@@ -64,6 +69,7 @@ impl ErrorCode {
             4 => ErrorCode::Unavailable,
             5 => ErrorCode::Busy,
             6 => ErrorCode::Timeout,
+            7 => ErrorCode::Unauthorized,
             _ => return None,
         })
     }
@@ -76,21 +82,35 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Busy => "BUSY",
             ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
         }
     }
 
     /// Whether the LB closes the connection after sending this error.
     pub fn closes_connection(self) -> bool {
-        matches!(self, ErrorCode::Malformed | ErrorCode::TooLarge)
+        matches!(
+            self,
+            ErrorCode::Malformed | ErrorCode::TooLarge | ErrorCode::Unauthorized
+        )
     }
 }
 
 /// A client request, borrowing its content from the read buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request<'a> {
-    Put { id: u64, content: &'a [u8] },
-    Get { id: u64 },
+    Put {
+        id: u64,
+        content: &'a [u8],
+    },
+    Get {
+        id: u64,
+    },
     Ping,
+    /// The client token (LB `--client-token-file`); any length the frame
+    /// limit allows.
+    Auth {
+        token: &'a [u8],
+    },
 }
 
 /// A response, borrowing its content or message from the read buffer.
@@ -100,6 +120,7 @@ pub enum Response<'a> {
     Value { id: u64, content: &'a [u8] },
     NotFound { id: u64 },
     Pong,
+    AuthOk,
     Error { code: u16, message: &'a [u8] },
 }
 
@@ -187,6 +208,7 @@ pub fn parse_request(buf: &[u8], max_content: usize) -> Parse<Request<'_>> {
             id: BigEndian::read_u64(body),
         },
         op::PING if body.is_empty() => Request::Ping,
+        op::AUTH => Request::Auth { token: body },
         op::PUT | op::GET | op::PING => {
             return Parse::Reject {
                 code: ErrorCode::Malformed,
@@ -241,6 +263,7 @@ pub fn parse_response(buf: &[u8], max_content: usize) -> Parse<Response<'_>> {
             id: BigEndian::read_u64(body),
         },
         op::PONG if body.is_empty() => Response::Pong,
+        op::AUTH_OK if body.is_empty() => Response::AuthOk,
         op::ERROR if body.len() >= 2 => Response::Error {
             code: BigEndian::read_u16(&body[..2]),
             message: &body[2..],
@@ -291,6 +314,10 @@ pub fn encode_request(out: &mut Vec<u8>, tag: u32, req: &Request<'_>) {
             put_u64(out, id);
         }
         Request::Ping => put_header(out, op::PING, tag, 0),
+        Request::Auth { token } => {
+            put_header(out, op::AUTH, tag, token.len());
+            out.extend_from_slice(token);
+        }
     }
 }
 
@@ -311,6 +338,7 @@ pub fn encode_response(out: &mut Vec<u8>, tag: u32, resp: &Response<'_>) {
             put_u64(out, id);
         }
         Response::Pong => put_header(out, op::PONG, tag, 0),
+        Response::AuthOk => put_header(out, op::AUTH_OK, tag, 0),
         Response::Error { code, message } => {
             put_header(out, op::ERROR, tag, 2 + message.len());
             put_u16(out, code);
@@ -330,6 +358,7 @@ pub fn encode_error(out: &mut Vec<u8>, tag: u32, code: ErrorCode) {
         ErrorCode::Timeout => {
             b"write not confirmed before the deadline; it may or may not be stored"
         }
+        ErrorCode::Unauthorized => b"unauthorized: AUTH with the client token first",
     };
     encode_response(
         out,
@@ -367,6 +396,8 @@ mod tests {
             },
             Request::Get { id: 42 },
             Request::Ping,
+            Request::Auth { token: b"s3cret" },
+            Request::Auth { token: b"" },
         ];
         for (i, req) in reqs.iter().enumerate() {
             let mut buf = Vec::new();

@@ -347,3 +347,45 @@ fn an_insecure_cluster_runs_without_handshakes_and_refuses_them() {
     assert!(c.lb_log().contains("this LB runs --insecure"));
     assert!(c.ids.is_empty() && a != b);
 }
+
+#[test]
+fn a_client_token_is_required_before_any_request_when_configured() {
+    let dir = TestDir::new("client_token_files");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "let-me-in\n").expect("token file");
+    let token_arg = token_file.to_string_lossy().into_owned();
+    let c = TestCluster::start_with("client_token", 1, &["--client-token-file", &token_arg]);
+    let unauthorized = rrstore::wire::ErrorCode::Unauthorized;
+
+    // A request before AUTH: UNAUTHORIZED, then the LB closes.
+    let mut early = c.client();
+    early.send(&rrstore::wire::Request::Get { id: 1 });
+    early.flush().expect("send");
+    expect_error(&mut early, unauthorized, 1);
+    expect_eof(&mut early);
+
+    // A wrong token: the same.
+    let mut wrong = c.client();
+    match wrong.auth(b"let-me-out") {
+        Err(rrstore::client::ClientError::Server { code, .. }) => {
+            assert_eq!(code, unauthorized as u16)
+        }
+        other => panic!("a wrong token: {other:?}"),
+    }
+    expect_eof(&mut wrong);
+
+    // The right token (whitespace around it in the file does not count).
+    let mut good = c.client();
+    good.auth(b"let-me-in").expect("AUTH with the token");
+    assert!(good.put(5, b"five").expect("PUT after AUTH") > 0);
+    assert_eq!(good.get(5).expect("GET").as_deref(), Some(&b"five"[..]));
+    assert!(c.stats()["errors_unauthorized"] >= 2);
+}
+
+#[test]
+fn without_a_client_token_auth_is_answered_auth_ok() {
+    let c = TestCluster::start("no_client_token", 1);
+    let mut client = c.client();
+    client.auth(b"anything").expect("AUTH_OK");
+    assert!(client.put(1, b"one").expect("PUT") > 0);
+}

@@ -178,7 +178,9 @@ pub fn decode_rrstore(buf: &[u8], max_content: usize) -> Decoded {
                 Response::Stored { id, .. } => Reply::Stored { id },
                 Response::Value { id, .. } => Reply::Value { id },
                 Response::NotFound { id } => Reply::NotFound { id },
-                Response::Pong => Reply::Pong,
+                // loadgen sends no AUTH; an answer to one it did not send
+                // counts like any other reply out of place.
+                Response::Pong | Response::AuthOk => Reply::Pong,
                 Response::Error { code, .. } => Reply::Error(
                     ErrorCode::from_u16(code).map_or(ErrorKind::UnknownCode, ErrorKind::Server),
                 ),
