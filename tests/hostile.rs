@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// How long the attack lasts.
 const ATTACK: Duration = Duration::from_secs(6);
 const IDLE: usize = 1_000;
-const SLOWLORIS: usize = 200;
+const SLOWLORIS: usize = 500;
 /// The LB's resident memory must stay below this throughout.
 const RSS_LIMIT_KB: u64 = 64 * 1024;
 
