@@ -112,6 +112,13 @@ struct Live {
     content: Vec<u8>,
 }
 
+/// Size of the whole log (sealed segments and the active one), in bytes;
+/// 0 if it cannot be read.
+pub fn log_bytes(dir: &Path) -> u64 {
+    let active = fs::metadata(dir.join(ACTIVE)).map_or(0, |m| m.len());
+    active + sealed(dir).map_or(0, |s| sealed_bytes(&s))
+}
+
 /// Size of the sealed segments, in bytes.
 fn sealed_bytes(segs: &[(u64, PathBuf)]) -> u64 {
     segs.iter()

@@ -57,6 +57,15 @@ impl Store {
         Store::default()
     }
 
+    /// A store with room for `records` entries (replay sizes it from the
+    /// log, so it does not rehash its way up).
+    pub fn with_capacity(records: usize) -> Store {
+        Store {
+            map: HashMap::with_capacity(records),
+            ..Store::default()
+        }
+    }
+
     /// Applies `r`; returns true if it became the live entry for its id.
     pub fn apply(&mut self, r: &RecordRef<'_>) -> bool {
         self.max_version = self.max_version.max(r.version);

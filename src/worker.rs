@@ -48,7 +48,7 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 /// Pause before re-opening a broken link to a peer that is still a member.
 /// Pauses between attempts to re-register with a restarted LB.
 const LB_RETRY_MIN: Duration = Duration::from_millis(50);
-const LB_RETRY_MAX: Duration = Duration::from_secs(1);
+const LB_RETRY_MAX: Duration = Duration::from_millis(500);
 /// The LB sends a heartbeat every [`msg::HEARTBEAT_EVERY`]; an LB link
 /// silent this long is taken for dead.
 const LB_SILENCE: Duration = Duration::from_millis(1500);
@@ -130,7 +130,10 @@ impl Worker {
                 .into());
             }
         }
-        let mut store = Store::new();
+        // A record takes at least 37 bytes of log; most take more, and
+        // overwritten ones are compacted away, so this rarely over-reserves.
+        let log_bytes = segments::log_bytes(data.path());
+        let mut store = Store::with_capacity(usize::try_from(log_bytes / 64).unwrap_or(0));
         let mut vv = VersionVector::new();
         let stats = segments::replay_all(data.path(), |entry| match entry {
             LogEntry::Record(r) => {
