@@ -25,7 +25,7 @@
 
 use crate::msg::{Member, Msg, RecordRef, Status, Vector};
 use crate::store::Store;
-use crate::vector::VersionVector;
+use crate::vector::{lookup, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// GETs held for records still on their way; past this the oldest go (the
@@ -70,19 +70,16 @@ pub enum Phase {
     },
 }
 
-/// The hello on a peer's current link to us. Kept apart from the peer
-/// table: the LB's membership and the peer's own link travel on different
-/// connections, so either may come first, and a peer that drops out of a
-/// (restarted) LB's list and comes back keeps the link, and the marker, it
-/// never closed.
+/// The hello on a peer's link to us. Kept apart from the peer table: the
+/// LB's membership and the peer's own link travel on different connections,
+/// so either may come first, and a peer that drops out of a (restarted)
+/// LB's list and comes back keeps the link, and the marker, it never closed.
 #[derive(Debug)]
 struct Hello {
     /// The sender's registered address: tells a restarted process apart.
     addr: String,
     /// Every own record of the sender above this follows on that link.
     marker: u64,
-    /// Which connection it came on (see [`Replica::on_inbound_down`]).
-    link: u64,
 }
 
 #[derive(Debug)]
@@ -110,6 +107,9 @@ pub struct Replica {
     /// The peer serving our catch-up request, if one is in flight.
     catchup_from: Option<u32>,
     catchups_done: u32,
+    /// Our vector when we last asked for a catch-up: progress on a gap is
+    /// measured from here (see [`Replica::on_catchup_done`]).
+    requested_at: Vector,
     /// GETs waiting for the vector to cover what the LB required.
     parked_gets: Vec<(u64, u64, Vector)>,
     last_ready: Option<(Vector, Vector)>,
@@ -127,8 +127,9 @@ pub struct Replica {
     own_floor: (u64, u32),
     /// Per origin we lacked records of: the peers asked so far.
     asked: BTreeMap<u32, BTreeSet<u32>>,
-    /// The hello of each peer's current link to us (see [`Hello`]).
-    hellos: BTreeMap<u32, Hello>,
+    /// The hello of each open link of a peer to us, by `(peer, link)`
+    /// (see [`Hello`], [`Replica::marker`]).
+    hellos: BTreeMap<(u32, u64), Hello>,
     /// Our own sequence rose without a PUT since our hellos went out.
     own_raised: bool,
 }
@@ -155,6 +156,7 @@ impl Replica {
             peers: BTreeMap::new(),
             catchup_from: None,
             catchups_done: 0,
+            requested_at: Vector::new(),
             parked_gets: Vec::new(),
             last_ready: None,
             floor: Vec::new(),
@@ -318,11 +320,10 @@ impl Replica {
             }
         }
         self.hellos.insert(
-            from,
+            (from, link),
             Hello {
                 addr: addr.to_string(),
                 marker,
-                link,
             },
         );
         self.own_raised |= self.own_seq() > own_before;
@@ -361,17 +362,30 @@ impl Replica {
     /// The link `link` from `from` to us closed: its live stream ended, so
     /// its marker no longer says anything (a new link brings a new hello).
     pub fn on_inbound_down(&mut self, from: u32, link: u64) {
-        if self.hellos.get(&from).is_some_and(|h| h.link == link) {
-            self.hellos.remove(&from);
-        }
+        self.hellos.remove(&(from, link));
     }
 
     /// The marker of `peer`'s current link to us, if that link comes from
     /// the process the membership lists.
+    ///
+    /// A peer has one outbound link to us at a time, but the one it closed
+    /// may still be open here: its last frames, even its hello, can be read
+    /// after the new link's hello (the two are separate connections). Hellos
+    /// are therefore kept per link, and a closed link's close removes only
+    /// its own. (Kept per peer, a late hello of the old link replaced the
+    /// new link's, and the old link's close then removed the peer's only
+    /// hello: no marker until the peer's own seq next rose without a PUT,
+    /// and a joiner waiting for it never became ready.) While both are
+    /// open the highest marker counts: a process's own seq only grows, so
+    /// its newest link carries the highest, and demanding more than an old
+    /// link's marker is never less safe.
     fn marker(&self, peer: u32) -> Option<u64> {
         let p = self.peers.get(&peer)?;
-        let h = self.hellos.get(&peer)?;
-        (h.addr == p.addr).then_some(h.marker)
+        self.hellos
+            .range((peer, 0)..=(peer, u64::MAX))
+            .filter(|(_, h)| h.addr == p.addr)
+            .map(|(_, h)| h.marker)
+            .max()
     }
 
     /// A record, live from its origin or from a catch-up donor.
@@ -387,18 +401,29 @@ impl Replica {
         self.own_raised |= self.own_seq() > own_before;
         out.persist_record(rec);
         self.release_gets(out);
+        // The record may be the last one a joiner lacked: a catch-up stream
+        // cut by a broken link after its last record (no CATCHUP_DONE), or
+        // the rest of an old link read after the new link's hello. Without
+        // this, nothing asked again and no READY went out.
+        self.maybe_ready(out);
     }
 
     /// The donor finished: we hold everything its `vector` covers.
     pub fn on_catchup_done(&mut self, from: u32, vector: &[(u32, u64)], out: &mut impl Outbox) {
         let own_before = self.own_seq();
-        let before: Vec<(u32, u64)> = self.asked.keys().map(|&o| (o, self.vv.get(o))).collect();
         if self.vv.merge(vector) {
             self.vector_dirty = true;
         }
-        // Whoever could help with a gap that shrank may help again.
-        for (o, had) in before {
-            if self.vv.get(o) > had {
+        // Whoever could help with a gap that shrank may help again. Shrank
+        // since we asked, not just by this merge: the stream's own records,
+        // and live ones, may have moved the vector past the donor's frozen
+        // one. (Measured from here, a gap that moved while we waited, with a
+        // later record of the origin lost on a broken link, was never asked
+        // about again: the origin itself counted as asked, and its new
+        // hellos' higher markers could not be met.)
+        let asked: Vec<u32> = self.asked.keys().copied().collect();
+        for o in asked {
+            if self.vv.get(o) > lookup(&self.requested_at, o) {
                 self.asked.remove(&o);
             }
         }
@@ -640,10 +665,11 @@ impl Replica {
             self.asked.entry(o).or_default().insert(peer);
         }
         self.catchup_from = Some(peer);
+        self.requested_at = self.vv.to_vec();
         out.to_peer(
             peer,
             &Msg::CatchupRequest {
-                vector: self.vv.to_vec(),
+                vector: self.requested_at.clone(),
             },
         );
     }
