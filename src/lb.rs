@@ -53,7 +53,7 @@ const READ_CHUNK_DISCARD: usize = 64 * 1024;
 const OUTPUT_LIMIT_FACTOR: usize = 16;
 /// After a restart (the LB had given out worker IDs before), workers that
 /// ask for a new ID wait this long, so every worker that already has one
-/// re-registers first (they retry at least every 1.3 s).
+/// re-registers first (they retry at least every 0.8 s).
 const REGISTRATION_GRACE: Duration = Duration::from_secs(2);
 /// Stop reading clients altogether while a worker's queue passes this.
 const WORKER_OUT_CAP: usize = 32 << 20;

@@ -20,6 +20,7 @@
 //! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].
 //! - Tools: [`client`] (blocking client), [`admin`] (members, verify, dump),
 //!   [`cluster`] (child processes), [`demo`].
+//! - A seedable generator for tools and tests: [`rng`].
 //! - Fuzz target bodies (for `fuzz/` and `tests/fuzz_corpus.rs`): `fuzzing`.
 
 pub mod admin;
@@ -38,6 +39,7 @@ pub mod msg;
 pub mod plog;
 pub mod replica;
 pub mod ringbuf;
+pub mod rng;
 pub mod segments;
 pub mod store;
 pub mod vector;

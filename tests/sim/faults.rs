@@ -35,10 +35,8 @@
 //! Known bugs. The system does not recover from these fault combinations;
 //! each is left out unless `SIM_KNOWN_BUGS` names it (comma-separated, or
 //! `all`), which reproduces it:
-//! - `lb-ids`: a restarted LB assigns IDs from 1 again (`Membership::
-//!   next_id` starts over), so a new worker can get the ID of a worker that
-//!   has not registered again yet, or that crashed and will restart. By
-//!   default, joiners after an LB restart pass `--id N` with an unused ID.
+//! - (fixed, was `lb-ids`: a restarted LB assigned IDs from 1 again; the
+//!   LB now saves its next unused ID, which `lb_restart` models.)
 //! - `renumber`: a worker whose log lacks own records that exist elsewhere
 //!   (lost tail or directory, or a new incarnation that had not caught them
 //!   up) learns where to number from only from the LB's WELCOME and from
@@ -282,12 +280,6 @@ impl Sim {
             .collect();
         let wanted = if !departed.is_empty() && self.rng.chance(50) {
             departed[self.rng.below(departed.len())]
-        } else if self.stats.lb_crashes > 0 && !known_bug("lb-ids") {
-            // A restarted LB assigns IDs from 1 again, possibly one that a
-            // worker not yet registered again (or crashed) holds: a known
-            // bug (see the module doc). The operator's way round it:
-            // `--id N` with an ID never used.
-            self.max_id + 1
         } else {
             0
         };
@@ -698,7 +690,11 @@ impl Sim {
             0
         };
         self.note(format!("lb restart (clock behind by {skew})"));
-        self.lb = Some(crate::lb::Lb::new(skew));
+        let mut lb = crate::lb::Lb::new(skew);
+        // The LB saves its next unused worker ID beside its processed log
+        // and starts from it (`lb.rs`, `persist_next_id`).
+        lb.members.reserve_ids_below(self.max_id + 1);
+        self.lb = Some(lb);
     }
 
     /// The LB declares worker `w` dead although it runs.

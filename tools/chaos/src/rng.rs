@@ -2,30 +2,24 @@
 //! fault schedule makes comes from one of these, so `--seed S` replays the
 //! same sequence of decisions (the processes' timing still varies).
 
+use rrstore::rng::SplitMix64;
 use std::time::Duration;
 
-pub struct Rng(u64);
+/// The schedule's generator: [`SplitMix64`] plus the choices chaos makes.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            return 0;
-        }
-        // Multiply-shift: unbiased enough for a schedule, never panics.
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+        self.0.below(n)
     }
 
     /// A duration uniform in `lo_ms..=hi_ms` milliseconds.
