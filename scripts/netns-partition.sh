@@ -14,7 +14,10 @@
 #
 # Needs root and `ip netns`; anywhere else it says so and exits 0 (skipped).
 # Knobs (environment): DURATION (s, default 20), CUT_AT (5), CUT_FOR (5),
-# RATE (req/s, 2000), ROUNDS (1: cuts repeated every CUT_AT + CUT_FOR s).
+# RATE (req/s, 2000), ROUNDS (1: cuts repeated every CUT_AT + CUT_FOR s),
+# MODE (`all`: worker 3 loses its link, so the LB and its peers lose it;
+# `peers`: blackhole routes between worker 3 and the other workers only,
+# so the LB still reaches everyone and only replication is cut).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,7 @@ CUT_AT=${CUT_AT:-5}
 CUT_FOR=${CUT_FOR:-5}
 RATE=${RATE:-2000}
 ROUNDS=${ROUNDS:-1}
+MODE=${MODE:-all}
 NET=10.99.0
 HOSTS=(lb w1 w2 w3)
 declare -A ADDR=([lb]=$NET.1 [w1]=$NET.11 [w2]=$NET.12 [w3]=$NET.13)
@@ -102,10 +106,40 @@ active_count() { "$BIN" members --control "$CONTROL" | grep -c " active"; }
 three_active() { [ "$(active_count)" = 3 ]; }
 wait_for 30 "three active workers" three_active
 W3_ID=$("$BIN" members --control "$CONTROL" | awk -v a="${ADDR[w3]}:7000" '$0 ~ a {print $1}')
+others_records() {
+    "$BIN" members --control "$CONTROL" |
+        awk -v a="${ADDR[w3]}:7000" '$2 != a && $3 == "active" {print $4}' | sort -n | tail -1
+}
+w3_caught_up() {
+    local n
+    n=$("$BIN" members --control "$CONTROL" | awk -v a="${ADDR[w3]}:7000" '$2 == a {print $4}')
+    [ "${n:-0}" -ge "$TARGET" ]
+}
 w3_active() { "$BIN" members --control "$CONTROL" | grep "${ADDR[w3]}:7000" | grep -q " active"; }
 echo "cluster up: LB ${ADDR[lb]}, workers ${ADDR[w1]} ${ADDR[w2]} ${ADDR[w3]} (worker 3 has ID $W3_ID)"
 
 # --- load and partitions -----------------------------------------------------
+cut() {
+    if [ "$MODE" = peers ]; then
+        for w in w1 w2; do
+            ip -n rr-w3 route add blackhole "${ADDR[$w]}/32"
+            ip -n "rr-$w" route add blackhole "${ADDR[w3]}/32"
+        done
+    else
+        ip link set rr-w3-h down
+    fi
+}
+heal() {
+    if [ "$MODE" = peers ]; then
+        for w in w1 w2; do
+            ip -n rr-w3 route del blackhole "${ADDR[$w]}/32"
+            ip -n "rr-$w" route del blackhole "${ADDR[w3]}/32"
+        done
+    else
+        ip link set rr-w3-h up
+    fi
+}
+
 "$LOADGEN" --target "rrstore://${ADDR[lb]}:5059" --connections 8 --pipeline 4 \
     --rate "$RATE" --duration "$DURATION" --warmup 0 --verify --control "$CONTROL" \
     --verify-wait 20 --quiet --json "$RUN/load.json" >"$RUN/load.out" 2>&1 &
@@ -114,15 +148,19 @@ PIDS+=($LOAD)
 HEAL_TIMES=()
 for round in $(seq 1 "$ROUNDS"); do
     sleep "$CUT_AT" # the schedule of the fault, not a wait for a condition
-    ip link set rr-w3-h down
-    echo "round $round: worker 3 cut off"
+    cut
+    echo "round $round: worker 3 cut off ($MODE)"
     sleep "$CUT_FOR"
-    ip link set rr-w3-h up
+    heal
     healed=$(ms)
+    # Worker 3 must hold at least what the others held at the heal (`peers`:
+    # it stayed active, but its replication was cut).
+    TARGET=$(others_records)
     wait_for 30 "worker 3 to be active again" w3_active
+    wait_for 30 "worker 3 to catch up $TARGET records" w3_caught_up
     back=$(($(ms) - healed))
     HEAL_TIMES+=("$back")
-    echo "round $round: healed; worker 3 active (caught up) again after ${back} ms"
+    echo "round $round: healed; worker 3 active and holding the $TARGET records the others had at the heal after ${back} ms"
 done
 
 status=0
@@ -130,5 +168,5 @@ wait "$LOAD" || status=$?
 cat "$RUN/load.out"
 verify_out=$("$BIN" verify --control "$CONTROL" --wait 20) || status=1
 echo "$verify_out"
-echo "netns partition: rounds=$ROUNDS cut_for=${CUT_FOR}s rate=$RATE/s; worker 3 active again after heal: ${HEAL_TIMES[*]} ms; loadgen+verify exit $status"
+echo "netns partition ($MODE): rounds=$ROUNDS cut_for=${CUT_FOR}s rate=$RATE/s; worker 3 active again after heal: ${HEAL_TIMES[*]} ms; loadgen+verify exit $status"
 exit "$status"

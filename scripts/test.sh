@@ -13,6 +13,7 @@ cargo bench -p rrstore --benches -- --test
 
 echo "== partitions across network namespaces (short run; skips without root and ip netns)"
 DURATION=10 CUT_AT=2 CUT_FOR=4 RATE=1000 bash scripts/netns-partition.sh
+MODE=peers DURATION=10 CUT_AT=2 CUT_FOR=4 RATE=1000 bash scripts/netns-partition.sh
 
 echo "== loom model of the SPSC ring buffer"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_ringbuf

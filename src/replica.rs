@@ -188,6 +188,11 @@ impl Replica {
     }
 
     /// Our last own sequence number.
+    /// How far `peer` has acknowledged our own records, if it is a peer.
+    pub fn peer_acked(&self, peer: u32) -> Option<u64> {
+        self.peers.get(&peer).map(|p| p.acked)
+    }
+
     pub fn own_seq(&self) -> u64 {
         // A catch-up can bring records of an earlier process with our ID
         // (its vector covers them): never number a new record below those.

@@ -52,6 +52,14 @@ const LB_RETRY_MAX: Duration = Duration::from_millis(500);
 /// The LB sends a heartbeat every [`msg::HEARTBEAT_EVERY`]; an LB link
 /// silent this long is taken for dead.
 const LB_SILENCE: Duration = Duration::from_millis(1500);
+/// An outbound peer link still connecting this long, or that makes no
+/// progress this long (no new acknowledgement, and its queued output not
+/// draining: the kernel's buffer is full), is closed and re-dialled. That is
+/// a partition between workers: TCP alone would retransmit into the void for
+/// minutes, and a new connection resumes from the vectors. A peer that
+/// reads but acknowledges nothing (it has a gap to catch up) drains its
+/// queue, so it is left alone.
+const PEER_SILENCE: Duration = Duration::from_secs(2);
 pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
 /// Stop handling the LB's requests while this much output to the LB is
 /// queued (GETs of large values answered faster than the LB reads them);
@@ -108,6 +116,21 @@ pub struct Worker {
     lb_paused: bool,
     /// The LB link was un-paused: handle and read its input next turn.
     lb_resume: bool,
+    /// Per peer with an outbound link: since when it has been in its
+    /// current state (connecting, or up with this much acknowledged).
+    link_watch: HashMap<u32, LinkWatch>,
+    /// When outbound links are next checked.
+    next_link_check: Instant,
+}
+
+/// What [`Worker::check_peer_links`] remembers of one outbound link.
+struct LinkWatch {
+    key: usize,
+    up: bool,
+    acked: u64,
+    /// Our output the kernel had not taken yet.
+    queued: usize,
+    since: Instant,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -263,6 +286,8 @@ impl Worker {
             lb_heard: Instant::now(),
             lb_paused: false,
             lb_resume: false,
+            link_watch: HashMap::new(),
+            next_link_check: Instant::now(),
         })
     }
 
@@ -335,6 +360,7 @@ impl Worker {
             self.due_redials();
             self.expire_handshakes();
             self.check_lb_alive();
+            self.check_peer_links();
             self.reconnect_lb()?;
         }
     }
@@ -383,6 +409,64 @@ impl Worker {
             self.lb_heard.elapsed().as_millis()
         );
         self.close_link(lb);
+    }
+
+    /// Closes outbound peer links stuck connecting, or whose peer has not
+    /// acknowledged anything for [`PEER_SILENCE`] while it lacks our records;
+    /// the replica re-dials them, and the new link's hello resumes replication.
+    fn check_peer_links(&mut self) {
+        let now = Instant::now();
+        if now < self.next_link_check {
+            return;
+        }
+        self.next_link_check = now + PEER_SILENCE / 8;
+        let own = self.replica.own_seq();
+        let mut stale = Vec::new();
+        let links: Vec<(u32, usize)> = self.io.out_links.iter().map(|(&p, &k)| (p, k)).collect();
+        self.link_watch
+            .retain(|p, _| links.iter().any(|(q, _)| q == p));
+        for (peer, key) in links {
+            let Some(link) = self.io.links.get(key) else {
+                continue;
+            };
+            let up = matches!(link.role, Role::Out { up: true, .. });
+            let acked = self.replica.peer_acked(peer).unwrap_or(0);
+            let queued = link.conn.pending_out();
+            let w = self.link_watch.entry(peer).or_insert(LinkWatch {
+                key,
+                up,
+                acked,
+                queued,
+                since: now,
+            });
+            let progress =
+                up && (acked >= own || acked > w.acked || queued == 0 || queued < w.queued);
+            if w.key != key || w.up != up || progress {
+                *w = LinkWatch {
+                    key,
+                    up,
+                    acked,
+                    queued,
+                    since: now,
+                };
+            } else if now.saturating_duration_since(w.since) > PEER_SILENCE {
+                stale.push((peer, key, up));
+            }
+        }
+        for (peer, key, up) in stale {
+            eprintln!(
+                "rrstore worker {}: link to peer {peer} {} for {} ms; re-dialling",
+                self.replica.id,
+                if up {
+                    "unacknowledged"
+                } else {
+                    "still connecting"
+                },
+                PEER_SILENCE.as_millis()
+            );
+            self.link_watch.remove(&peer);
+            self.close_link(key);
+        }
     }
 
     /// One attempt to re-register, if one is due; backs off on failure.
