@@ -69,8 +69,10 @@ impl Store {
     /// Applies `r`; returns true if it became the live entry for its id.
     pub fn apply(&mut self, r: &RecordRef<'_>) -> bool {
         self.max_version = self.max_version.max(r.version);
-        match self.map.get_mut(&r.id) {
-            Some(e) => {
+        // One hash of the id, whether it is new or not.
+        match self.map.entry(r.id) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let e = o.get_mut();
                 if !beats((r.version, r.origin), (e.version, e.origin)) {
                     return false;
                 }
@@ -81,16 +83,13 @@ impl Store {
                 e.seq = r.seq;
                 e.content = r.content.into();
             }
-            None => {
-                self.map.insert(
-                    r.id,
-                    Entry {
-                        version: r.version,
-                        origin: r.origin,
-                        seq: r.seq,
-                        content: r.content.into(),
-                    },
-                );
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Entry {
+                    version: r.version,
+                    origin: r.origin,
+                    seq: r.seq,
+                    content: r.content.into(),
+                });
             }
         }
         self.digest = self.digest.wrapping_add(entry_hash(r.id, r.content));
