@@ -12,9 +12,15 @@
 //! then write the log once, then flush each connection once. STORED always
 //! leaves after the log write that holds its record (and after fdatasync
 //! under `--fsync always`).
+//!
+//! Split by concern: `links` (the connections and the replica's outbox),
+//! `register` (registration), `handshake` (cluster authentication),
+//! `liveness` (the LB link's heartbeats and re-registration, the peer link
+//! watchdog).
 
 mod handshake;
 mod links;
+mod liveness;
 mod register;
 
 use crate::auth::{Handshake, Identity, Secret};
@@ -28,6 +34,7 @@ use crate::store::Store;
 use crate::vector::VersionVector;
 use crate::wire;
 use links::{pump, Cursor, Io, Link, Role};
+use liveness::LinkWatch;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use register::{register, Registration};
@@ -121,16 +128,6 @@ pub struct Worker {
     link_watch: HashMap<u32, LinkWatch>,
     /// When outbound links are next checked.
     next_link_check: Instant,
-}
-
-/// What [`Worker::check_peer_links`] remembers of one outbound link.
-struct LinkWatch {
-    key: usize,
-    up: bool,
-    acked: u64,
-    /// Our output the kernel had not taken yet.
-    queued: usize,
-    since: Instant,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -363,163 +360,6 @@ impl Worker {
             self.check_peer_links();
             self.reconnect_lb()?;
         }
-    }
-
-    /// The LB connection closed. Requests it sent die with it; a leaving
-    /// worker can get nothing more and just finishes; any other keeps
-    /// replicating with its peers and re-registers when an LB answers.
-    fn lost_lb(&mut self) {
-        if let Some(mut link) = self.io.links.try_remove(self.io.lb) {
-            link.conn.deregister(self.io.poll.registry());
-        }
-        self.io.lb = usize::MAX;
-        self.io.held.clear();
-        self.lb_paused = false;
-        self.lb_resume = false;
-        match self.replica.phase() {
-            Phase::Leaving { deregistered: true } => {}
-            Phase::Leaving {
-                deregistered: false,
-            } => self.replica.on_deregister_ok(),
-            _ => {
-                eprintln!(
-                    "rrstore worker {}: lost the LB connection; re-registering when it is back",
-                    self.replica.id
-                );
-                self.replica.on_lb_lost();
-                self.lb_retry = Some((Instant::now(), LB_RETRY_MIN));
-            }
-        }
-    }
-
-    /// Drops an LB connection that has been silent past [`LB_SILENCE`] (the
-    /// LB stopped, or a partition: TCP alone would notice only after its
-    /// retransmissions give up), and so starts re-registering.
-    fn check_lb_alive(&mut self) {
-        let lb = self.io.lb;
-        if lb == usize::MAX || self.lb_heard.elapsed() <= LB_SILENCE {
-            return;
-        }
-        if matches!(self.replica.phase(), Phase::Leaving { deregistered: true }) {
-            return; // after DEREGISTER_OK the LB sends nothing
-        }
-        eprintln!(
-            "rrstore worker {}: nothing from the LB for {} ms; dropping the connection",
-            self.replica.id,
-            self.lb_heard.elapsed().as_millis()
-        );
-        self.close_link(lb);
-    }
-
-    /// Closes outbound peer links stuck connecting, or whose peer has not
-    /// acknowledged anything for [`PEER_SILENCE`] while it lacks our records;
-    /// the replica re-dials them, and the new link's hello resumes replication.
-    fn check_peer_links(&mut self) {
-        let now = Instant::now();
-        if now < self.next_link_check {
-            return;
-        }
-        self.next_link_check = now + PEER_SILENCE / 8;
-        let own = self.replica.own_seq();
-        let mut stale = Vec::new();
-        let links: Vec<(u32, usize)> = self.io.out_links.iter().map(|(&p, &k)| (p, k)).collect();
-        self.link_watch
-            .retain(|p, _| links.iter().any(|(q, _)| q == p));
-        for (peer, key) in links {
-            let Some(link) = self.io.links.get(key) else {
-                continue;
-            };
-            let up = matches!(link.role, Role::Out { up: true, .. });
-            let acked = self.replica.peer_acked(peer).unwrap_or(0);
-            let queued = link.conn.pending_out();
-            let w = self.link_watch.entry(peer).or_insert(LinkWatch {
-                key,
-                up,
-                acked,
-                queued,
-                since: now,
-            });
-            let progress =
-                up && (acked >= own || acked > w.acked || queued == 0 || queued < w.queued);
-            if w.key != key || w.up != up || progress {
-                *w = LinkWatch {
-                    key,
-                    up,
-                    acked,
-                    queued,
-                    since: now,
-                };
-            } else if now.saturating_duration_since(w.since) > PEER_SILENCE {
-                stale.push((peer, key, up));
-            }
-        }
-        for (peer, key, up) in stale {
-            eprintln!(
-                "rrstore worker {}: link to peer {peer} {} for {} ms; re-dialling",
-                self.replica.id,
-                if up {
-                    "unacknowledged"
-                } else {
-                    "still connecting"
-                },
-                PEER_SILENCE.as_millis()
-            );
-            self.link_watch.remove(&peer);
-            self.close_link(key);
-        }
-    }
-
-    /// One attempt to re-register, if one is due; backs off on failure.
-    fn reconnect_lb(&mut self) -> Result<(), Box<dyn Error>> {
-        let Some((when, backoff)) = self.lb_retry else {
-            return Ok(());
-        };
-        if Instant::now() < when {
-            return Ok(());
-        }
-        let r = &self.replica;
-        let attempt = register(
-            &self.config.lb,
-            Duration::ZERO,
-            LB_ATTEMPT_TIMEOUT,
-            r.id,
-            r.incarnation,
-            r.store.max_version(),
-            &r.addr,
-            self.config.secret.as_ref(),
-        );
-        let reg = match attempt {
-            Ok(reg) => reg,
-            Err(e) => {
-                if backoff >= LB_RETRY_MAX {
-                    eprintln!("rrstore worker {}: LB not back yet: {e}", r.id);
-                }
-                self.lb_retry = Some((Instant::now() + backoff, (backoff * 2).min(LB_RETRY_MAX)));
-                return Ok(());
-            }
-        };
-        if reg.id != self.replica.id {
-            return Err(format!(
-                "the LB re-registered us as {}, not {}",
-                reg.id, self.replica.id
-            )
-            .into());
-        }
-        let mut conn = Conn::new(reg.stream);
-        conn.push_input(&reg.early);
-        self.io.lb = self.io.links.insert(Link::new(conn, Role::Lb));
-        self.lb_retry = None;
-        self.lb_heard = Instant::now();
-        self.last_report = None;
-        eprintln!(
-            "rrstore worker {}: re-registered with the LB",
-            self.replica.id
-        );
-        self.config.max_content = self.config.max_content.max(reg.max_content);
-        self.io.ack_all = reg.ack_all;
-        self.replica.on_lb_floor(reg.your_seq, &mut self.io);
-        self.replica.on_lb_welcome(&reg.members, &mut self.io);
-        self.handle_input(self.io.lb)
     }
 
     /// A link has an unfinished stream and nothing queued to write.
