@@ -102,7 +102,7 @@ pub struct LbConfig {
     pub frame_timeout: Duration,
     /// Stop reading a client whose unread responses pass this many bytes
     /// (it does not read them); resume below half. Past
-    /// [`OUTPUT_LIMIT_FACTOR`] times this, the client is disconnected.
+    /// 16 times this, the client is disconnected.
     pub client_output_cap: usize,
     /// Stop reading a client with this many requests in flight; resume
     /// below half (one client cannot take the whole `max_inflight`).

@@ -195,7 +195,7 @@ pub enum Msg<'a> {
     },
     /// Dialer→acceptor: first frame on a peer link. The dialer streams every
     /// record of its own with seq > `marker` on this link from now on.
-    /// `your_seq` is the dialer's V[acceptor].
+    /// `your_seq` is the dialer's `V[acceptor]`.
     PeerHello {
         id: u32,
         incarnation: u32,
@@ -207,7 +207,7 @@ pub enum Msg<'a> {
     },
     /// A record: live (dialer→acceptor) or catch-up (acceptor→dialer).
     Record(RecordRef<'a>),
-    /// Acceptor→dialer: the acceptor's V[dialer], cumulative.
+    /// Acceptor→dialer: the acceptor's `V[dialer]`, cumulative.
     PeerAck {
         seq: u64,
     },
