@@ -112,6 +112,8 @@ pub struct LbConfig {
     pub secret: Option<Secret>,
     /// Clients must AUTH with the token in this file first.
     pub client_token_file: Option<PathBuf>,
+    /// Serve `/metrics` (Prometheus text) here.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A client connection's state.
@@ -242,6 +244,8 @@ pub struct Lb {
     ids_known_before: bool,
     /// The next unused ID as last saved in that file.
     persisted_next_id: u32,
+    /// `--metrics`: the serving thread's end.
+    metrics: Option<crate::metrics::Metrics>,
     /// What `--client-token-file` holds, if given.
     client_token: Option<crate::auth::ClientToken>,
     /// Registrations asking for a new ID, held during the grace period:
@@ -346,6 +350,14 @@ impl Lb {
             Some(path) => Some(crate::auth::ClientToken::load(path)?),
             None => None,
         };
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let m = crate::metrics::Metrics::start(addr, "lb")?;
+                eprintln!("rrstore lb: metrics on http://{}/metrics", m.addr());
+                Some(m)
+            }
+            None => None,
+        };
         let persisted_next_id = workers::saved_next_id(&config.processed_log);
         let mut members = Membership::default();
         if let Some(next) = persisted_next_id {
@@ -379,6 +391,7 @@ impl Lb {
             persisted_next_id: persisted_next_id.unwrap_or(0),
             deferred: Vec::new(),
             client_token,
+            metrics,
             // Request ids never repeat, even across LB restarts: a worker
             // may still answer a request of the previous process.
             next_req: unix_micros().max(1),
@@ -412,6 +425,7 @@ impl Lb {
                         .map(|_| self.next_liveness_check),
                     (!self.links.is_empty()).then_some(self.next_client_sweep),
                     (!self.deferred.is_empty()).then_some(self.started + REGISTRATION_GRACE),
+                    self.metrics.as_ref().map(|m| m.next()),
                 ];
                 next.into_iter()
                     .flatten()
@@ -442,8 +456,15 @@ impl Lb {
             for key in std::mem::take(&mut self.reread) {
                 self.on_readable(key, true);
             }
-            self.expire(Instant::now());
+            let now = Instant::now();
+            self.expire(now);
             self.register_deferred();
+            if self.metrics.as_ref().is_some_and(|m| m.due(now)) {
+                let text = self.render_metrics();
+                if let Some(m) = self.metrics.as_mut() {
+                    m.publish(now, text);
+                }
+            }
             if !self.accepting && self.client_count < self.config.max_clients / 10 * 9 {
                 eprintln!("rrstore lb: below 90% of --max-clients again; accepting");
                 self.accepting = true;

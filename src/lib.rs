@@ -35,6 +35,7 @@ pub mod fuzzing;
 pub mod lb;
 pub mod log;
 pub mod membership;
+pub mod metrics;
 pub mod msg;
 pub mod plog;
 pub mod replica;

@@ -121,6 +121,10 @@ enum Cmd {
         /// (its bytes, whitespace trimmed); others get UNAUTHORIZED.
         #[arg(long)]
         client_token_file: Option<PathBuf>,
+        /// Serve /metrics (Prometheus text format) on this address, e.g.
+        /// 127.0.0.1:9100 (port 0: any free port, printed on stderr).
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
         #[command(flatten)]
         secret: SecretArgs,
     },
@@ -164,6 +168,10 @@ enum Cmd {
         /// disconnected, and catches up when the link is re-opened.
         #[arg(long, default_value_t = 64 << 20)]
         peer_buffer_bytes: usize,
+        /// Serve /metrics (Prometheus text format) on this address (port 0:
+        /// any free port, printed on stderr).
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
         #[command(flatten)]
         secret: SecretArgs,
     },
@@ -272,6 +280,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             client_output_cap,
             max_inflight_per_client,
             client_token_file,
+            metrics,
             secret,
         } => {
             let secret = secret.load("lb")?;
@@ -291,6 +300,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 client_output_cap: client_output_cap.max(64 * 1024),
                 max_inflight_per_client,
                 client_token_file,
+                metrics,
                 secret,
             })?;
         }
@@ -307,6 +317,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             leave_timeout_secs,
             segment_bytes,
             peer_buffer_bytes,
+            metrics,
             secret,
         } => {
             let secret = secret.load("worker")?;
@@ -324,6 +335,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 leave_timeout: Duration::from_secs(leave_timeout_secs),
                 segment_bytes: segment_bytes.max(4096),
                 peer_buffer_bytes,
+                metrics,
                 secret,
             })?;
         }

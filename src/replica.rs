@@ -590,6 +590,15 @@ impl Replica {
             .unwrap_or(u64::MAX)
     }
 
+    /// Per peer: how many of our own records it has not acknowledged yet.
+    pub fn peer_lags(&self) -> Vec<(u32, u64)> {
+        let own = self.own_seq();
+        self.peers
+            .iter()
+            .map(|(&id, p)| (id, own.saturating_sub(p.acked)))
+            .collect()
+    }
+
     /// Peers that have not yet acknowledged our last record (for logs).
     pub fn unacked_peers(&self) -> Vec<u32> {
         let own = self.own_seq();

@@ -96,6 +96,8 @@ pub struct WorkerConfig {
     /// paused, stuck or too slow) is disconnected; it catches up from our
     /// store when the link is re-opened.
     pub peer_buffer_bytes: usize,
+    /// Serve `/metrics` (Prometheus text) here.
+    pub metrics: Option<SocketAddr>,
     /// The cluster secret: the LB link, every peer link and every admin
     /// connection authenticate with it first (`None`: `--insecure`).
     pub secret: Option<Secret>,
@@ -128,6 +130,8 @@ pub struct Worker {
     link_watch: HashMap<u32, LinkWatch>,
     /// When outbound links are next checked.
     next_link_check: Instant,
+    /// `--metrics`: the serving thread's end.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -268,6 +272,17 @@ impl Worker {
         let compactor = Compactor::start(data.path().to_path_buf())?;
         // Keep the data dir (and its lock) alive as long as the worker.
         std::mem::forget(data);
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let m = crate::metrics::Metrics::start(addr, "worker")?;
+                eprintln!(
+                    "rrstore worker {id}: metrics on http://{}/metrics",
+                    m.addr()
+                );
+                Some(m)
+            }
+            None => None,
+        };
         Ok(Worker {
             replica,
             io,
@@ -285,6 +300,7 @@ impl Worker {
             lb_resume: false,
             link_watch: HashMap::new(),
             next_link_check: Instant::now(),
+            metrics,
         })
     }
 
@@ -358,6 +374,7 @@ impl Worker {
             self.expire_handshakes();
             self.check_lb_alive();
             self.check_peer_links();
+            self.publish_metrics();
             self.reconnect_lb()?;
         }
     }

@@ -1,4 +1,5 @@
-//! The LB's counters and latency percentiles, as `rrstore stats` shows them.
+//! The LB's counters and latency percentiles, as `rrstore stats` shows
+//! them, and as `--metrics` exposes them with the per-worker figures.
 
 use super::*;
 
@@ -60,5 +61,76 @@ impl Lb {
         v.push(("latency_us_max".into(), h.max()));
         v.push(("latency_samples".into(), h.len()));
         v
+    }
+
+    /// `/metrics`: every counter of [`Lb::stats`], latency quantiles, and per
+    /// worker its status, record count and replication lag (acknowledged
+    /// records of any origin it does not hold yet, from its last REPORT).
+    pub(super) fn render_metrics(&self) -> String {
+        let mut e = crate::metrics::Exposition::new();
+        for (name, value) in self.stats() {
+            if let Some(q) = name.strip_prefix("latency_us_p") {
+                let quantile = match q {
+                    "50" => "0.5",
+                    "90" => "0.9",
+                    "99" => "0.99",
+                    "999" => "0.999",
+                    _ => continue,
+                };
+                e.sample(
+                    "rrstore_lb_request_latency_seconds",
+                    "gauge",
+                    &[("quantile", quantile)],
+                    value as f64 / 1e6,
+                );
+                continue;
+            }
+            let gauge = matches!(
+                name.as_str(),
+                "in_flight"
+                    | "held_content_bytes"
+                    | "clients_connected"
+                    | "processed_log_backlog"
+                    | "latency_us_max"
+                    | "latency_samples"
+            ) || name.starts_with("workers_active")
+                || name.starts_with("workers_joining")
+                || name.starts_with("workers_inactive");
+            let (family, kind) = if gauge {
+                (format!("rrstore_lb_{name}"), "gauge")
+            } else {
+                (format!("rrstore_lb_{name}_total"), "counter")
+            };
+            e.sample(&family, kind, &[], value as f64);
+        }
+        let members = self.members.members();
+        for m in &members {
+            let id = m.id.to_string();
+            e.sample(
+                "rrstore_lb_worker_records",
+                "gauge",
+                &[("id", &id), ("addr", &m.addr), ("status", m.status.name())],
+                m.records as f64,
+            );
+        }
+        for m in &members {
+            let vector = self
+                .members
+                .get(m.id)
+                .map(|w| w.vector.as_slice())
+                .unwrap_or(&[]);
+            let lag: u64 = self
+                .frontier
+                .iter()
+                .map(|(&o, &s)| s.saturating_sub(lookup(vector, o)))
+                .sum();
+            e.sample(
+                "rrstore_lb_worker_lag_records",
+                "gauge",
+                &[("id", &m.id.to_string())],
+                lag as f64,
+            );
+        }
+        e.finish()
     }
 }

@@ -1,6 +1,7 @@
 //! Liveness around the worker loop: the LB link (heartbeats, losing it,
-//! registering again with bounded attempts) and the outbound peer links'
-//! watchdog (re-dial a link that makes no progress).
+//! registering again with bounded attempts), the outbound peer links'
+//! watchdog (re-dial a link that makes no progress), and the once-a-second
+//! `--metrics` snapshot.
 
 use super::*;
 
@@ -170,5 +171,62 @@ impl Worker {
         self.replica.on_lb_floor(reg.your_seq, &mut self.io);
         self.replica.on_lb_welcome(&reg.members, &mut self.io);
         self.handle_input(self.io.lb)
+    }
+
+    /// Renders `/metrics` once a second, if `--metrics` is on: the store,
+    /// the log, the phase, and per peer how many of our records it has not
+    /// acknowledged (replication lag, in records).
+    pub(super) fn publish_metrics(&mut self) {
+        let now = Instant::now();
+        if !self.metrics.as_ref().is_some_and(|m| m.due(now)) {
+            return;
+        }
+        let r = &self.replica;
+        let id = r.id.to_string();
+        let me = [("id", id.as_str())];
+        let mut e = crate::metrics::Exposition::new();
+        e.sample("rrstore_worker_records", "gauge", &me, r.store.len() as f64);
+        e.sample(
+            "rrstore_worker_content_bytes",
+            "gauge",
+            &me,
+            r.store.content_bytes() as f64,
+        );
+        e.sample(
+            "rrstore_worker_log_bytes",
+            "gauge",
+            &me,
+            segments::log_bytes(&self.config.data_dir) as f64,
+        );
+        e.sample("rrstore_worker_own_seq", "gauge", &me, r.own_seq() as f64);
+        let phase = match r.phase() {
+            Phase::Joining => "joining",
+            Phase::Active => "active",
+            Phase::Leaving { .. } => "leaving",
+        };
+        e.sample(
+            "rrstore_worker_phase",
+            "gauge",
+            &[("id", &id), ("phase", phase)],
+            1.0,
+        );
+        e.sample(
+            "rrstore_worker_catchup_records",
+            "gauge",
+            &me,
+            self.catchup_records as f64,
+        );
+        for (peer, lag) in r.peer_lags() {
+            e.sample(
+                "rrstore_worker_peer_unacked_records",
+                "gauge",
+                &[("id", &id), ("peer", &peer.to_string())],
+                lag as f64,
+            );
+        }
+        let text = e.finish();
+        if let Some(m) = self.metrics.as_mut() {
+            m.publish(now, text);
+        }
     }
 }
