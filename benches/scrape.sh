@@ -4,7 +4,8 @@
 # Alternates plain and scraped rounds (3 each) on one cluster, so both see the
 # same machine state; prints loadgen throughput per round.
 set -uo pipefail
-BIN=$(cd "$(dirname "$0")/.." && pwd)/target/release/rrstore; LG=/work/main/target/release/loadgen
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release/rrstore; LG=$ROOT/target/release/loadgen
 D=$(mktemp -d /tmp/scrape.XXXX)
 $BIN lb --insecure --listen 127.0.0.1:0 --control 127.0.0.1:0 --processed-log $D/p.log --metrics 127.0.0.1:0 > $D/lb.out 2> $D/lb.log &
 PIDS=($!)
