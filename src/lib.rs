@@ -18,6 +18,7 @@
 //!   (segments and their background compaction) and [`fsync`] (the fsync
 //!   thread); the LB's processed log: [`plog`].
 //! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].
+//! - `--config FILE` (TOML) into flags: [`config`].
 //! - Tools: [`client`] (blocking client), [`admin`] (members, verify, dump),
 //!   [`cluster`] (child processes), [`demo`].
 //! - A seedable generator for tools and tests: [`rng`].
@@ -27,6 +28,7 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod cluster;
+pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod fsync;

@@ -17,7 +17,9 @@ use std::time::Duration;
 #[command(
     name = "rrstore",
     version,
-    about = "A load-balanced, fully replicated record store"
+    about = "A load-balanced, fully replicated record store",
+    after_help = "Every command also takes --config FILE: a TOML file with a table per command ([lb], [worker], ...) whose keys are flag names; flags typed on the command line override it.",
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -249,7 +251,20 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let has_flag = |command: &str, name: &str| {
+        use clap::CommandFactory;
+        Cli::command()
+            .find_subcommand(command)
+            .is_some_and(|c| c.get_arguments().any(|a| a.get_long() == Some(name)))
+    };
+    let args = match rrstore::config::expand(std::env::args_os().collect(), &has_flag) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("rrstore: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -193,3 +193,47 @@ fn second_worker_with_a_connected_id_is_refused_by_the_lb() {
     let mut client = c.client();
     assert_eq!(client.put(2, b"x").expect("PUT"), id);
 }
+
+#[test]
+fn a_config_file_sets_flags_and_typed_flags_override_it() {
+    use std::io::BufRead;
+    let dir = TestDir::new("config_file");
+    let config = dir.path().join("rrstore.toml");
+    let plog = dir.path().join("processed.log");
+    std::fs::write(
+        &config,
+        format!(
+            "insecure = true\n[lb]\nlisten = \"127.0.0.1:1\"\ncontrol = \"127.0.0.1:0\"\nprocessed-log = {:?}\n",
+            plog.to_string_lossy()
+        ),
+    )
+    .expect("config");
+    // The file's `listen` (port 1) is overridden by the typed one; the rest holds.
+    let mut lb = std::process::Command::new(EXE)
+        .args(["lb", "--config"])
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the LB");
+    let mut line = String::new();
+    if let Some(out) = lb.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    let _ = lb.kill();
+    let _ = lb.wait();
+    assert!(line.starts_with("listening clients=127.0.0.1:"), "{line:?}");
+    assert!(
+        !line.starts_with("listening clients=127.0.0.1:1 "),
+        "{line:?}"
+    );
+    assert!(plog.exists(), "processed-log from the file was not used");
+
+    // A bad value in the file is a clear error.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[lb]\nlisten = \"not an address\"\n").expect("bad config");
+    let run = run_cli(&["lb", "--config", &bad.to_string_lossy()]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("not an address"), "{}", run.stderr);
+}
