@@ -50,11 +50,20 @@ export RRSTORE_SECRET
 RUN=$(mktemp -d /tmp/rrstore-netns.XXXXXX)
 PIDS=()
 
+# Deletes the veths explicitly: a deleted namespace takes its end of a
+# veth pair down lazily, and a run right after would find the name taken.
+remove_network() {
+    for h in "${HOSTS[@]}"; do
+        ip link del "rr-$h-h" 2>/dev/null || true
+        ip netns del "rr-$h" 2>/dev/null || true
+    done
+    ip link del rr-br0 2>/dev/null || true
+}
+
 cleanup() {
     for pid in "${PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill -9 "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    for h in "${HOSTS[@]}"; do ip netns del "rr-$h" 2>/dev/null || true; done
-    ip link del rr-br0 2>/dev/null || true
+    remove_network
     if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
@@ -76,6 +85,7 @@ wait_for() {
 }
 
 # --- the network -----------------------------------------------------------
+remove_network # leftovers of an interrupted run
 ip link add rr-br0 type bridge
 ip addr add $NET.254/24 dev rr-br0
 ip link set rr-br0 up
@@ -119,26 +129,15 @@ w3_active() { "$BIN" members --control "$CONTROL" | grep "${ADDR[w3]}:7000" | gr
 echo "cluster up: LB ${ADDR[lb]}, workers ${ADDR[w1]} ${ADDR[w2]} ${ADDR[w3]} (worker 3 has ID $W3_ID)"
 
 # --- load and partitions -----------------------------------------------------
-cut() {
-    if [ "$MODE" = peers ]; then
-        for w in w1 w2; do
-            ip -n rr-w3 route add blackhole "${ADDR[$w]}/32"
-            ip -n "rr-$w" route add blackhole "${ADDR[w3]}/32"
-        done
-    else
-        ip link set rr-w3-h down
-    fi
+# `peers`: blackhole routes both ways between worker 3 and the others.
+blackholes() {
+    for w in w1 w2; do
+        ip -n rr-w3 route "$1" blackhole "${ADDR[$w]}/32"
+        ip -n "rr-$w" route "$1" blackhole "${ADDR[w3]}/32"
+    done
 }
-heal() {
-    if [ "$MODE" = peers ]; then
-        for w in w1 w2; do
-            ip -n rr-w3 route del blackhole "${ADDR[$w]}/32"
-            ip -n "rr-$w" route del blackhole "${ADDR[w3]}/32"
-        done
-    else
-        ip link set rr-w3-h up
-    fi
-}
+cut() { if [ "$MODE" = peers ]; then blackholes add; else ip link set rr-w3-h down; fi; }
+heal() { if [ "$MODE" = peers ]; then blackholes del; else ip link set rr-w3-h up; fi; }
 
 "$LOADGEN" --target "rrstore://${ADDR[lb]}:5059" --connections 8 --pipeline 4 \
     --rate "$RATE" --duration "$DURATION" --warmup 0 --verify --control "$CONTROL" \
