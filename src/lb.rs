@@ -652,11 +652,8 @@ impl Lb {
                 self.time_out(p);
             }
         }
-        if self.parked.iter().any(|p| p.deadline <= now) {
-            let (late, waiting) = std::mem::take(&mut self.parked)
-                .into_iter()
-                .partition(|p| p.deadline <= now);
-            self.parked = waiting;
+        if !self.parked.is_empty() {
+            let late: Vec<Pending> = self.parked.extract_if(.., |p| p.deadline <= now).collect();
             for p in late {
                 self.time_out(p);
             }
@@ -721,15 +718,10 @@ impl Lb {
             // Its unconfirmed requests may or may not have been applied:
             // another worker applies them again, with the same version, so
             // either way the record ends up the same everywhere.
-            let lost: Vec<u64> = self
+            let orphans = self
                 .pending
-                .iter()
-                .filter(|(_, p)| p.worker == id)
-                .map(|(&r, _)| r)
-                .collect();
-            let orphans = lost
-                .into_iter()
-                .filter_map(|req| self.pending.remove(&req))
+                .extract_if(|_, p| p.worker == id)
+                .map(|(_, p)| p)
                 .collect();
             self.redispatch(orphans);
         }

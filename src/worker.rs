@@ -926,15 +926,16 @@ impl Worker {
                 continue;
             }
             // Connected: up, or authenticating (the handshake has bytes to send).
-            let out_link = match link.role {
-                Role::Out { peer, up } => Some((peer, up || link.auth.is_some())),
+            let out_peer = match link.role {
+                Role::Out { peer, .. } => Some(peer),
                 _ => None,
             };
-            let connected = out_link.is_none_or(|(_, up)| up);
+            let connected =
+                !matches!(link.role, Role::Out { up: false, .. }) || link.auth.is_some();
             if connected && link.conn.pending_out() > 0 {
                 link.conn.flush();
             }
-            if let Some((peer, up)) = out_link {
+            if let Some(peer) = out_peer {
                 // What the kernel would not take (or, while connecting,
                 // everything): the peer is not reading, or not reachable.
                 let queued = link.conn.pending_out();
@@ -947,9 +948,9 @@ impl Worker {
                     closed.push(key);
                     continue;
                 }
-                if !up {
-                    continue;
-                }
+            }
+            if !connected {
+                continue;
             }
             if link.conn.closed || link.conn.set_interest(registry, Token(key), true).is_err() {
                 closed.push(key);

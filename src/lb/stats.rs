@@ -93,9 +93,10 @@ impl Lb {
                     | "processed_log_backlog"
                     | "latency_us_max"
                     | "latency_samples"
-            ) || name.starts_with("workers_active")
-                || name.starts_with("workers_joining")
-                || name.starts_with("workers_inactive");
+                    | "workers_active"
+                    | "workers_joining"
+                    | "workers_inactive"
+            );
             let (family, kind) = if gauge {
                 (format!("rrstore_lb_{name}"), "gauge")
             } else {
