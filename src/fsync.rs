@@ -65,7 +65,7 @@ impl Syncer {
                             Work::Upto(off) => target = target.max(Some(off)),
                             Work::Seal { old, new } => {
                                 if let Err(e) = old.sync_data().and_then(|()| sync_dir(&dir)) {
-                                    eprintln!("rrstore worker: fdatasync failed: {e}; stopping");
+                                    log::error!("fdatasync failed: {e}; stopping");
                                     std::process::exit(2);
                                 }
                                 file = new;
@@ -83,7 +83,7 @@ impl Syncer {
                             // as PostgreSQL does; held STOREDs are never sent,
                             // peers hold the records, and a restart replays
                             // what truly reached the disk.
-                            eprintln!("rrstore worker: fdatasync failed: {e}; stopping");
+                            log::error!("fdatasync failed: {e}; stopping");
                             std::process::exit(2);
                         }
                         last_sync = Instant::now();

@@ -285,10 +285,7 @@ pub fn run(config: LbConfig) -> Result<(), Box<dyn Error>> {
         lb.control.local_addr()?
     );
     std::io::Write::flush(&mut std::io::stdout())?;
-    eprintln!(
-        "rrstore lb: processed log {}",
-        lb.config.processed_log.display()
-    );
+    log::info!("processed log {}", lb.config.processed_log.display());
     lb.run()
 }
 
@@ -311,8 +308,8 @@ fn raise_fd_limit(max_clients: usize) {
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     }
     if lim.rlim_cur < want {
-        eprintln!(
-            "rrstore lb: the open-file limit is {}; fewer than --max-clients {max_clients} clients will fit",
+        log::warn!(
+            "the open-file limit is {}; fewer than --max-clients {max_clients} clients will fit",
             lim.rlim_cur
         );
     }
@@ -353,7 +350,7 @@ impl Lb {
         let metrics = match config.metrics {
             Some(addr) => {
                 let m = crate::metrics::Metrics::start(addr, "lb")?;
-                eprintln!("rrstore lb: metrics on http://{}/metrics", m.addr());
+                log::info!("metrics on http://{}/metrics", m.addr());
                 Some(m)
             }
             None => None,
@@ -446,7 +443,7 @@ impl Lb {
                     CONTROL => self.accept(false),
                     SIGNALS => {
                         if self.signals.pending().next().is_some() {
-                            eprintln!("rrstore lb: shutting down");
+                            log::info!("shutting down");
                             return Ok(());
                         }
                     }
@@ -466,7 +463,7 @@ impl Lb {
                 }
             }
             if !self.accepting && self.client_count < self.config.max_clients / 10 * 9 {
-                eprintln!("rrstore lb: below 90% of --max-clients again; accepting");
+                log::info!("below 90% of --max-clients again; accepting");
                 self.accepting = true;
                 self.accept(true);
             }
@@ -477,8 +474,8 @@ impl Lb {
         loop {
             if client && self.client_count >= self.config.max_clients {
                 if self.accepting {
-                    eprintln!(
-                        "rrstore lb: {} clients connected (--max-clients); not accepting more until below 90%",
+                    log::info!(
+                        "{} clients connected (--max-clients); not accepting more until below 90%",
                         self.client_count
                     );
                     self.counters.accept_paused += 1;
@@ -493,7 +490,7 @@ impl Lb {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: stop accepting this turn, keep serving.
-                    eprintln!("rrstore lb: accept failed: {e}");
+                    log::warn!("accept failed: {e}");
                     return;
                 }
             }
@@ -688,8 +685,8 @@ impl Lb {
             // The other side gave up: most likely it found our proof wrong
             // (another secret), or it is not an rrstore node.
             self.counters.auth_rejected += 1;
-            eprintln!(
-                "rrstore lb: control connection {key} closed before authenticating \
+            log::warn!(
+                "control connection {key} closed before authenticating \
                  (another cluster secret, or not an rrstore node)"
             );
         }
@@ -704,8 +701,8 @@ impl Lb {
                 .members
                 .get(id)
                 .is_some_and(|w| w.status == Status::Leaving);
-            eprintln!(
-                "rrstore lb: worker {id} disconnected{}",
+            log::warn!(
+                "worker {id} disconnected{}",
                 if leaving {
                     "; removed"
                 } else {
@@ -773,8 +770,8 @@ impl Lb {
                     // Answers to what it had in flight kept coming, and it
                     // does not read them: memory, not backpressure, is at
                     // stake now.
-                    eprintln!(
-                        "rrstore lb: client {key} does not read its responses ({} bytes unread); disconnecting it",
+                    log::warn!(
+                        "client {key} does not read its responses ({} bytes unread); disconnecting it",
                         link.conn.pending_out()
                     );
                     self.counters.output_closed += 1;

@@ -265,6 +265,11 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
+    init_logging(match cli.command {
+        Cmd::Lb { .. } => "lb",
+        Cmd::Worker { .. } => "worker",
+        _ => "cli",
+    });
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -272,6 +277,24 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Daemon logs go to stderr, one line per event, filtered by `RUST_LOG`
+/// (default `info`: nothing per request). Each line names the process
+/// kind, so the interleaved logs of `rrstore cluster` stay readable.
+fn init_logging(process: &'static str) {
+    use std::io::Write as _;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(move |f, record| {
+            writeln!(
+                f,
+                "{} {:<5} rrstore {process}: {}",
+                f.timestamp_millis(),
+                record.level(),
+                record.args()
+            )
+        })
+        .init();
 }
 
 fn exe() -> Result<PathBuf, Box<dyn std::error::Error>> {

@@ -68,7 +68,7 @@ impl ProcessedLog {
                     }
                     if wrote {
                         if let Err(e) = out.flush() {
-                            eprintln!("rrstore lb: processed log write failed: {e}");
+                            log::warn!("processed log write failed: {e}");
                         }
                     }
                     if rx.is_abandoned() && rx.is_empty() {

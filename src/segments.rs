@@ -242,11 +242,11 @@ impl Compactor {
                         Ok(segs) if segs.len() >= 2 && sealed_bytes(&segs) >= 2 * last_output => {
                             match compact(&dir, &segs) {
                                 Ok(size) => last_output = size,
-                                Err(e) => eprintln!("rrstore worker: compaction failed: {e}"),
+                                Err(e) => log::warn!("compaction failed: {e}"),
                             }
                         }
                         Ok(_) => {}
-                        Err(e) => eprintln!("rrstore worker: cannot list segments: {e}"),
+                        Err(e) => log::warn!("cannot list segments: {e}"),
                     }
                     thread::park_timeout(Duration::from_secs(1));
                 }

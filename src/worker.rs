@@ -169,8 +169,8 @@ impl Worker {
             }
         })?;
         if stats.truncated > 0 {
-            eprintln!(
-                "rrstore worker: log replay cut {} untrusted bytes from the log in {}",
+            log::warn!(
+                "log replay cut {} untrusted bytes from the log in {}",
                 stats.truncated,
                 data.path().display()
             );
@@ -218,8 +218,8 @@ impl Worker {
         // The one line on stdout: tools that start workers read it.
         println!("registered id={id} addr={advertise}");
         io::stdout().flush()?;
-        eprintln!(
-            "rrstore worker {id}: registered with LB {} as {advertise} (incarnation {incarnation}, {} records replayed)",
+        log::info!(
+            "worker {id}: registered with LB {} as {advertise} (incarnation {incarnation}, {} records replayed)",
             config.lb,
             store.len()
         );
@@ -275,10 +275,7 @@ impl Worker {
         let metrics = match config.metrics {
             Some(addr) => {
                 let m = crate::metrics::Metrics::start(addr, "worker")?;
-                eprintln!(
-                    "rrstore worker {id}: metrics on http://{}/metrics",
-                    m.addr()
-                );
+                log::info!("worker {id}: metrics on http://{}/metrics", m.addr());
                 Some(m)
             }
             None => None,
@@ -317,13 +314,13 @@ impl Worker {
                 if Instant::now() >= deadline {
                     let unacked = self.replica.unacked_peers();
                     if unacked.is_empty() {
-                        eprintln!(
-                            "rrstore worker {}: leaving without the LB's confirmation",
+                        log::warn!(
+                            "worker {}: leaving without the LB's confirmation",
                             self.replica.id
                         );
                     } else {
-                        eprintln!(
-                            "rrstore worker {}: leaving without acknowledgements from peers {unacked:?}",
+                        log::warn!(
+                            "worker {}: leaving without acknowledgements from peers {unacked:?}",
                             self.replica.id
                         );
                     }
@@ -432,8 +429,8 @@ impl Worker {
         if self.io.fsync == FsyncPolicy::Never {
             self.io.log.sync_handle()?.sync_data()?;
         }
-        eprintln!(
-            "rrstore worker {}: left cleanly with {} records",
+        log::info!(
+            "worker {}: left cleanly with {} records",
             self.replica.id,
             self.replica.store.len()
         );
@@ -449,13 +446,10 @@ impl Worker {
             return;
         }
         if self.leave_deadline.is_some() {
-            eprintln!(
-                "rrstore worker {}: second signal, exiting now",
-                self.replica.id
-            );
+            log::warn!("worker {}: second signal, exiting now", self.replica.id);
             std::process::exit(1);
         }
-        eprintln!("rrstore worker {}: deregistering", self.replica.id);
+        log::info!("worker {}: deregistering", self.replica.id);
         self.leave_deadline = Some(Instant::now() + self.config.leave_timeout);
         self.replica.begin_leave(&mut self.io);
         if !self.io.links.contains(self.io.lb) {
@@ -475,7 +469,7 @@ impl Worker {
                     let key = entry.key();
                     let mut conn = Conn::new(stream);
                     if let Err(e) = conn.set_interest(self.io.poll.registry(), Token(key), true) {
-                        eprintln!("rrstore worker: cannot watch an accepted connection: {e}");
+                        log::warn!("cannot watch an accepted connection: {e}");
                         continue;
                     }
                     let mut link = Link::new(conn, Role::New);
@@ -487,7 +481,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    eprintln!("rrstore worker: accept failed: {e}");
+                    log::warn!("accept failed: {e}");
                     return Ok(());
                 }
             }
@@ -535,10 +529,7 @@ impl Worker {
                         ) {
                             Ok(h) => link.auth = Some(Box::new(h)),
                             Err(e) => {
-                                eprintln!(
-                                    "rrstore worker {}: link to peer {peer}: {e}",
-                                    self.replica.id
-                                );
+                                log::info!("worker {}: link to peer {peer}: {e}", self.replica.id);
                                 self.close_link(key);
                                 return Ok(());
                             }
@@ -550,8 +541,8 @@ impl Worker {
                     }
                 },
                 other => {
-                    eprintln!(
-                        "rrstore worker {}: could not connect to peer {peer}: {:?}",
+                    log::warn!(
+                        "worker {}: could not connect to peer {peer}: {:?}",
                         self.replica.id,
                         other.ok().flatten()
                     );
@@ -605,8 +596,8 @@ impl Worker {
                     return Ok(());
                 }
                 Err(code) => {
-                    eprintln!(
-                        "rrstore worker {}: bad frame on link {key}: {}",
+                    log::warn!(
+                        "worker {}: bad frame on link {key}: {}",
                         self.replica.id,
                         code.name()
                     );
@@ -677,8 +668,8 @@ impl Worker {
             (1, Msg::CatchupDone { vector }) => {
                 if let Some(Role::Out { peer, .. }) = io.links.get(key).map(|l| &l.role) {
                     let peer = *peer;
-                    eprintln!(
-                        "rrstore worker {}: catch-up from worker {peer}: {} records, its vector {vector:?}",
+                    log::info!(
+                        "worker {}: catch-up from worker {peer}: {} records, its vector {vector:?}",
                         r.id,
                         std::mem::take(&mut self.catchup_records)
                     );
@@ -777,15 +768,15 @@ impl Worker {
                 }
             }
             (_, Msg::AuthHello { .. }) => {
-                eprintln!(
-                    "rrstore worker {}: link {key} tries to authenticate, but this worker runs --insecure; closing it",
+                log::warn!(
+                    "worker {}: link {key} tries to authenticate, but this worker runs --insecure; closing it",
                     r.id
                 );
                 self.close_link(key);
             }
             (_, other) => {
-                eprintln!(
-                    "rrstore worker {}: unexpected {other:?} on link {key}; closing it",
+                log::warn!(
+                    "worker {}: unexpected {other:?} on link {key}; closing it",
                     r.id
                 );
                 self.close_link(key);
@@ -806,8 +797,8 @@ impl Worker {
         link.conn.deregister(self.io.poll.registry());
         if link.auth.is_some() {
             self.io.auth_rejected += 1;
-            eprintln!(
-                "rrstore worker {}: link {key} closed before authenticating \
+            log::warn!(
+                "worker {}: link {key} closed before authenticating \
                  (another cluster secret, or not an rrstore node)",
                 self.replica.id
             );
@@ -940,8 +931,8 @@ impl Worker {
                 // everything): the peer is not reading, or not reachable.
                 let queued = link.conn.pending_out();
                 if queued > self.config.peer_buffer_bytes {
-                    eprintln!(
-                        "rrstore worker {}: peer {peer} is not reading ({queued} bytes queued); \
+                    log::warn!(
+                        "worker {}: peer {peer} is not reading ({queued} bytes queued); \
                          dropping the link, it catches up when the link is re-opened",
                         replica.id
                     );

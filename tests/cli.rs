@@ -237,3 +237,66 @@ fn a_config_file_sets_flags_and_typed_flags_override_it() {
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("not an address"), "{}", run.stderr);
 }
+
+/// Runs an LB with `rust_log` (None: unset), stops it with SIGTERM once it
+/// listens, and returns its whole stderr.
+fn lb_stderr(dir: &TestDir, rust_log: Option<&str>) -> String {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(EXE);
+    cmd.args(["lb", "--insecure", "--listen", "127.0.0.1:0"])
+        .args(["--control", "127.0.0.1:0", "--processed-log"])
+        .arg(
+            dir.path()
+                .join(format!("plog-{}", rust_log.unwrap_or("unset"))),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    match rust_log {
+        Some(filter) => cmd.env("RUST_LOG", filter),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    let mut lb = cmd.spawn().expect("spawn the LB");
+    let mut line = String::new();
+    if let Some(out) = lb.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    assert!(line.starts_with("listening"), "{line:?}");
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    unsafe { libc::kill(lb.id() as i32, libc::SIGTERM) };
+    let out = lb.wait_with_output().expect("LB exit");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn daemon_logs_follow_rust_log() {
+    let dir = TestDir::new("rust_log");
+    let default = lb_stderr(&dir, None);
+    assert!(
+        default
+            .lines()
+            .any(|l| l.contains(" INFO  rrstore lb: shutting down")),
+        "the default level is info: {default}"
+    );
+    let quiet = lb_stderr(&dir, Some("warn"));
+    assert!(
+        !quiet.contains(" INFO "),
+        "RUST_LOG=warn hides info: {quiet}"
+    );
+}
+
+#[test]
+fn nothing_is_logged_per_request() {
+    let c = TestCluster::start("log_per_request", 2);
+    let mut client = c.client();
+    let before = c.lb_log().lines().count();
+    let records: Vec<(u64, Vec<u8>)> = (0..500).map(|id| (id, content(id, 1))).collect();
+    put_all(&mut client, &records, 64);
+    assert_eq!(client.get(7).expect("get"), Some(content(7, 1)));
+    let log = c.lb_log();
+    assert_eq!(
+        log.lines().count(),
+        before,
+        "500 PUTs and a GET added LB log lines: {log}"
+    );
+}

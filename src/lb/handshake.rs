@@ -26,8 +26,8 @@ impl Lb {
                 link.auth = None;
                 self.counters.auth_rejected += 1;
                 let from = link.conn.stream.peer_addr().map(|a| a.to_string());
-                eprintln!(
-                    "rrstore lb: control connection from {} refused: {e}; closing it",
+                log::warn!(
+                    "control connection from {} refused: {e}; closing it",
                     from.as_deref().unwrap_or("?")
                 );
                 self.close(key);
@@ -49,9 +49,7 @@ impl Lb {
                 link.auth = None;
             }
             self.counters.auth_rejected += 1;
-            eprintln!(
-                "rrstore lb: control connection {key} did not authenticate in time; closing it"
-            );
+            log::warn!("control connection {key} did not authenticate in time; closing it");
             self.close(key);
         }
     }

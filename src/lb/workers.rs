@@ -38,10 +38,7 @@ impl Lb {
                     Some(consumed)
                 }
                 Err(code) => {
-                    eprintln!(
-                        "rrstore lb: bad frame on control link {key}: {}",
-                        code.name()
-                    );
+                    log::warn!("bad frame on control link {key}: {}", code.name());
                     None
                 }
             };
@@ -134,9 +131,7 @@ impl Lb {
                     }
                     Readiness::Complete => {
                         if self.members.activate(w) {
-                            eprintln!(
-                                "rrstore lb: worker {w} caught up (markers {markers:?}); now active"
-                            );
+                            log::info!("worker {w} caught up (markers {markers:?}); now active");
                             self.membership_changed = true;
                             let parked = std::mem::take(&mut self.parked);
                             self.redispatch(parked);
@@ -147,7 +142,7 @@ impl Lb {
             // Its arrival already counted (see `on_readable`).
             (Some(_), Msg::Heartbeat) => {}
             (Some(w), Msg::Deregister) => {
-                eprintln!("rrstore lb: worker {w} deregistered");
+                log::info!("worker {w} deregistered");
                 self.members.deregister(w);
                 self.membership_changed = true;
                 if let Some(link) = self.links.get_mut(key) {
@@ -166,8 +161,8 @@ impl Lb {
                 if let Some(who) = self.links.get(key).and_then(|l| l.verified.as_ref()) {
                     if who.id != id || who.addr != addr {
                         self.counters.auth_rejected += 1;
-                        eprintln!(
-                            "rrstore lb: refused registration of worker {id} at {addr}: it authenticated as {} at {:?}",
+                        log::warn!(
+                            "refused registration of worker {id} at {addr}: it authenticated as {} at {:?}",
                             who.id, who.addr
                         );
                         self.close(key);
@@ -191,13 +186,13 @@ impl Lb {
                 self.admin_reply(key, &Msg::Stats { pairs });
             }
             (_, Msg::AuthHello { .. }) => {
-                eprintln!(
-                    "rrstore lb: control link {key} tries to authenticate, but this LB runs --insecure; closing it"
+                log::warn!(
+                    "control link {key} tries to authenticate, but this LB runs --insecure; closing it"
                 );
                 self.close(key);
             }
             (_, other) => {
-                eprintln!("rrstore lb: unexpected {other:?} on control link {key}; closing it");
+                log::warn!("unexpected {other:?} on control link {key}; closing it");
                 self.close(key);
             }
         }
@@ -218,7 +213,9 @@ impl Lb {
         let reported = self.members.get(id).map_or(0, |w| lookup(&w.vector, id));
         match self.members.register(id, incarnation, addr.clone(), key) {
             Ok((id, incarnation)) => {
-                eprintln!("rrstore lb: worker {id} (incarnation {incarnation}) registered from {addr}; joining");
+                log::info!(
+                    "worker {id} (incarnation {incarnation}) registered from {addr}; joining"
+                );
                 let welcome = Msg::Welcome {
                     id,
                     members: self.members.members(),
@@ -236,7 +233,7 @@ impl Lb {
                 self.membership_changed = true;
             }
             Err(reason) => {
-                eprintln!("rrstore lb: refused registration: {reason}");
+                log::warn!("refused registration: {reason}");
                 if let Some(link) = self.links.get_mut(key) {
                     msg::encode(link.conn.out(), &Msg::Refused { reason });
                     link.conn.flush();
@@ -262,10 +259,7 @@ impl Lb {
             .and_then(|()| std::fs::rename(&tmp, &path));
         match written {
             Ok(()) => self.persisted_next_id = next,
-            Err(e) => eprintln!(
-                "rrstore lb: cannot save worker IDs in {}: {e}",
-                path.display()
-            ),
+            Err(e) => log::warn!("cannot save worker IDs in {}: {e}", path.display()),
         }
     }
 
@@ -320,8 +314,8 @@ impl Lb {
             })
             .collect();
         for (key, id, quiet) in silent {
-            eprintln!(
-                "rrstore lb: worker {id} silent for {} ms; declaring it dead",
+            log::warn!(
+                "worker {id} silent for {} ms; declaring it dead",
                 quiet.as_millis()
             );
             self.counters.declared_dead += 1;

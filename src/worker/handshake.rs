@@ -44,9 +44,10 @@ impl Worker {
             .get(key)
             .and_then(|l| l.conn.stream.peer_addr().ok())
             .map_or("?".to_string(), |a| a.to_string());
-        eprintln!(
-            "rrstore worker {}: link {key} with {from} refused: {why}; closing it ({} refused so far)",
-            self.replica.id, self.io.auth_rejected
+        log::warn!(
+            "worker {}: link {key} with {from} refused: {why}; closing it ({} refused so far)",
+            self.replica.id,
+            self.io.auth_rejected
         );
         self.close_link(key);
     }

@@ -113,8 +113,8 @@ impl Io {
 impl Outbox for Io {
     fn to_lb(&mut self, msg: &Msg<'_>) {
         if let Msg::Ready { vector, markers } = msg {
-            eprintln!(
-                "rrstore worker {}: ready: vector {vector:?} covers the peers' markers {markers:?}",
+            log::info!(
+                "worker {}: ready: vector {vector:?} covers the peers' markers {markers:?}",
                 self.id
             );
         }
@@ -152,7 +152,7 @@ impl Outbox for Io {
 
     fn dial(&mut self, peer: u32, addr: &str) {
         let Ok(sock) = addr.parse::<SocketAddr>() else {
-            eprintln!("rrstore worker: peer {peer} has an unusable address {addr:?}");
+            log::warn!("peer {peer} has an unusable address {addr:?}");
             return;
         };
         match TcpStream::connect(sock) {
@@ -176,7 +176,7 @@ impl Outbox for Io {
                 self.out_links.insert(peer, key);
             }
             Err(e) => {
-                eprintln!("rrstore worker: cannot dial peer {peer} at {addr}: {e}");
+                log::warn!("cannot dial peer {peer} at {addr}: {e}");
                 self.redial(peer, addr);
             }
         }

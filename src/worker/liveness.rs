@@ -33,8 +33,8 @@ impl Worker {
                 deregistered: false,
             } => self.replica.on_deregister_ok(),
             _ => {
-                eprintln!(
-                    "rrstore worker {}: lost the LB connection; re-registering when it is back",
+                log::warn!(
+                    "worker {}: lost the LB connection; re-registering when it is back",
                     self.replica.id
                 );
                 self.replica.on_lb_lost();
@@ -54,8 +54,8 @@ impl Worker {
         if matches!(self.replica.phase(), Phase::Leaving { deregistered: true }) {
             return; // after DEREGISTER_OK the LB sends nothing
         }
-        eprintln!(
-            "rrstore worker {}: nothing from the LB for {} ms; dropping the connection",
+        log::warn!(
+            "worker {}: nothing from the LB for {} ms; dropping the connection",
             self.replica.id,
             self.lb_heard.elapsed().as_millis()
         );
@@ -105,8 +105,8 @@ impl Worker {
             }
         }
         for (peer, key, up) in stale {
-            eprintln!(
-                "rrstore worker {}: link to peer {peer} {} for {} ms; re-dialling",
+            log::warn!(
+                "worker {}: link to peer {peer} {} for {} ms; re-dialling",
                 self.replica.id,
                 if up {
                     "unacknowledged"
@@ -143,7 +143,7 @@ impl Worker {
             Ok(reg) => reg,
             Err(e) => {
                 if backoff >= LB_RETRY_MAX {
-                    eprintln!("rrstore worker {}: LB not back yet: {e}", r.id);
+                    log::warn!("worker {}: LB not back yet: {e}", r.id);
                 }
                 self.lb_retry = Some((Instant::now() + backoff, (backoff * 2).min(LB_RETRY_MAX)));
                 return Ok(());
@@ -162,10 +162,7 @@ impl Worker {
         self.lb_retry = None;
         self.lb_heard = Instant::now();
         self.last_report = None;
-        eprintln!(
-            "rrstore worker {}: re-registered with the LB",
-            self.replica.id
-        );
+        log::info!("worker {}: re-registered with the LB", self.replica.id);
         self.config.max_content = self.config.max_content.max(reg.max_content);
         self.io.ack_all = reg.ack_all;
         self.replica.on_lb_floor(reg.your_seq, &mut self.io);

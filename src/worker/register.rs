@@ -48,7 +48,7 @@ pub(super) fn register(
             Ok(s) => break s,
             Err(e) if Instant::now() + backoff < deadline => {
                 if backoff >= Duration::from_millis(640) {
-                    eprintln!("rrstore worker: LB {lb} not reachable yet ({e}); retrying");
+                    log::info!("LB {lb} not reachable yet ({e}); retrying");
                 }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
