@@ -19,6 +19,7 @@
 //! watchdog).
 
 mod handshake;
+mod lag;
 mod links;
 mod liveness;
 mod register;
@@ -113,6 +114,8 @@ pub struct Worker {
     last_report: Option<(u64, Vector)>,
     /// Records received in the catch-up under way (for the log line).
     catchup_records: u64,
+    /// When our own records were written, for lag in seconds.
+    lag_clock: lag::LagClock,
     /// While the LB is unreachable: when to try again, and the next pause.
     lb_retry: Option<(Instant, Duration)>,
     /// Merges sealed log segments in the background.
@@ -289,6 +292,7 @@ impl Worker {
             leave_deadline: None,
             last_report: None,
             catchup_records: 0,
+            lag_clock: lag::LagClock::default(),
             lb_retry: None,
             compactor,
             next_heartbeat: Instant::now(),
@@ -862,6 +866,9 @@ impl Worker {
             }
         }
         let now = Instant::now();
+        if self.metrics.is_some() {
+            self.lag_clock.note(replica.own_seq(), now);
+        }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + msg::HEARTBEAT_EVERY;
             self.io.to_lb(&Msg::Heartbeat);

@@ -104,3 +104,52 @@ fn the_lb_and_workers_serve_prometheus_metrics() {
     );
     assert!(text.contains("rrstore_worker_log_bytes{"), "{text}");
 }
+
+/// SIGCONTs a stopped worker however the test ends.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn replication_lag_in_seconds_grows_while_a_peer_is_paused() {
+    // A long worker timeout: the paused worker stays a member (and a peer).
+    let mut c = TestCluster::start_with("lag_seconds", 0, &["--worker-timeout-ms", "60000"]);
+    c.worker_args = vec!["--metrics".into(), "127.0.0.1:0".into()];
+    let (a, b) = (c.add_active_worker(), c.add_active_worker());
+    let log_of = |id: u32| {
+        let dir = &c.workers[&id].data_dir;
+        std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
+    };
+    let mut addr = None;
+    wait_until(ACTIVE_TIMEOUT, "worker A's metrics address", || {
+        addr = metrics_addr(&log_of(a));
+        addr.is_some()
+    });
+    let addr = addr.unwrap_or_default();
+    let lag_to_b = format!("rrstore_worker_peer_lag_seconds{{id=\"{a}\",peer=\"{b}\"}} ");
+    let lag = || value(&scrape(&addr, "/metrics").unwrap_or_default(), &lag_to_b);
+
+    let resume = Resume(c.workers[&b].child.id() as i32);
+    // SAFETY: kill(2) on our own child; `resume` continues it.
+    unsafe { libc::kill(resume.0, libc::SIGSTOP) };
+    // Half the PUTs go to the paused worker and wait there; the other half
+    // are stored by A, which B cannot acknowledge.
+    let lb = c.lb_addr.clone();
+    let writer = std::thread::spawn(move || {
+        let records: Vec<(u64, Vec<u8>)> = (0..40).map(|id| (id, content(id, 3))).collect();
+        put_all(&mut connect(&lb), &records, 8);
+    });
+    wait_until(ACTIVE_TIMEOUT, "A's lag to paused B to pass 1 s", || {
+        lag().is_some_and(|s| s >= 1.0)
+    });
+    drop(resume);
+    writer.join().expect("writer");
+    wait_until(CONVERGE_TIMEOUT, "A's lag to B to return to 0", || {
+        lag() == Some(0.0)
+    });
+}

@@ -172,7 +172,8 @@ impl Worker {
 
     /// Renders `/metrics` once a second, if `--metrics` is on: the store,
     /// the log, the phase, and per peer how many of our records it has not
-    /// acknowledged (replication lag, in records).
+    /// acknowledged (replication lag, in records) and since when (in
+    /// seconds, see [`super::lag`]).
     pub(super) fn publish_metrics(&mut self) {
         let now = Instant::now();
         if !self.metrics.as_ref().is_some_and(|m| m.due(now)) {
@@ -213,7 +214,8 @@ impl Worker {
             &me,
             self.catchup_records as f64,
         );
-        for (peer, lag) in r.peer_lags() {
+        let lags = r.peer_lags();
+        for &(peer, lag) in &lags {
             e.sample(
                 "rrstore_worker_peer_unacked_records",
                 "gauge",
@@ -221,6 +223,18 @@ impl Worker {
                 lag as f64,
             );
         }
+        let own = r.own_seq();
+        for &(peer, lag) in &lags {
+            let acked = own.saturating_sub(lag);
+            e.sample(
+                "rrstore_worker_peer_lag_seconds",
+                "gauge",
+                &[("id", &id), ("peer", &peer.to_string())],
+                self.lag_clock.lag(acked, now).as_secs_f64(),
+            );
+        }
+        let max_lag = lags.iter().map(|&(_, lag)| lag).max().unwrap_or(0);
+        self.lag_clock.trim(own.saturating_sub(max_lag));
         let text = e.finish();
         if let Some(m) = self.metrics.as_mut() {
             m.publish(now, text);
