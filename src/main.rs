@@ -13,12 +13,50 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The rest of `rrstore --help`: how the pieces fit, in manual-page form.
+const MANUAL: &str = "\
+Every command also takes --config FILE: a TOML file with a table per command
+([lb], [worker], ...) whose keys are flag names; top-level keys apply to every
+command that has the flag. Flags typed on the command line override the file.
+
+A CLUSTER is one LB and any number of workers. Clients send records {id,
+content} to the LB (port 5059, client protocol v1: docs/PROTOCOL.md); the LB
+hands each request to the next active worker, round robin; that worker logs
+the record, sends it to every other worker and confirms; the LB logs the
+confirmation (--processed-log) and answers. Workers register at run time on
+the LB's control port; a newcomer catches up every record before it takes
+requests. Nodes authenticate each other with a shared secret.
+
+EXAMPLES
+  Everything on one machine, narrated:   rrstore demo
+  Three hosts (see docs/GUIDE.md):
+    rrstore keygen > /etc/rrstore/secret            (copy to every host)
+    rrstore lb --control 10.0.0.1:5060 --secret-file /etc/rrstore/secret
+    rrstore worker --lb 10.0.0.1:5060 --listen 10.0.0.2:7000 \\
+        --data-dir /var/lib/rrstore --secret-file /etc/rrstore/secret
+  Use it (members, verify, dump and stats need the secret as well):
+    rrstore put --lb 10.0.0.1:5059 42 hello     rrstore get --lb 10.0.0.1:5059 42
+    rrstore members --control 10.0.0.1:5060     rrstore verify --control 10.0.0.1:5060
+
+ENVIRONMENT
+  RRSTORE_SECRET  the cluster secret, when --secret-file is not given
+  RUST_LOG        daemon log filter on stderr: info (default), warn, or per
+                  module, e.g. info,rrstore::worker::links=warn
+
+EXIT STATUS
+  0 success; 1 not found (get) or diverged (verify); 2 any error.
+
+SEE ALSO
+  README.md, docs/GUIDE.md (operations), docs/PROTOCOL.md, docs/SECURITY.md,
+  docs/RELIABILITY.md, docs/ARCHITECTURE.md";
+
 #[derive(Parser)]
 #[command(
     name = "rrstore",
     version,
     about = "A load-balanced, fully replicated record store",
-    after_help = "Every command also takes --config FILE: a TOML file with a table per command ([lb], [worker], ...) whose keys are flag names; flags typed on the command line override it.",
+    after_help = "Every command also takes --config FILE: a TOML file with a table per command ([lb], [worker], ...) whose keys are flag names; flags typed on the command line override it. `rrstore --help` (long) is the manual.",
+    after_long_help = MANUAL,
     args_override_self = true
 )]
 struct Cli {
@@ -71,6 +109,13 @@ enum AckMode {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the load balancer.
+    ///
+    /// Listens for clients on --listen and for workers and admin tools on
+    /// --control. Spreads requests round robin over the active workers, one
+    /// request at a time; declares a worker that stops heartbeating dead and
+    /// re-dispatches its unconfirmed requests; writes one line per confirmed
+    /// PUT to --processed-log. Prints `listening clients=ADDR control=ADDR`
+    /// on stdout once both ports are bound. SIGTERM or Ctrl-C stops it.
     Lb {
         /// Where clients connect (protocol v1).
         #[arg(long, default_value = "0.0.0.0:5059")]
@@ -131,6 +176,14 @@ enum Cmd {
         secret: SecretArgs,
     },
     /// Run a worker that registers with the LB.
+    ///
+    /// Replays its log from --data-dir, registers with the LB (under the ID
+    /// kept in the data dir, else a new one), links to every other worker,
+    /// catches up what it lacks, and only then takes requests. Prints
+    /// `registered id=ID addr=ADDR` on stdout once registered. SIGTERM or
+    /// Ctrl-C makes it leave cleanly: it deregisters, waits until its peers
+    /// hold its records (at most --leave-timeout-secs) and exits; a second
+    /// signal exits at once.
     Worker {
         /// The LB's control address.
         #[arg(long)]

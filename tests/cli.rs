@@ -300,3 +300,29 @@ fn nothing_is_logged_per_request() {
         "500 PUTs and a GET added LB log lines: {log}"
     );
 }
+
+#[test]
+fn long_help_is_the_manual() {
+    let run = run_cli(&["--help"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    for section in [
+        "EXAMPLES",
+        "ENVIRONMENT",
+        "RUST_LOG",
+        "RRSTORE_SECRET",
+        "EXIT STATUS",
+    ] {
+        assert!(
+            run.stdout.contains(section),
+            "{section} missing: {}",
+            run.stdout
+        );
+    }
+    let version = run_cli(&["--version"]);
+    assert_eq!(
+        version.stdout,
+        format!("rrstore {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let lb = run_cli(&["lb", "--help"]);
+    assert!(lb.stdout.contains("round robin"), "{}", lb.stdout);
+}
