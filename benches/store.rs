@@ -11,6 +11,10 @@
 //! * `vector_observe_in_order`: the next seq of one of 4 origins, in order
 //!   (the common case: no gap). Baseline: `BTreeMap<u32, u64>::insert` of the
 //!   same pair, i.e. the same map without gap tracking.
+//! * `recover`: a worker's start-up replay of a 500,000-record log (40 B
+//!   contents) into its store, on one thread and on
+//!   [`rrstore::recover::default_threads`] threads (one shard each).
+//!   Baseline: the one-thread replay.
 //!
 //! Run: `cargo bench -p rrstore --bench store`.
 
@@ -154,5 +158,38 @@ fn observe_in_order(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, apply_new, apply_overwrite, observe_in_order);
+fn recover(c: &mut Criterion) {
+    const RECORDS: u64 = 500_000;
+    let dir = std::env::temp_dir().join(format!("rrstore-bench-recover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let mut log = rrstore::log::LogWriter::open(&dir.join("records.log")).expect("log");
+    let content = [7u8; 40];
+    for i in 0..RECORDS {
+        log.append_record(&record(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), i + 1, &content));
+        if i % 10_000 == 0 {
+            log.flush().expect("flush");
+        }
+    }
+    log.flush().expect("flush");
+    let mut g = c.benchmark_group("recover");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(RECORDS));
+    let threads = rrstore::recover::default_threads();
+    for t in [1, threads] {
+        g.bench_function(format!("{t} thread(s)"), |b| {
+            b.iter(|| {
+                let (store, _, _) = rrstore::recover::recover(&dir, t).expect("recover");
+                assert_eq!(store.len() as u64, RECORDS);
+                store
+            })
+        });
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, apply_new, apply_overwrite, observe_in_order, recover);
 criterion_main!(benches);

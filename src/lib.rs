@@ -16,7 +16,8 @@
 //! - The LB's worker map and round-robin array: [`membership`].
 //! - Persistence: [`log`] (data dir, lock, CRC'd log entries), [`segments`]
 //!   (segments and their background compaction) and [`fsync`] (the fsync
-//!   thread); the LB's processed log: [`plog`].
+//!   thread); rebuilding a worker's store from its log at start, on
+//!   several threads: [`recover`]; the LB's processed log: [`plog`].
 //! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].
 //! - `--config FILE` (TOML) into flags: [`config`].
 //! - Tools: [`client`] (blocking client), [`admin`] (members, verify, dump),
@@ -40,6 +41,7 @@ pub mod membership;
 pub mod metrics;
 pub mod msg;
 pub mod plog;
+pub mod recover;
 pub mod replica;
 pub mod ringbuf;
 pub mod rng;

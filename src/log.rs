@@ -129,8 +129,22 @@ pub struct ReplayStats {
 
 /// Replays `path` (missing means empty) through `apply`, truncating any
 /// untrusted tail. Returns what it did.
-pub fn replay(path: &Path, mut apply: impl FnMut(LogEntry<'_>)) -> io::Result<ReplayStats> {
-    let file = match OpenOptions::new().read(true).write(true).open(path) {
+pub fn replay(path: &Path, apply: impl FnMut(LogEntry<'_>)) -> io::Result<ReplayStats> {
+    read_entries(path, true, apply)
+}
+
+/// Reads `path` like [`replay`] but never changes it: stops at the first
+/// untrusted entry. For a second pass over a log [`replay`] has repaired.
+pub fn scan(path: &Path, apply: impl FnMut(LogEntry<'_>)) -> io::Result<ReplayStats> {
+    read_entries(path, false, apply)
+}
+
+fn read_entries(
+    path: &Path,
+    repair: bool,
+    mut apply: impl FnMut(LogEntry<'_>),
+) -> io::Result<ReplayStats> {
+    let file = match OpenOptions::new().read(true).write(repair).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReplayStats::default()),
         Err(e) => return Err(e),
@@ -164,8 +178,10 @@ pub fn replay(path: &Path, mut apply: impl FnMut(LogEntry<'_>)) -> io::Result<Re
     drop(reader);
     if good < file_len {
         stats.truncated = file_len - good;
-        file.set_len(good)?;
-        file.sync_all()?;
+        if repair {
+            file.set_len(good)?;
+            file.sync_all()?;
+        }
     }
     Ok(stats)
 }

@@ -9,6 +9,9 @@
 //! - `digest` is the wrapping sum over live entries of
 //!   XXH3-128(content, seed = id): order-independent and updated in O(1) per
 //!   apply, so `verify` never has to walk or sort the store.
+//! - Each id lives in exactly one shard, chosen by [`shard_of`] from the
+//!   id alone; each shard keeps its own digest and counters, and the
+//!   store's figures are their sums, whatever the shard count.
 
 use crate::msg::RecordRef;
 use std::collections::HashMap;
@@ -34,12 +37,29 @@ impl Entry {
     }
 }
 
+/// One part of the store: the records whose id maps to it (see
+/// [`shard_of`]), with its own digest and counters.
 #[derive(Debug, Default)]
-pub struct Store {
+struct Shard {
     map: HashMap<u64, Entry>,
     digest: u128,
     content_bytes: u64,
     max_version: u64,
+}
+
+/// The live records, in one or more shards by id. The loop sees one store;
+/// the shards exist so that a restart can rebuild them on several threads
+/// at once ([`Store::apply_sharded`]). Every figure (`len`, `digest`, ...)
+/// is the sum over the shards, so it does not depend on the shard count.
+#[derive(Debug)]
+pub struct Store {
+    shards: Box<[Shard]>,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store::with_shards(1, 0)
+    }
 }
 
 /// Whether `a` beats `b` under last-writer-wins: higher version first, then
@@ -52,22 +72,15 @@ fn entry_hash(id: u64, content: &[u8]) -> u128 {
     xxh3_128_with_seed(content, id)
 }
 
-impl Store {
-    pub fn new() -> Store {
-        Store::default()
-    }
+/// Which of `shards` holds `id`: a multiplicative hash of the id, scaled
+/// to the shard count (no division).
+fn shard_of(id: u64, shards: usize) -> usize {
+    let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    ((h * shards as u64) >> 32) as usize
+}
 
-    /// A store with room for `records` entries (replay sizes it from the
-    /// log, so it does not rehash its way up).
-    pub fn with_capacity(records: usize) -> Store {
-        Store {
-            map: HashMap::with_capacity(records),
-            ..Store::default()
-        }
-    }
-
-    /// Applies `r`; returns true if it became the live entry for its id.
-    pub fn apply(&mut self, r: &RecordRef<'_>) -> bool {
+impl Shard {
+    fn apply(&mut self, r: &RecordRef<'_>) -> bool {
         self.max_version = self.max_version.max(r.version);
         // One hash of the id, whether it is new or not.
         match self.map.entry(r.id) {
@@ -96,34 +109,121 @@ impl Store {
         self.content_bytes += r.content.len() as u64;
         true
     }
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    /// A store with room for `records` entries (replay sizes it from the
+    /// log, so it does not rehash its way up).
+    pub fn with_capacity(records: usize) -> Store {
+        Store::with_shards(1, records)
+    }
+
+    /// `shards` shards (at least 1) with room for `records` entries in all.
+    pub fn with_shards(shards: usize, records: usize) -> Store {
+        let shards = shards.max(1);
+        let each = records.div_ceil(shards);
+        Store {
+            shards: (0..shards)
+                .map(|_| Shard {
+                    map: HashMap::with_capacity(each),
+                    ..Shard::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn shard(&self, id: u64) -> &Shard {
+        &self.shards[shard_of(id, self.shards.len())]
+    }
+
+    /// Applies `r`; returns true if it became the live entry for its id.
+    pub fn apply(&mut self, r: &RecordRef<'_>) -> bool {
+        let i = shard_of(r.id, self.shards.len());
+        self.shards[i].apply(r)
+    }
+
+    /// Applies every record `feed` produces, one thread per shard: each
+    /// thread runs `feed` itself (a replay re-reads the log) and keeps the
+    /// records of its own shard, so no two threads touch one map. The
+    /// result is the store a single thread would build from the same
+    /// records (applying is a join: order does not matter). The first
+    /// error any thread meets is returned.
+    pub fn apply_sharded<E: Send>(
+        &mut self,
+        feed: impl Fn(&mut dyn FnMut(&RecordRef<'_>)) -> Result<(), E> + Sync,
+    ) -> Result<(), E> {
+        let n = self.shards.len();
+        let feed = &feed;
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = self
+                .shards
+                .iter_mut()
+                .enumerate()
+                .map(|(i, shard)| {
+                    scope.spawn(move || {
+                        feed(&mut |r: &RecordRef<'_>| {
+                            if shard_of(r.id, n) == i {
+                                shard.apply(r);
+                            }
+                        })
+                    })
+                })
+                .collect();
+            let mut result = Ok(());
+            for t in threads {
+                match t.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        if result.is_ok() {
+                            result = Err(e);
+                        }
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            result
+        })
+    }
 
     pub fn get(&self, id: u64) -> Option<&Entry> {
-        self.map.get(&id)
+        self.shard(id).map.get(&id)
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.shards.iter().map(|s| s.map.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.shards.iter().all(|s| s.map.is_empty())
     }
 
     pub fn content_bytes(&self) -> u64 {
-        self.content_bytes
+        self.shards.iter().map(|s| s.content_bytes).sum()
     }
 
     pub fn max_version(&self) -> u64 {
-        self.max_version
+        self.shards.iter().map(|s| s.max_version).max().unwrap_or(0)
     }
 
     pub fn digest(&self) -> [u8; 16] {
-        self.digest.to_be_bytes()
+        let sum = self
+            .shards
+            .iter()
+            .fold(0u128, |acc, s| acc.wrapping_add(s.digest));
+        sum.to_be_bytes()
     }
 
     /// Every id, unsorted: the frozen key list a catch-up walks.
     pub fn ids(&self) -> Vec<u64> {
-        self.map.keys().copied().collect()
+        let mut ids = Vec::with_capacity(self.len());
+        for s in self.shards.iter() {
+            ids.extend(s.map.keys().copied());
+        }
+        ids
     }
 
     /// Every id in ascending order (for `dump`).
@@ -184,5 +284,58 @@ mod tests {
         let mut c = Store::new();
         c.apply(&rec(2, 1, 3, 2, b"y")); // same content under another id
         assert_ne!(a.digest(), c.digest());
+    }
+
+    #[test]
+    fn sharded_apply_builds_the_same_store_as_one_thread() {
+        let contents: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; i as usize]).collect();
+        let records: Vec<RecordRef<'_>> = (0..5_000u64)
+            .map(|i| {
+                let id = (i * 7919) % 1_500; // overwrites, in no order
+                rec(
+                    (i % 3) as u32 + 1,
+                    i,
+                    i % 977,
+                    id,
+                    &contents[(i % 64) as usize],
+                )
+            })
+            .collect();
+        let mut one = Store::new();
+        for r in &records {
+            one.apply(r);
+        }
+        for shards in [1, 2, 3, 8] {
+            let mut many = Store::with_shards(shards, records.len());
+            many.apply_sharded(|apply| {
+                records.iter().for_each(|r| apply(r));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert_eq!(many.digest(), one.digest(), "{shards} shards");
+            assert_eq!(many.len(), one.len());
+            assert_eq!(many.content_bytes(), one.content_bytes());
+            assert_eq!(many.max_version(), one.max_version());
+            assert_eq!(many.sorted_ids(), one.sorted_ids());
+            for id in one.sorted_ids() {
+                assert_eq!(many.get(id), one.get(id), "id {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn sharded_apply_reports_a_feed_error() {
+        let mut s = Store::with_shards(2, 0);
+        let r = s.apply_sharded(|_| Err::<(), _>("bad log"));
+        assert_eq!(r, Err("bad log"));
+    }
+
+    #[test]
+    fn ids_spread_over_every_shard() {
+        let mut counts = [0usize; 4];
+        for id in 0..4_000u64 {
+            counts[shard_of(id, 4)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
     }
 }

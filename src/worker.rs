@@ -27,12 +27,10 @@ mod register;
 use crate::auth::{Handshake, Identity, Secret};
 use crate::conn::Conn;
 use crate::fsync::Syncer;
-use crate::log::{DataDir, FsyncPolicy, LogEntry, LogWriter};
+use crate::log::{DataDir, FsyncPolicy, LogWriter};
 use crate::msg::{self, Msg, Vector};
 use crate::replica::{Outbox, Phase, Replica};
 use crate::segments::{self, Compactor};
-use crate::store::Store;
-use crate::vector::VersionVector;
 use crate::wire;
 use links::{pump, Cursor, Io, Link, Role};
 use liveness::LinkWatch;
@@ -157,20 +155,8 @@ impl Worker {
                 .into());
             }
         }
-        // A record takes at least 37 bytes of log; most take more, and
-        // overwritten ones are compacted away, so this rarely over-reserves.
-        let log_bytes = segments::log_bytes(data.path());
-        let mut store = Store::with_capacity(usize::try_from(log_bytes / 64).unwrap_or(0));
-        let mut vv = VersionVector::new();
-        let stats = segments::replay_all(data.path(), |entry| match entry {
-            LogEntry::Record(r) => {
-                store.apply(&r);
-                vv.observe(r.origin, r.seq);
-            }
-            LogEntry::Vector(v) => {
-                vv.merge(&v);
-            }
-        })?;
+        let (store, vv, stats) =
+            crate::recover::recover(data.path(), crate::recover::default_threads())?;
         if stats.truncated > 0 {
             log::warn!(
                 "log replay cut {} untrusted bytes from the log in {}",
