@@ -308,7 +308,7 @@ mod tests {
         for shards in [1, 2, 3, 8] {
             let mut many = Store::with_shards(shards, records.len());
             many.apply_sharded(|apply| {
-                records.iter().for_each(|r| apply(r));
+                records.iter().for_each(&mut *apply);
                 Ok::<(), ()>(())
             })
             .unwrap();
