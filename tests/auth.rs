@@ -367,9 +367,7 @@ fn a_client_token_is_required_before_any_request_when_configured() {
     // A wrong token: the same.
     let mut wrong = c.client();
     match wrong.auth(b"let-me-out") {
-        Err(rrstore::client::ClientError::Server { code, .. }) => {
-            assert_eq!(code, unauthorized as u16)
-        }
+        Err(rrstore::ClientError::Server { code, .. }) => assert_eq!(code, unauthorized),
         other => panic!("a wrong token: {other:?}"),
     }
     expect_eof(&mut wrong);
