@@ -1,8 +1,9 @@
 //! The client library: a blocking client for protocol v1 (the LB's port
 //! 5059) over std TCP, with pipelining matched by tag and a typed error for
-//! every ERROR code. The admin calls (`members`, `stats`, `digest`, `dump`)
-//! live in [`admin`] and are re-exported here. The wire format is
-//! [`crate::wire`]'s; nothing here encodes or parses a frame by hand.
+//! every ERROR code. The admin calls ([`members`], [`stats`], [`digest`],
+//! [`dump`]) live in the `admin` submodule and are re-exported here. The
+//! wire format is [`crate::wire`]'s; nothing here encodes or parses a frame
+//! by hand.
 //!
 //! The examples run against a real LB and workers started in this process
 //! by [`crate::testing::LocalCluster`]; against a deployed cluster, connect
@@ -65,7 +66,7 @@
 //! # }
 //! ```
 //!
-//! Errors: every ERROR code is a variant of [`ErrorCode`] inside
+//! Errors: every ERROR code is a variant of [`wire::ErrorCode`] inside
 //! [`ClientError::Server`], so each can be matched; a timeout on this side
 //! is [`ClientError::TimedOut`], a broken connection [`ClientError::Io`]:
 //!
@@ -459,6 +460,15 @@ impl Client {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("peer", &self.stream.peer_addr().ok())
+            .field("in_flight", &self.in_flight.len())
+            .finish_non_exhaustive()
     }
 }
 

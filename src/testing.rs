@@ -38,9 +38,10 @@
 //!   thread, then removes the directory. Nothing keeps running.
 //!
 //! Unlike the processes: workers use `--fsync never` and stop at once
-//! rather than leave cleanly; and the loops print their ready lines on
-//! stdout and register SIGTERM/SIGINT handlers, as the processes do (so a
-//! Ctrl-C then reaches them rather than ending the process).
+//! rather than leave cleanly. Like them, workers print their ready line
+//! (`registered id=…`) on stdout and log as they do, and the loops register
+//! SIGTERM/SIGINT handlers (so a Ctrl-C reaches them rather than ending the
+//! process).
 
 use crate::auth::Secret;
 use crate::client;
@@ -99,10 +100,23 @@ impl Running {
         let thread = thread::Builder::new().name(name).spawn(move || f(tx)?())?;
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(stopper) => Ok(Running { stopper, thread }),
-            Err(_) => Err(io::Error::other(match thread.join() {
-                Ok(Err(e)) => e,
-                _ => "the loop did not start in time".into(),
-            })),
+            // No stopper will come: the thread has ended, joining is quick.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(io::Error::other(match thread.join() {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => "the loop ended before it started".into(),
+                    Err(_) => "the loop's thread panicked".into(),
+                }))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Should it start after all, it is stopped at once.
+                thread::spawn(move || {
+                    if let Ok(stopper) = rx.recv() {
+                        stopper.stop();
+                    }
+                });
+                Err(io::Error::other("the loop did not start in time"))
+            }
         }
     }
 }
