@@ -121,17 +121,23 @@ pub struct ClientToken {
     mac: [u8; MAC_LEN],
 }
 
+/// The client token in a file (the LB's `--client-token-file`, and the
+/// same flag of `put` and `get`): its bytes with surrounding whitespace
+/// trimmed; it must not be empty.
+pub fn read_client_token(path: &Path) -> Result<Vec<u8>, String> {
+    let raw = std::fs::read(path)
+        .map_err(|e| format!("cannot read the client token {}: {e}", path.display()))?;
+    let token = raw.trim_ascii();
+    if token.is_empty() {
+        return Err(format!("the client token in {} is empty", path.display()));
+    }
+    Ok(token.to_vec())
+}
+
 impl ClientToken {
-    /// The token is the file's bytes with surrounding whitespace trimmed;
-    /// it must not be empty.
+    /// The token in `path`, as [`read_client_token`] reads it.
     pub fn load(path: &Path) -> Result<ClientToken, String> {
-        let raw = std::fs::read(path)
-            .map_err(|e| format!("cannot read the client token {}: {e}", path.display()))?;
-        let token = raw.trim_ascii();
-        if token.is_empty() {
-            return Err(format!("the client token in {} is empty", path.display()));
-        }
-        ClientToken::new(token).map_err(|e| e.to_string())
+        ClientToken::new(&read_client_token(path)?).map_err(|e| e.to_string())
     }
 
     pub fn new(token: &[u8]) -> Result<ClientToken, AuthError> {

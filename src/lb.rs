@@ -51,6 +51,7 @@ mod workers;
 const CLIENTS: Token = Token(usize::MAX);
 const CONTROL: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const STOP: Token = Token(usize::MAX - 3);
 /// How long a client that got MALFORMED or TOO_LARGE may keep sending
 /// before its connection is closed anyway.
 const LINGER: Duration = Duration::from_secs(2);
@@ -266,6 +267,8 @@ pub struct Lb {
     plog: ProcessedLog,
     /// Who the LB is in handshakes: ID 0 and its control address.
     me: Identity,
+    /// Stops the loop from another thread (in-process runs only).
+    stopper: Option<crate::stop::Stopper>,
     config: LbConfig,
 }
 
@@ -402,8 +405,20 @@ impl Lb {
             counters: Counters::default(),
             plog,
             me,
+            stopper: None,
             config,
         })
+    }
+
+    /// A handle that makes [`Lb::run`] return from another thread (for an
+    /// LB run in-process, e.g. by [`crate::testing`]).
+    pub fn stopper(&mut self) -> io::Result<crate::stop::Stopper> {
+        if self.stopper.is_none() {
+            self.stopper = Some(crate::stop::Stopper::new(self.poll.registry(), STOP)?);
+        }
+        self.stopper
+            .clone()
+            .ok_or_else(|| io::Error::other("no stopper"))
     }
 
     pub fn run(&mut self) -> Result<(), Box<dyn Error>> {
@@ -447,6 +462,8 @@ impl Lb {
                             return Ok(());
                         }
                     }
+                    STOP if self.stopper.as_ref().is_some_and(|s| s.is_stopped()) => return Ok(()),
+                    STOP => {}
                     Token(key) => self.on_readable(key, event.is_read_closed() || event.is_error()),
                 }
             }

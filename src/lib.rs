@@ -20,8 +20,13 @@
 //!   several threads: [`recover`]; the LB's processed log: [`plog`].
 //! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].
 //! - `--config FILE` (TOML) into flags: [`config`].
-//! - Tools: [`client`] (blocking client), [`admin`] (members, verify, dump),
-//!   [`cluster`] (child processes), [`demo`].
+//! - The client library: [`client`] ([`Client`]: protocol v1, blocking,
+//!   pipelined by tag, typed errors; its `admin` submodule: members, stats,
+//!   digest, dump over the internal messages). [`testing`]: an LB and
+//!   workers on threads of this process, for tests and doc examples;
+//!   [`stop`] lets such a loop be stopped from another thread.
+//! - Tools: [`admin`] (the member table, verify, dump), [`cluster`] (child
+//!   processes), [`demo`].
 //! - A seedable generator for tools and tests: [`rng`].
 //! - Fuzz target bodies (for `fuzz/` and `tests/fuzz_corpus.rs`): `fuzzing`.
 
@@ -46,7 +51,12 @@ pub mod replica;
 pub mod ringbuf;
 pub mod rng;
 pub mod segments;
+pub mod stop;
 pub mod store;
+pub mod testing;
 pub mod vector;
 pub mod wire;
 pub mod worker;
+
+pub use client::{Client, ClientError, Reply};
+pub use wire::{ErrorCode, Request};

@@ -234,6 +234,10 @@ enum Cmd {
     Put {
         #[arg(long, default_value = "127.0.0.1:5059")]
         lb: String,
+        /// The client token of an LB run with --client-token-file (a file,
+        /// whitespace trimmed), sent in AUTH first.
+        #[arg(long, value_name = "PATH")]
+        client_token_file: Option<PathBuf>,
         id: u64,
         content: String,
     },
@@ -241,6 +245,10 @@ enum Cmd {
     Get {
         #[arg(long, default_value = "127.0.0.1:5059")]
         lb: String,
+        /// The client token of an LB run with --client-token-file (a file,
+        /// whitespace trimmed), sent in AUTH first.
+        #[arg(long, value_name = "PATH")]
+        client_token_file: Option<PathBuf>,
         id: u64,
     },
     /// The LB's workers: ID, address, status, record count.
@@ -430,11 +438,20 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 secret,
             })?;
         }
-        Cmd::Put { lb, id, content } => {
-            let worker = Client::connect(&lb)?.put(id, content.as_bytes())?;
+        Cmd::Put {
+            lb,
+            client_token_file,
+            id,
+            content,
+        } => {
+            let worker = client(&lb, client_token_file)?.put(id, content.as_bytes())?;
             println!("stored id={id} worker={worker}");
         }
-        Cmd::Get { lb, id } => match Client::connect(&lb)?.get(id)? {
+        Cmd::Get {
+            lb,
+            client_token_file,
+            id,
+        } => match client(&lb, client_token_file)?.get(id)? {
             Some(content) => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(&content)?;
@@ -520,6 +537,16 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A client of the LB at `lb` for `put` and `get`, authenticated with the
+/// token in `token_file` if given.
+fn client(lb: &str, token_file: Option<PathBuf>) -> Result<Client, Box<dyn std::error::Error>> {
+    let mut client = Client::connect(lb)?;
+    if let Some(path) = token_file {
+        client.auth(&auth::read_client_token(&path)?)?;
+    }
+    Ok(client)
 }
 
 fn warn_insecure(who: &str, secret: &Option<Secret>) {

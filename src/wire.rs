@@ -40,8 +40,12 @@ pub mod op {
 }
 
 /// Error codes carried by an ERROR response (docs/PROTOCOL.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Non-exhaustive: a newer LB may send codes this build does not know
+/// (the client reports those as [`crate::ClientError::UnknownCode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// len < 5, or a body of the wrong size for its op. The LB closes.
     Malformed = 1,
@@ -61,6 +65,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::Malformed,
+        ErrorCode::TooLarge,
+        ErrorCode::UnknownOp,
+        ErrorCode::Unavailable,
+        ErrorCode::Busy,
+        ErrorCode::Timeout,
+        ErrorCode::Unauthorized,
+    ];
+
+    /// The code for a number on the wire; `None` for one this build does
+    /// not know.
     pub fn from_u16(code: u16) -> Option<ErrorCode> {
         Some(match code {
             1 => ErrorCode::Malformed,
@@ -74,6 +91,7 @@ impl ErrorCode {
         })
     }
 
+    /// The name docs/PROTOCOL.md gives it (`TOO_LARGE`, …).
     pub fn name(self) -> &'static str {
         match self {
             ErrorCode::Malformed => "MALFORMED",
@@ -521,8 +539,9 @@ mod tests {
 
     #[test]
     fn error_codes_round_trip() {
-        for code in 1..=6u16 {
-            let c = ErrorCode::from_u16(code).unwrap();
+        for (i, &c) in ErrorCode::ALL.iter().enumerate() {
+            let code = i as u16 + 1;
+            assert_eq!(ErrorCode::from_u16(code), Some(c));
             assert_eq!(c as u16, code);
             let mut buf = Vec::new();
             encode_error(&mut buf, 5, c);
@@ -532,5 +551,6 @@ mod tests {
             ));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
+        assert_eq!(ErrorCode::from_u16(ErrorCode::ALL.len() as u16 + 1), None);
     }
 }

@@ -133,6 +133,11 @@ pub struct Worker {
     next_link_check: Instant,
     /// `--metrics`: the serving thread's end.
     metrics: Option<crate::metrics::Metrics>,
+    /// Stops the loop from another thread (in-process runs only); shares
+    /// the fsync thread's waker.
+    stopper: crate::stop::Stopper,
+    /// The data dir and its lock, held as long as the worker.
+    _data: DataDir,
 }
 
 /// Opens the data dir, replays the log, registers with the LB, then runs
@@ -215,6 +220,7 @@ impl Worker {
 
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let stopper = crate::stop::Stopper::with_waker(waker.clone());
         let log = LogWriter::open(&data.log_path())?;
         let syncer = match config.fsync {
             FsyncPolicy::Never => None,
@@ -259,8 +265,6 @@ impl Worker {
         replica.on_lb_floor(your_seq, &mut io);
         replica.on_members(&members, &mut io);
         let compactor = Compactor::start(data.path().to_path_buf())?;
-        // Keep the data dir (and its lock) alive as long as the worker.
-        std::mem::forget(data);
         let metrics = match config.metrics {
             Some(addr) => {
                 let m = crate::metrics::Metrics::start(addr, "worker")?;
@@ -288,7 +292,16 @@ impl Worker {
             link_watch: HashMap::new(),
             next_link_check: Instant::now(),
             metrics,
+            stopper,
+            _data: data,
         })
+    }
+
+    /// A handle that makes [`Worker::run`] return from another thread, at
+    /// once and without leaving (for a worker run in-process, e.g. by
+    /// [`crate::testing`]; a process leaves cleanly on SIGTERM instead).
+    pub fn stopper(&self) -> crate::stop::Stopper {
+        self.stopper.clone()
     }
 
     pub fn run(&mut self) -> Result<(), Box<dyn Error>> {
@@ -341,6 +354,7 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept()?,
+                    WAKER if self.stopper.is_stopped() => return Ok(()),
                     WAKER => self.on_durable(),
                     SIGNALS => self.on_signal(),
                     Token(key) => {

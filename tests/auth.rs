@@ -367,9 +367,7 @@ fn a_client_token_is_required_before_any_request_when_configured() {
     // A wrong token: the same.
     let mut wrong = c.client();
     match wrong.auth(b"let-me-out") {
-        Err(rrstore::client::ClientError::Server { code, .. }) => {
-            assert_eq!(code, unauthorized as u16)
-        }
+        Err(rrstore::ClientError::Server { code, .. }) => assert_eq!(code, unauthorized),
         other => panic!("a wrong token: {other:?}"),
     }
     expect_eof(&mut wrong);
@@ -379,7 +377,25 @@ fn a_client_token_is_required_before_any_request_when_configured() {
     good.auth(b"let-me-in").expect("AUTH with the token");
     assert!(good.put(5, b"five").expect("PUT after AUTH") > 0);
     assert_eq!(good.get(5).expect("GET").as_deref(), Some(&b"five"[..]));
-    assert!(c.stats()["errors_unauthorized"] >= 2);
+
+    // The CLI: with --client-token-file, and without (UNAUTHORIZED, exit 2).
+    let lb = c.lb_addr.clone();
+    let put = run_cli(&[
+        "put",
+        "--lb",
+        &lb,
+        "--client-token-file",
+        &token_arg,
+        "6",
+        "six",
+    ]);
+    assert_eq!(put.code, Some(0), "{put:?}");
+    let get = run_cli(&["get", "--lb", &lb, "--client-token-file", &token_arg, "6"]);
+    assert_eq!((get.code, get.stdout.as_str()), (Some(0), "six"), "{get:?}");
+    let denied = run_cli(&["get", "--lb", &lb, "6"]);
+    assert_eq!(denied.code, Some(2), "{denied:?}");
+    assert!(denied.stderr.contains("UNAUTHORIZED"), "{denied:?}");
+    assert!(c.stats()["errors_unauthorized"] >= 3);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use rrstore::client::{Client, Reply};
+use rrstore::client::{Client, ClientError, Reply};
 use rrstore::wire::{self, op, ErrorCode, Request};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -56,7 +56,7 @@ fn length_below_five_is_malformed_with_tag_zero_and_closes() {
     bytes.extend_from_slice(&3u32.to_be_bytes());
     client.send_raw(&bytes);
     client.flush().expect("write");
-    assert_eq!(client.recv().expect("PONG"), (9, Reply::Pong));
+    assert!(matches!(client.recv(), Ok((9, Ok(Reply::Pong)))));
     expect_error(&mut client, ErrorCode::Malformed, 0);
     expect_eof(&mut client);
     assert_serves(&c, 1_010);
@@ -167,17 +167,23 @@ fn unknown_op_is_skipped_and_the_connection_stays_open() {
     }
     for tag in [5, 6, 8] {
         assert!(
-            matches!(&replies[&tag], Reply::Error { code, .. } if *code == ErrorCode::UnknownOp as u16),
+            matches!(
+                &replies[&tag],
+                Err(ClientError::Server {
+                    code: ErrorCode::UnknownOp,
+                    ..
+                })
+            ),
             "tag {tag}: {:?}",
             replies[&tag]
         );
     }
     assert!(
-        matches!(replies[&7], Reply::Stored { id: 4_242, .. }),
+        matches!(replies[&7], Ok(Reply::Stored { id: 4_242, .. })),
         "{:?}",
         replies[&7]
     );
-    assert_eq!(replies[&9], Reply::Pong);
+    assert!(matches!(replies[&9], Ok(Reply::Pong)));
     assert_eq!(
         client.get(4_242).expect("GET"),
         Some(b"after unknown ops".to_vec())
@@ -202,8 +208,8 @@ fn wrong_body_size_is_malformed_with_the_tag_and_closes() {
         client.flush().expect("write");
         let tag = 11 + i as u32;
         match client.recv() {
-            Ok((t, Reply::Error { code, .. })) => {
-                assert_eq!((t, code), (tag, ErrorCode::Malformed as u16), "{what}")
+            Ok((t, Err(ClientError::Server { code, .. }))) => {
+                assert_eq!((t, code), (tag, ErrorCode::Malformed), "{what}")
             }
             other => panic!("{what}: {other:?}"),
         }
@@ -246,8 +252,11 @@ fn over_max_inflight_is_busy_and_every_request_gets_one_answer() {
     let mut stored = Vec::new();
     for (reply, (id, content)) in replies.iter().zip(&records) {
         match reply {
-            Reply::Stored { id: got, .. } if got == id => stored.push((*id, content)),
-            Reply::Error { code, .. } if *code == ErrorCode::Busy as u16 => busy.push(*id),
+            Ok(Reply::Stored { id: got, .. }) if got == id => stored.push((*id, content)),
+            Err(ClientError::Server {
+                code: ErrorCode::Busy,
+                ..
+            }) => busy.push(*id),
             other => panic!("PUT id={id}: {other:?}"),
         }
     }
@@ -314,8 +323,8 @@ fn garbage_and_truncated_frames_do_not_disturb_other_clients() {
         client.send_raw(bytes);
         client.flush().expect("write");
         match client.recv() {
-            Ok((t, Reply::Error { code: got, .. })) => {
-                assert_eq!((t, got), (*tag, *code as u16), "{what}")
+            Ok((t, Err(ClientError::Server { code: got, .. }))) => {
+                assert_eq!((t, got), (*tag, *code), "{what}")
             }
             other => panic!("{what}: {other:?}"),
         }
@@ -391,9 +400,9 @@ fn answers_for_a_closed_client_never_reach_a_new_one() {
             "two replies for tag {tag}"
         );
     }
-    assert_eq!(replies[&1], Reply::Pong);
+    assert!(matches!(replies[&1], Ok(Reply::Pong)), "{replies:?}");
     assert!(
-        matches!(replies[&put], Reply::Stored { id: 7, .. }),
+        matches!(replies[&put], Ok(Reply::Stored { id: 7, .. })),
         "{replies:?}"
     );
     // Once the LB has nothing in flight, the next frame is the next answer:
@@ -403,7 +412,7 @@ fn answers_for_a_closed_client_never_reach_a_new_one() {
     });
     let ping = client.send(&Request::Ping);
     client.flush().expect("write");
-    assert_eq!(client.recv().expect("PONG"), (ping, Reply::Pong));
+    assert!(matches!(client.recv(), Ok((t, Ok(Reply::Pong))) if t == ping));
     assert_eq!(client.get(7).expect("GET"), Some(b"mine".to_vec()));
     // Whatever of the orphans was stored, the workers agree on it.
     let data = c.converged(&c.ids);
@@ -436,7 +445,7 @@ fn a_client_that_never_reads_does_not_block_others() {
             .unwrap_or_else(|e| panic!("after {n} of {GETS} answers: {e}"));
         assert!(tags.remove(&tag), "unexpected or repeated tag {tag}");
         assert_eq!(
-            reply,
+            reply.expect("VALUE"),
             Reply::Value {
                 id: 1,
                 content: value.clone()

@@ -267,7 +267,7 @@ fn a_get_after_stored_sees_that_write_or_a_later_one() {
         reader.flush().expect("write");
         let (t, reply) = reader.recv().expect("GET");
         assert_eq!(t, tag);
-        let Reply::Value { content, .. } = reply else {
+        let Ok(Reply::Value { content, .. }) = reply else {
             panic!("GET: {reply:?}");
         };
         let v = u64::from_be_bytes(content[..].try_into().expect("8 bytes"));

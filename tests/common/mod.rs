@@ -367,12 +367,18 @@ pub fn content(id: u64, salt: u64) -> Vec<u8> {
 }
 
 /// Sends every request with at most `window` in flight and returns the
-/// reply to each, in request order (matched by tag). Each tag must be
-/// answered exactly once.
+/// answer to each, in request order (matched by tag). Each tag must be
+/// answered exactly once. (`Client::pipeline` does this with a fixed
+/// window; the tests choose theirs.)
 #[track_caller]
-pub fn pipeline(client: &mut Client, reqs: &[Request<'_>], window: usize) -> Vec<Reply> {
+pub fn pipeline(
+    client: &mut Client,
+    reqs: &[Request<'_>],
+    window: usize,
+) -> Vec<Result<Reply, ClientError>> {
     let window = window.max(1);
-    let mut replies: Vec<Option<Reply>> = vec![None; reqs.len()];
+    let mut replies: Vec<Option<Result<Reply, ClientError>>> =
+        std::iter::repeat_with(|| None).take(reqs.len()).collect();
     let mut by_tag: HashMap<u32, usize> = HashMap::new();
     let mut sent = 0;
     let mut received = 0;
@@ -421,7 +427,7 @@ pub fn put_all(client: &mut Client, records: &[(u64, Vec<u8>)], window: usize) -
         .into_iter()
         .zip(records)
         .map(|(reply, (id, _))| match reply {
-            Reply::Stored { id: got, worker } if got == *id => worker,
+            Ok(Reply::Stored { id: got, worker }) if got == *id => worker,
             other => panic!("PUT id={id}: expected STORED, got {other:?}"),
         })
         .collect()
@@ -439,7 +445,7 @@ pub fn assert_gets(client: &mut Client, expected: &BTreeMap<u64, Vec<u8>>) {
     let reqs: Vec<Request<'_>> = expected.keys().map(|&id| Request::Get { id }).collect();
     for (reply, (id, want)) in pipeline(client, &reqs, 64).into_iter().zip(expected) {
         match reply {
-            Reply::Value { id: got, content } if got == *id => {
+            Ok(Reply::Value { id: got, content }) if got == *id => {
                 assert_eq!(&content, want, "GET id={id} returned the wrong content")
             }
             other => panic!("GET id={id}: expected VALUE, got {other:?}"),
@@ -459,14 +465,15 @@ pub fn frame(op: u8, tag: u32, body: &[u8]) -> Vec<u8> {
 #[track_caller]
 pub fn expect_error(client: &mut Client, code: wire::ErrorCode, tag: u32) {
     match client.recv() {
-        Ok((got, Reply::Error { code: c, message })) => {
+        Ok((got, Err(ClientError::Server { code: c, message }))) => {
             assert_eq!(
                 (got, c),
-                (tag, code as u16),
-                "expected ERROR {} tag {tag}, got ERROR {c} ({message}) tag {got}",
-                code.name()
+                (tag, code),
+                "expected ERROR {} tag {tag}, got ERROR {} ({message}) tag {got}",
+                code.name(),
+                c.name()
             );
-            assert!(!message.is_empty(), "ERROR {c} without a message");
+            assert!(!message.is_empty(), "ERROR {} without a message", c.name());
         }
         other => panic!("expected ERROR {} tag {tag}, got {other:?}", code.name()),
     }
@@ -556,7 +563,7 @@ pub struct PhasedWriter {
 }
 
 /// A record a writer sent, with the answer it got.
-pub type Written = ((u64, Vec<u8>), Reply);
+pub type Written = ((u64, Vec<u8>), Result<Reply, ClientError>);
 
 impl PhasedWriter {
     pub fn start(lb: &str, bounds: [u64; 4], salt: u64, window: usize) -> PhasedWriter {

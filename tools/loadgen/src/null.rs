@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn answers_rrstore_requests() {
         let server = NullServer::start("127.0.0.1:0", NullOptions::new(Protocol::Rrstore)).unwrap();
-        let mut c = Client::connect(&server.addr().to_string()).unwrap();
+        let mut c = Client::connect(server.addr()).unwrap();
         assert_eq!(c.put(5, b"abc").unwrap(), 1);
         assert_eq!(c.get(5).unwrap(), Some(Vec::new()));
         c.ping().unwrap();
@@ -380,7 +380,7 @@ mod tests {
         for t in tags {
             let (tag, reply) = c.recv().unwrap();
             assert_eq!(tag, t);
-            assert!(matches!(reply, Reply::Stored { .. }));
+            assert!(matches!(reply, Ok(Reply::Stored { .. })));
         }
         assert_eq!(server.stop().unwrap(), 103);
     }

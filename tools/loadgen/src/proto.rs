@@ -55,7 +55,7 @@ pub fn parse_target(target: &str) -> Result<(Protocol, String), String> {
 /// Why a request failed; each kind is counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// rrstore ERROR codes 1..=6.
+    /// An rrstore ERROR code (every one in [`ErrorCode::ALL`]).
     Server(ErrorCode),
     /// An rrstore ERROR code this build does not know.
     UnknownCode,
@@ -69,7 +69,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Number of kinds (the length of a counter array).
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = ErrorCode::ALL.len() + 4;
 
     /// Every kind, in [`ErrorKind::index`] order.
     pub const ALL: [ErrorKind; ErrorKind::COUNT] = [
@@ -79,6 +79,7 @@ impl ErrorKind {
         ErrorKind::Server(ErrorCode::Unavailable),
         ErrorKind::Server(ErrorCode::Busy),
         ErrorKind::Server(ErrorCode::Timeout),
+        ErrorKind::Server(ErrorCode::Unauthorized),
         ErrorKind::UnknownCode,
         ErrorKind::RedisError,
         ErrorKind::Io,
@@ -88,10 +89,10 @@ impl ErrorKind {
     pub fn index(self) -> usize {
         match self {
             ErrorKind::Server(c) => c as usize - 1,
-            ErrorKind::UnknownCode => 6,
-            ErrorKind::RedisError => 7,
-            ErrorKind::Io => 8,
-            ErrorKind::Protocol => 9,
+            ErrorKind::UnknownCode => ErrorCode::ALL.len(),
+            ErrorKind::RedisError => ErrorCode::ALL.len() + 1,
+            ErrorKind::Io => ErrorCode::ALL.len() + 2,
+            ErrorKind::Protocol => ErrorCode::ALL.len() + 3,
         }
     }
 
@@ -583,6 +584,20 @@ mod tests {
         for (i, k) in ErrorKind::ALL.iter().enumerate() {
             assert_eq!(k.index(), i);
         }
+        // Every code of the protocol is counted under its own name.
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(ErrorKind::ALL[i], ErrorKind::Server(code));
+            let mut frame = Vec::new();
+            wire::encode_error(&mut frame, 1, code);
+            assert!(matches!(
+                decode_rrstore(&frame, 64),
+                Decoded::Frame { reply: Reply::Error(ErrorKind::Server(c)), .. } if c == code
+            ));
+        }
+        assert_eq!(
+            ErrorKind::Server(ErrorCode::Unauthorized).name(),
+            "UNAUTHORIZED"
+        );
         assert_eq!(ErrorKind::Server(ErrorCode::Timeout).name(), "TIMEOUT");
         assert_eq!(ErrorKind::RedisError.name(), "redis_error");
     }
