@@ -65,6 +65,9 @@ const OUTPUT_LIMIT_FACTOR: usize = 16;
 /// ask for a new ID wait this long, so every worker that already has one
 /// re-registers first (they retry at least every 0.8 s).
 const REGISTRATION_GRACE: Duration = Duration::from_secs(2);
+/// How much of the processed log's end a restarted LB without its saved
+/// next ID reads for worker IDs in use.
+const PLOG_TAIL: u64 = 1 << 20;
 /// Stop reading clients altogether while a worker's queue passes this.
 const WORKER_OUT_CAP: usize = 32 << 20;
 /// Stop reading clients while the content of unconfirmed PUTs (kept for
@@ -358,7 +361,21 @@ impl Lb {
             }
             None => None,
         };
-        let persisted_next_id = workers::saved_next_id(&config.processed_log);
+        // The saved next ID; without it (lost, or an older LB), one above
+        // the workers the processed log's tail names, so a newcomer is not
+        // handed the ID of a worker that has not re-registered yet.
+        let saved = workers::saved_next_id(&config.processed_log);
+        let from_log = crate::plog::max_worker_in_tail(&config.processed_log, PLOG_TAIL)
+            .map(|w| w.saturating_add(1));
+        if saved.is_none() {
+            if let Some(next) = from_log {
+                log::warn!(
+                    "no saved worker IDs next to {}; reserving IDs below {next} from its tail",
+                    config.processed_log.display()
+                );
+            }
+        }
+        let persisted_next_id = saved.max(from_log);
         let mut members = Membership::default();
         if let Some(next) = persisted_next_id {
             members.reserve_ids_below(next);

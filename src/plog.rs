@@ -138,6 +138,27 @@ impl Drop for ProcessedLog {
     }
 }
 
+/// The greatest worker ID in the last `tail` bytes of a processed log
+/// (`None` if it is missing, unreadable or names no worker). A restarted LB
+/// whose saved next ID is lost uses it so as not to hand a newcomer the ID
+/// of a worker that has not come back yet.
+pub fn max_worker_in_tail(path: &Path, tail: u64) -> Option<u32> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let start = len.saturating_sub(tail);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut bytes = Vec::with_capacity((len - start) as usize);
+    file.take(tail).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    // Past a cut, the first line may be a fragment: skip it.
+    let lines = text.lines().skip(usize::from(start > 0));
+    lines
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("worker=")))
+        .filter_map(|w| w.parse::<u32>().ok())
+        .max()
+}
+
 /// Reads a processed log back (for tests and the demo): `(id, worker)` pairs.
 pub fn read_lines(path: &Path) -> io::Result<Vec<(u64, u32)>> {
     let text = std::fs::read_to_string(path)?;
@@ -151,4 +172,29 @@ pub fn read_lines(path: &Path) -> io::Result<Vec<(u64, u32)>> {
         .lines()
         .filter_map(|l| Some((field(l, "id")?, field(l, "worker")? as u32)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_greatest_worker_in_the_tail() {
+        let dir = std::env::temp_dir().join(format!("rrstore-plog-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("processed.log");
+        assert_eq!(max_worker_in_tail(&path, 1 << 20), None, "missing");
+        let mut text = String::new();
+        for (i, w) in [3, 12, 5, 7].iter().enumerate() {
+            text += &format!("1.000001 stored id={i} worker={w} version={i}\n");
+        }
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(max_worker_in_tail(&path, 1 << 20), Some(12));
+        // A tail that cuts the `worker=12` line: the fragment is skipped.
+        let cut = text.len() as u64 - text.find("worker=12").unwrap() as u64;
+        assert_eq!(max_worker_in_tail(&path, cut), Some(7));
+        std::fs::write(&path, "garbage\n").unwrap();
+        assert_eq!(max_worker_in_tail(&path, 1 << 20), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use rrstore::client::{ClientError, Reply};
+use rrstore::cluster::signal;
 use rrstore::msg::Status;
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -525,4 +526,54 @@ fn a_worker_stopped_while_the_lb_is_down_leaves_once_its_peers_hold_everything()
     )
     .expect("dump the survivor");
     assert_records(&held, &expected);
+}
+
+#[test]
+fn an_lb_that_lost_its_saved_ids_does_not_give_a_newcomer_a_used_id() {
+    let mut c = TestCluster::start("lb_lost_ids", 2);
+    let expected: BTreeMap<u64, Vec<u8>> = write(&c, 0..200, 1).into_iter().collect();
+    let workers: Vec<u32> = c.ids.clone();
+    wait_until(CONVERGE_TIMEOUT, "the processed log to name both workers", || {
+        rrstore::plog::read_lines(&c.processed_log()).is_ok_and(|l| l.len() == 200)
+    });
+    // The old workers cannot come back before the newcomer registers.
+    let pids: Vec<i32> = workers
+        .iter()
+        .map(|id| c.workers[id].child.id() as i32)
+        .collect();
+    let _resume = ResumeAll(pids.clone());
+    for id in &workers {
+        signal(&c.workers[id].child, libc::SIGSTOP);
+    }
+    c.kill_lb().expect("kill the LB");
+    let ids_file = c.dir().join("processed.log.ids");
+    std::fs::remove_file(&ids_file).expect("the LB saved its next ID");
+    c.restart_lb().expect("a new LB");
+    let newcomer = c.add_worker();
+    for id in &workers {
+        signal(&c.workers[id].child, libc::SIGCONT);
+    }
+    let newcomer = newcomer.expect("the newcomer registers");
+    assert!(
+        !workers.contains(&newcomer),
+        "the newcomer got the ID {newcomer} of a stopped worker ({workers:?})"
+    );
+    let mut all = workers.clone();
+    all.push(newcomer);
+    c.wait_active(&all, ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.ids = all;
+    assert_records(&c.converged(&c.ids), &expected);
+}
+
+/// SIGCONTs stopped children however the test ends.
+struct ResumeAll(Vec<i32>);
+
+impl Drop for ResumeAll {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill(2) on our own children, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+    }
 }
