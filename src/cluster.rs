@@ -267,10 +267,25 @@ impl Cluster {
         let name = data_dir
             .file_name()
             .map_or("worker".into(), |n| n.to_string_lossy().into_owned());
-        let (child, line) = spawn_ready(cmd, &self.dir.join(format!("{name}.log")), "registered")?;
-        let id: u32 = field(&line, "id")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| err(format!("bad ready line {line:?}")))?;
+        let (mut child, line) =
+            spawn_ready(cmd, &self.dir.join(format!("{name}.log")), "registered")?;
+        let id = match field(&line, "id").and_then(|v| v.parse::<u32>().ok()) {
+            // Two processes under one ID is a bug to report, and the older
+            // one must stay ours to stop: refuse the newcomer.
+            Some(id) if self.workers.contains_key(&id) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(err(format!(
+                    "a new worker registered as {id}, the ID of another"
+                )));
+            }
+            Some(id) => id,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(err(format!("bad ready line {line:?}")));
+            }
+        };
         let addr = field(&line, "addr").unwrap_or_default();
         self.workers.insert(
             id,

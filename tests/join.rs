@@ -533,9 +533,11 @@ fn an_lb_that_lost_its_saved_ids_does_not_give_a_newcomer_a_used_id() {
     let mut c = TestCluster::start("lb_lost_ids", 2);
     let expected: BTreeMap<u64, Vec<u8>> = write(&c, 0..200, 1).into_iter().collect();
     let workers: Vec<u32> = c.ids.clone();
-    wait_until(CONVERGE_TIMEOUT, "the processed log to name both workers", || {
-        rrstore::plog::read_lines(&c.processed_log()).is_ok_and(|l| l.len() == 200)
-    });
+    wait_until(
+        CONVERGE_TIMEOUT,
+        "the processed log to name both workers",
+        || rrstore::plog::read_lines(&c.processed_log()).is_ok_and(|l| l.len() == 200),
+    );
     // The old workers cannot come back before the newcomer registers.
     let pids: Vec<i32> = workers
         .iter()
