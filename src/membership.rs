@@ -8,11 +8,14 @@
 //!
 //! Status moves: (register) → Joining → Active → Leaving → (removed), or to
 //! Inactive when the connection is lost without deregistering. At most one
-//! worker per ID is Joining, Active or Leaving at any time.
+//! worker per ID is Joining, Active or Leaving at any time. An Inactive
+//! worker stays in the map (the status page shows it) until it registers
+//! again. `since` is when the status last changed.
 
 use crate::msg::{Member, Status, Vector};
 use crate::vector::lookup;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 /// The LB's verdict on a joiner's READY.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,12 @@ pub struct WorkerInfo {
     /// From its latest report.
     pub records: u64,
     pub vector: Vector,
+    /// Its store digest from its latest report (`None` before the first).
+    pub digest: Option<[u8; 16]>,
+    /// When `status` last changed.
+    pub since: Instant,
+    /// Requests the round robin gave it since it registered.
+    pub dispatched: u64,
     /// The last BEHIND floor sent to it (sent again only when it changes).
     pub behind: Vector,
 }
@@ -89,6 +98,9 @@ impl Membership {
                 link: Some(link),
                 records: 0,
                 vector: Vec::new(),
+                digest: None,
+                since: Instant::now(),
+                dispatched: 0,
                 behind: Vec::new(),
             },
         );
@@ -192,6 +204,7 @@ impl Membership {
         match self.workers.get_mut(&id) {
             Some(w) if w.status == Status::Joining => {
                 w.status = Status::Active;
+                w.since = Instant::now();
                 self.active.push(id);
                 true
             }
@@ -214,6 +227,7 @@ impl Membership {
         self.leave_round_robin(id);
         if let Some(w) = self.workers.get_mut(&id) {
             w.status = Status::Leaving;
+            w.since = Instant::now();
         }
     }
 
@@ -227,6 +241,9 @@ impl Membership {
             }
             Some(_) => {
                 if let Some(w) = self.workers.get_mut(&id) {
+                    if w.status != Status::Inactive {
+                        w.since = Instant::now();
+                    }
                     w.status = Status::Inactive;
                     w.link = None;
                 }
@@ -242,7 +259,9 @@ impl Membership {
         }
         let id = self.active[self.cursor % self.active.len()];
         self.cursor = (self.cursor + 1) % self.active.len();
-        self.workers.get(&id)
+        let w = self.workers.get_mut(&id)?;
+        w.dispatched += 1;
+        Some(w)
     }
 
     /// Every known worker, by ID.
@@ -303,6 +322,35 @@ mod tests {
         m.lost(1);
         assert_eq!(m.get(1).unwrap().status, Status::Inactive);
         assert_eq!(m.active(), &[2]);
+    }
+
+    #[test]
+    fn the_round_robin_counts_requests_and_status_changes_are_timed() {
+        let mut m = Membership::default();
+        for i in 1..=2 {
+            m.register(i, 0, format!("a{i}"), i as usize).unwrap();
+        }
+        let registered = m.get(1).unwrap().since;
+        assert!(m.activate(1));
+        assert!(m.activate(2));
+        assert!(m.get(1).unwrap().since >= registered);
+        for _ in 0..5 {
+            m.next_worker();
+        }
+        assert_eq!(m.get(1).unwrap().dispatched, 3);
+        assert_eq!(m.get(2).unwrap().dispatched, 2);
+        m.lost(2);
+        let lost = m.get(2).unwrap().since;
+        m.lost(2);
+        assert_eq!(m.get(2).unwrap().since, lost, "still the same inactivity");
+        assert_eq!(m.get(2).unwrap().status, Status::Inactive);
+        m.register(2, 0, "a2".into(), 3).unwrap();
+        assert_eq!(
+            m.get(2).unwrap().dispatched,
+            0,
+            "counted again from registration"
+        );
+        assert_eq!(m.get(2).unwrap().digest, None);
     }
 
     #[test]

@@ -149,10 +149,13 @@ pub enum Msg<'a> {
     Deregister,
     /// LB→W: nothing more will be sent to you on this connection.
     DeregisterOk,
-    /// W→LB, when changed, at most once per loop turn.
+    /// W→LB, when changed, at most once per loop turn. `digest` is the
+    /// store's (as in [`Msg::Digest`]), so the LB's status page can tell
+    /// whether the workers agree without asking each one.
     Report {
         records: u64,
         max_version: u64,
+        digest: [u8; 16],
         vector: Vector,
     },
     /// Both ways on the LB link, every [`HEARTBEAT_EVERY`]: the sender's
@@ -303,6 +306,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         op::REPORT => Msg::Report {
             records: r.u64()?,
             max_version: r.u64()?,
+            digest: r.array16()?,
             vector: r.vector()?,
         },
         op::BEHIND => Msg::Behind { floor: r.vector()? },
@@ -442,10 +446,12 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
         Msg::Report {
             records,
             max_version,
+            digest,
             vector,
         } => {
             put_u64(out, *records);
             put_u64(out, *max_version);
+            out.extend_from_slice(digest);
             put_vector(out, vector);
             op::REPORT
         }
@@ -734,6 +740,7 @@ mod tests {
             Msg::Report {
                 records: 1,
                 max_version: 2,
+                digest: [5; 16],
                 vector: vector.clone(),
             },
             Msg::Refused {
@@ -826,6 +833,32 @@ mod tests {
             }
             assert_eq!(decode(&buf, 1024), Ok(Some((msg.clone(), buf.len()))));
         }
+    }
+
+    #[test]
+    fn report_carries_the_digest_between_max_version_and_vector() {
+        let mut buf = Vec::new();
+        let digest: [u8; 16] = std::array::from_fn(|i| i as u8 + 1);
+        encode(
+            &mut buf,
+            &Msg::Report {
+                records: 7,
+                max_version: 9,
+                digest,
+                vector: vec![(2, 3)],
+            },
+        );
+        let body = &buf[wire::HEADER_LEN..];
+        assert_eq!(buf[4], op::REPORT);
+        assert_eq!(body.len(), 8 + 8 + 16 + 2 + 12);
+        assert_eq!(&body[..8], &7u64.to_be_bytes());
+        assert_eq!(&body[8..16], &9u64.to_be_bytes());
+        assert_eq!(&body[16..32], &digest);
+        assert_eq!(&body[32..34], &1u16.to_be_bytes());
+        // One byte short of the digest is malformed, not a shorter vector.
+        let mut short = buf[..wire::HEADER_LEN + 31].to_vec();
+        short[..4].copy_from_slice(&((wire::LEN_OVERHEAD + 31) as u32).to_be_bytes());
+        assert_eq!(decode(&short, 1024), Err(ErrorCode::Malformed));
     }
 
     #[test]

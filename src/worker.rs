@@ -109,7 +109,7 @@ pub struct Worker {
     signals: Signals,
     config: WorkerConfig,
     leave_deadline: Option<Instant>,
-    last_report: Option<(u64, Vector)>,
+    last_report: Option<(u64, [u8; 16], Vector)>,
     /// Records received in the catch-up under way (for the log line).
     catchup_records: u64,
     /// When our own records were written, for lag in seconds.
@@ -854,12 +854,17 @@ impl Worker {
         }
         if replica.vector_dirty {
             replica.vector_dirty = false;
-            let report = (replica.store.len() as u64, replica.vv.to_vec());
+            let report = (
+                replica.store.len() as u64,
+                replica.store.digest(),
+                replica.vv.to_vec(),
+            );
             if self.last_report.as_ref() != Some(&report) {
                 let m = Msg::Report {
                     records: report.0,
                     max_version: replica.store.max_version(),
-                    vector: report.1.clone(),
+                    digest: report.1,
+                    vector: report.2.clone(),
                 };
                 self.io.to_lb(&m);
                 self.last_report = Some(report);

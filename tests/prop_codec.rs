@@ -53,6 +53,7 @@ fn internal(kind: u8, a: u64, b: u64, content: &[u8], vector: Vec<(u32, u64)>) -
         5 => Msg::Report {
             records: a,
             max_version: b,
+            digest: (u128::from(a) << 64 | u128::from(b)).to_be_bytes(),
             vector,
         },
         6 => Msg::CatchupDone { vector },

@@ -108,12 +108,14 @@ impl Lb {
                 Msg::Report {
                     records,
                     max_version,
+                    digest,
                     vector,
                 },
             ) => {
                 self.clock = self.clock.max(max_version);
                 if let Some(info) = self.members.get_mut(w) {
                     info.records = records;
+                    info.digest = Some(digest);
                     info.vector = vector;
                 }
                 self.repair_lagging();

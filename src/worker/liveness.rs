@@ -162,6 +162,8 @@ impl Worker {
         self.lb_retry = None;
         self.lb_heard = Instant::now();
         self.last_report = None;
+        // The new LB knows nothing of us yet: report even if nothing changes.
+        self.replica.vector_dirty = true;
         log::info!("worker {}: re-registered with the LB", self.replica.id);
         self.config.max_content = self.config.max_content.max(reg.max_content);
         self.io.ack_all = reg.ack_all;
