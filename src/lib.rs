@@ -19,6 +19,8 @@
 //!   thread); rebuilding a worker's store from its log at start, on
 //!   several threads: [`recover`]; the LB's processed log: [`plog`].
 //! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].
+//! - HTTP, on a thread of its own fed through that ring: [`http`] (the
+//!   server) and [`metrics`] (`--metrics`, Prometheus text).
 //! - `--config FILE` (TOML) into flags: [`config`].
 //! - The client library: [`client`] ([`Client`]: protocol v1, blocking,
 //!   pipelined by tag, typed errors; its `admin` submodule: members, stats,
@@ -40,6 +42,7 @@ pub mod demo;
 pub mod fsync;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod lb;
 pub mod log;
 pub mod membership;

@@ -1,15 +1,15 @@
 //! `--metrics ADDR`: `/metrics` in the Prometheus text exposition format.
 //!
-//! A dedicated thread runs a small HTTP server (tiny_http). The event loop
-//! renders its metrics once a second and hands the text to that thread
-//! through the SPSC ring ([`crate::ringbuf`]): the loop never blocks on a
-//! scraper, never touches its socket, and pays one rendering a second
-//! however often it is scraped. A scrape sees figures at most a second old.
+//! Served by a [`crate::http::Server`] thread: the event loop renders its
+//! metrics once a second ([`REFRESH`]) and hands the text over through the
+//! SPSC ring, so the loop never blocks on a scraper, never touches its
+//! socket, and pays one rendering a second however often it is scraped. A
+//! scrape sees figures at most a second old.
 //!
 //! [`Exposition`] builds the text: one `# TYPE` line per metric family,
 //! then its samples.
 
-use crate::ringbuf::{channel, Producer};
+use crate::http::{Route, Server};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,65 +17,30 @@ use std::time::{Duration, Instant};
 /// How often the loop renders a fresh snapshot.
 pub const REFRESH: Duration = Duration::from_secs(1);
 
-/// The loop's end: publishes snapshots to the serving thread.
+/// Where the text is served.
+pub const PATH: &str = "/metrics";
+
+/// The `/metrics` route, for a server that also serves other things.
+pub const ROUTE: Route = Route::live(PATH, "text/plain; version=0.0.4; charset=utf-8");
+
+/// The loop's end of a server that serves `/metrics` alone (a worker's).
 pub struct Metrics {
-    tx: Producer<String>,
+    server: Server,
     next: Instant,
-    addr: SocketAddr,
 }
 
 impl Metrics {
     /// Binds `addr` and starts the serving thread.
     pub fn start(addr: SocketAddr, name: &str) -> Result<Metrics, String> {
-        let server = tiny_http::Server::http(addr)
-            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| format!("metrics server on {addr} has no IP address"))?;
-        let (tx, mut rx) = channel::<String>(4);
-        std::thread::Builder::new()
-            .name(format!("{name}-metrics"))
-            .spawn(move || {
-                let mut latest = String::new();
-                loop {
-                    while let Some(text) = rx.pop() {
-                        latest = text;
-                    }
-                    if rx.is_abandoned() && rx.is_empty() {
-                        return; // the loop is gone
-                    }
-                    let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(250)) else {
-                        continue;
-                    };
-                    let response = if request.url() == "/metrics" {
-                        let content_type = tiny_http::Header::from_bytes(
-                            &b"Content-Type"[..],
-                            &b"text/plain; version=0.0.4; charset=utf-8"[..],
-                        );
-                        let mut r = tiny_http::Response::from_string(latest.clone());
-                        if let Ok(h) = content_type {
-                            r.add_header(h);
-                        }
-                        r
-                    } else {
-                        tiny_http::Response::from_string("not found: try /metrics\n")
-                            .with_status_code(404)
-                    };
-                    let _ = request.respond(response);
-                }
-            })
-            .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
         Ok(Metrics {
-            tx,
+            server: Server::start(addr, name, vec![ROUTE])?,
             next: Instant::now(),
-            addr: bound,
         })
     }
 
     /// Where it listens (the port is the kernel's choice for port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// When the loop should render next.
@@ -91,7 +56,7 @@ impl Metrics {
     /// Hands a rendering to the serving thread (dropped if it is behind).
     pub fn publish(&mut self, now: Instant, text: String) {
         self.next = now + REFRESH;
-        let _ = self.tx.push(text);
+        self.server.publish(PATH, text);
     }
 }
 
