@@ -45,6 +45,8 @@ pub struct Cluster {
     /// Client address (port 5059 by default).
     pub lb_addr: String,
     pub control_addr: String,
+    /// The status page's address, if the LB was given `--http`.
+    pub http_addr: Option<String>,
     pub workers: BTreeMap<u32, WorkerProc>,
     next_dir: u32,
     /// Extra arguments for every worker (e.g. `--fsync always`).
@@ -55,7 +57,8 @@ pub struct Cluster {
     secret: Secret,
 }
 
-/// Starts an LB; returns it with its client and control addresses.
+/// Starts an LB; returns it with its client and control addresses, and
+/// its status page's if it serves one.
 fn spawn_lb(
     exe: &Path,
     dir: &Path,
@@ -64,7 +67,7 @@ fn spawn_lb(
     args: &[String],
     start: u32,
     secret: &Secret,
-) -> io::Result<(Child, String, String)> {
+) -> io::Result<(Child, String, String, Option<String>)> {
     let mut cmd = Command::new(exe);
     with_secret(&mut cmd, secret);
     cmd.arg("lb")
@@ -80,7 +83,7 @@ fn spawn_lb(
     let lb_addr = field(&line, "clients").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
     let control_addr =
         field(&line, "control").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
-    Ok((child, lb_addr, control_addr))
+    Ok((child, lb_addr, control_addr, field(&line, "http")))
 }
 
 /// Hands `secret` to a child in its environment.
@@ -174,7 +177,7 @@ impl Cluster {
             .open(dir.join("secret"))?;
         io::Write::write_all(&mut f, secret.as_bytes())?;
         let lb_args: Vec<String> = lb_args.iter().map(|a| a.to_string()).collect();
-        let (child, lb_addr, control_addr) =
+        let (child, lb_addr, control_addr, http_addr) =
             spawn_lb(exe, dir, listen, control, &lb_args, 1, &secret)?;
         Ok(Cluster {
             exe: exe.to_path_buf(),
@@ -182,6 +185,7 @@ impl Cluster {
             lb: Some(child),
             lb_addr: lb_addr.replace("0.0.0.0", "127.0.0.1"),
             control_addr,
+            http_addr: http_addr.map(|a| a.replace("0.0.0.0", "127.0.0.1")),
             workers: BTreeMap::new(),
             next_dir: 1,
             worker_args: Vec::new(),
@@ -227,7 +231,7 @@ impl Cluster {
     pub fn restart_lb(&mut self) -> io::Result<()> {
         self.kill_lb()?;
         self.lb_starts += 1;
-        let (child, _, _) = spawn_lb(
+        let (child, _, _, _) = spawn_lb(
             &self.exe,
             &self.dir,
             &self.lb_addr,

@@ -14,6 +14,8 @@ pub struct DemoConfig {
     pub workers: Option<usize>,
     pub listen: String,
     pub control: String,
+    /// `--http`: the LB serves its status page here while the demo runs.
+    pub http: Option<String>,
 }
 
 /// A random worker count in 2..=5 without a crate: the clock's low bits.
@@ -47,11 +49,18 @@ pub fn run(config: DemoConfig, exe: &Path) -> Result<bool, Box<dyn Error>> {
     println!("(logs and data directories in {})\n", dir.display());
 
     println!("[1] Start the load balancer and {n} workers");
-    let mut cluster = Cluster::start(exe, &dir, &config.listen, &config.control, &[])?;
+    let lb_args: Vec<&str> = match &config.http {
+        Some(addr) => vec!["--http", addr],
+        None => Vec::new(),
+    };
+    let mut cluster = Cluster::start(exe, &dir, &config.listen, &config.control, &lb_args)?;
     println!(
         "    LB listening for clients on {}, for workers on {}",
         cluster.lb_addr, cluster.control_addr
     );
+    if let Some(addr) = &cluster.http_addr {
+        println!("    LB status page: http://{addr}/ (while the demo runs)");
+    }
     let mut ids = Vec::new();
     for _ in 0..n {
         let id = cluster.add_worker()?;

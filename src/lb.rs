@@ -19,7 +19,8 @@
 //! This file holds the state and the loop; the rest is split by concern:
 //! `clients` (framing, the client token, limits), `requests` (dispatch,
 //! re-dispatch, answers), `workers` (the control port: registration,
-//! readiness, liveness), `handshake` (cluster authentication), `stats`.
+//! readiness, liveness), `handshake` (cluster authentication), `stats`,
+//! `status` (the `--metrics` and `--http` servers and their renderings).
 
 use crate::auth::{Handshake, Identity, Secret};
 use crate::conn::Conn;
@@ -46,6 +47,7 @@ mod clients;
 mod handshake;
 mod requests;
 mod stats;
+mod status;
 mod workers;
 
 const CLIENTS: Token = Token(usize::MAX);
@@ -118,6 +120,8 @@ pub struct LbConfig {
     pub client_token_file: Option<PathBuf>,
     /// Serve `/metrics` (Prometheus text) here.
     pub metrics: Option<SocketAddr>,
+    /// Serve the status page (`/`, `/status.json`) here.
+    pub http: Option<SocketAddr>,
 }
 
 /// A client connection's state.
@@ -248,8 +252,13 @@ pub struct Lb {
     ids_known_before: bool,
     /// The next unused ID as last saved in that file.
     persisted_next_id: u32,
-    /// `--metrics`: the serving thread's end.
-    metrics: Option<crate::metrics::Metrics>,
+    /// `--metrics` and `--http`: the serving threads' ends (one per address).
+    http: Vec<crate::http::Server>,
+    /// When `/metrics` and `/status.json` are next rendered.
+    next_render: Instant,
+    /// What the status page keeps between snapshots (rates, events, the
+    /// last redistribution); cheap enough to keep without `--http`.
+    status: crate::status::Tracker,
     /// What `--client-token-file` holds, if given.
     client_token: Option<crate::auth::ClientToken>,
     /// Registrations asking for a new ID, held during the grace period:
@@ -285,8 +294,13 @@ pub fn run(config: LbConfig) -> Result<(), Box<dyn Error>> {
         .map_err(|e| format!("cannot listen for workers on {}: {e}", config.control))?;
     let mut lb = Lb::with_listeners(config, clients, control)?;
     // The one line on stdout: tools that start the LB on port 0 read it.
+    // With --http, it ends with ` http=ADDR` (the status page).
+    let http = lb
+        .http_addr()
+        .map(|a| format!(" http={a}"))
+        .unwrap_or_default();
     println!(
-        "listening clients={} control={}",
+        "listening clients={} control={}{http}",
         lb.clients.local_addr()?,
         lb.control.local_addr()?
     );
@@ -353,14 +367,7 @@ impl Lb {
             Some(path) => Some(crate::auth::ClientToken::load(path)?),
             None => None,
         };
-        let metrics = match config.metrics {
-            Some(addr) => {
-                let m = crate::metrics::Metrics::start(addr, "lb")?;
-                log::info!("metrics on http://{}/metrics", m.addr());
-                Some(m)
-            }
-            None => None,
-        };
+        let http = status::start_http(&config)?;
         // The saved next ID; without it (lost, or an older LB), one above
         // the workers the processed log's tail names, so a newcomer is not
         // handed the ID of a worker that has not re-registered yet.
@@ -408,7 +415,9 @@ impl Lb {
             persisted_next_id: persisted_next_id.unwrap_or(0),
             deferred: Vec::new(),
             client_token,
-            metrics,
+            http,
+            next_render: Instant::now(),
+            status: crate::status::Tracker::new(),
             // Request ids never repeat, even across LB restarts: a worker
             // may still answer a request of the previous process.
             next_req: unix_micros().max(1),
@@ -454,7 +463,7 @@ impl Lb {
                         .map(|_| self.next_liveness_check),
                     (!self.links.is_empty()).then_some(self.next_client_sweep),
                     (!self.deferred.is_empty()).then_some(self.started + REGISTRATION_GRACE),
-                    self.metrics.as_ref().map(|m| m.next()),
+                    (!self.http.is_empty()).then_some(self.next_render),
                 ];
                 next.into_iter()
                     .flatten()
@@ -490,12 +499,7 @@ impl Lb {
             let now = Instant::now();
             self.expire(now);
             self.register_deferred();
-            if self.metrics.as_ref().is_some_and(|m| m.due(now)) {
-                let text = self.render_metrics();
-                if let Some(m) = self.metrics.as_mut() {
-                    m.publish(now, text);
-                }
-            }
+            self.publish_http(now);
             if !self.accepting && self.client_count < self.config.max_clients / 10 * 9 {
                 log::info!("below 90% of --max-clients again; accepting");
                 self.accepting = true;
@@ -742,6 +746,15 @@ impl Lb {
                 } else {
                     " without deregistering; inactive"
                 }
+            );
+            self.status_event(
+                id,
+                if leaving {
+                    "disconnected: left"
+                } else {
+                    "disconnected without deregistering: inactive"
+                }
+                .into(),
             );
             self.members.lost(id);
             self.membership_changed = true;

@@ -20,7 +20,8 @@
 //!   several threads: [`recover`]; the LB's processed log: [`plog`].
 //! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].
 //! - HTTP, on a thread of its own fed through that ring: [`http`] (the
-//!   server) and [`metrics`] (`--metrics`, Prometheus text).
+//!   server), [`metrics`] (`--metrics`, Prometheus text) and [`status`]
+//!   (the LB's `--http` status page and its `/status.json`).
 //! - `--config FILE` (TOML) into flags: [`config`].
 //! - The client library: [`client`] ([`Client`]: protocol v1, blocking,
 //!   pipelined by tag, typed errors; its `admin` submodule: members, stats,
@@ -54,6 +55,7 @@ pub mod replica;
 pub mod ringbuf;
 pub mod rng;
 pub mod segments;
+pub mod status;
 pub mod stop;
 pub mod store;
 pub mod testing;

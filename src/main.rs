@@ -172,6 +172,11 @@ enum Cmd {
         /// 127.0.0.1:9100 (port 0: any free port, printed on stderr).
         #[arg(long)]
         metrics: Option<SocketAddr>,
+        /// Serve a live status page on this address, e.g. 127.0.0.1:8080:
+        /// `/` (HTML) and `/status.json`. No authentication: keep it on a
+        /// trusted network. The same address as --metrics serves both.
+        #[arg(long)]
+        http: Option<SocketAddr>,
         #[command(flatten)]
         secret: SecretArgs,
     },
@@ -298,6 +303,9 @@ enum Cmd {
         /// Data directories and logs (default: ./rrstore-cluster).
         #[arg(long, default_value = "rrstore-cluster")]
         dir: PathBuf,
+        /// The LB serves its status page here (`lb --http`).
+        #[arg(long)]
+        http: Option<String>,
     },
     /// Narrate the whole flow with real processes, ending with verification.
     Demo {
@@ -308,6 +316,9 @@ enum Cmd {
         listen: String,
         #[arg(long, default_value = "127.0.0.1:5060")]
         control: String,
+        /// The LB serves its status page here while the demo runs.
+        #[arg(long)]
+        http: Option<String>,
     },
 }
 
@@ -380,6 +391,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             max_inflight_per_client,
             client_token_file,
             metrics,
+            http,
             secret,
         } => {
             let secret = secret.load("lb")?;
@@ -400,6 +412,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 max_inflight_per_client,
                 client_token_file,
                 metrics,
+                http,
                 secret,
             })?;
         }
@@ -519,17 +532,20 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             listen,
             control,
             dir,
-        } => return run_cluster(workers, &listen, &control, &dir),
+            http,
+        } => return run_cluster(workers, &listen, &control, &dir, http.as_deref()),
         Cmd::Demo {
             workers,
             listen,
             control,
+            http,
         } => {
             let ok = demo::run(
                 demo::DemoConfig {
                     workers,
                     listen,
                     control,
+                    http,
                 },
                 &exe()?,
             )?;
@@ -563,12 +579,14 @@ fn run_cluster(
     listen: &str,
     control: &str,
     dir: &std::path::Path,
+    http: Option<&str>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let n = workers.unwrap_or_else(demo::random_workers);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    let mut cluster = Cluster::start(&exe()?, dir, listen, control, &[])?;
+    let lb_args: Vec<&str> = http.map(|a| vec!["--http", a]).unwrap_or_default();
+    let mut cluster = Cluster::start(&exe()?, dir, listen, control, &lb_args)?;
     println!(
         "rrstore cluster: N = {n} workers; logs and data in {}",
         dir.display()
@@ -582,6 +600,9 @@ fn run_cluster(
         cluster.wait_active(&[id], Duration::from_secs(60))?;
     }
     print!("{}", admin::render_members(&cluster.members()?));
+    if let Some(addr) = &cluster.http_addr {
+        println!("Status page: http://{addr}/");
+    }
     println!(
         "Admin commands need the cluster's secret, e.g.: rrstore members --control {} --secret-file {}",
         cluster.control_addr,

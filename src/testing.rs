@@ -171,6 +171,7 @@ impl LocalCluster {
             secret: Some(secret.clone()),
             client_token_file,
             metrics: None,
+            http: None,
         };
         let lb = Running::spawn("rrstore-lb".into(), move |tx| {
             let mut lb = Lb::with_listeners(config, clients, control).map_err(|e| e.to_string())?;

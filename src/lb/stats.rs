@@ -1,5 +1,6 @@
 //! The LB's counters and latency percentiles, as `rrstore stats` shows
-//! them, and as `--metrics` exposes them with the per-worker figures.
+//! them, and as `--metrics` exposes them with the per-worker figures
+//! (`status.rs` turns the same figures into `/status.json`).
 
 use super::*;
 
@@ -63,6 +64,15 @@ impl Lb {
         v
     }
 
+    /// Replication lag of a worker that reported `vector`: acknowledged
+    /// records of any origin it does not hold yet.
+    pub(super) fn lag(&self, vector: &[(u32, u64)]) -> u64 {
+        self.frontier
+            .iter()
+            .map(|(&o, &s)| s.saturating_sub(lookup(vector, o)))
+            .sum()
+    }
+
     /// `/metrics`: every counter of [`Lb::stats`], latency quantiles, and per
     /// worker its status, record count and replication lag (acknowledged
     /// records of any origin it does not hold yet, from its last REPORT).
@@ -120,11 +130,7 @@ impl Lb {
                 .get(m.id)
                 .map(|w| w.vector.as_slice())
                 .unwrap_or(&[]);
-            let lag: u64 = self
-                .frontier
-                .iter()
-                .map(|(&o, &s)| s.saturating_sub(lookup(vector, o)))
-                .sum();
+            let lag = self.lag(vector);
             e.sample(
                 "rrstore_lb_worker_lag_records",
                 "gauge",

@@ -132,8 +132,12 @@ impl Lb {
                         }
                     }
                     Readiness::Complete => {
+                        let join = self.join_of(w);
                         if self.members.activate(w) {
                             log::info!("worker {w} caught up (markers {markers:?}); now active");
+                            if let Some(join) = join {
+                                self.status.joined(join);
+                            }
                             self.membership_changed = true;
                             let parked = std::mem::take(&mut self.parked);
                             self.redispatch(parked);
@@ -145,6 +149,7 @@ impl Lb {
             (Some(_), Msg::Heartbeat) => {}
             (Some(w), Msg::Deregister) => {
                 log::info!("worker {w} deregistered");
+                self.status_event(w, "deregistered: leaving".into());
                 self.members.deregister(w);
                 self.membership_changed = true;
                 if let Some(link) = self.links.get_mut(key) {
@@ -217,6 +222,10 @@ impl Lb {
             Ok((id, incarnation)) => {
                 log::info!(
                     "worker {id} (incarnation {incarnation}) registered from {addr}; joining"
+                );
+                self.status_event(
+                    id,
+                    format!("registered from {addr} (incarnation {incarnation}): joining"),
                 );
                 let welcome = Msg::Welcome {
                     id,
@@ -321,6 +330,10 @@ impl Lb {
                 quiet.as_millis()
             );
             self.counters.declared_dead += 1;
+            self.status_event(
+                id,
+                format!("silent for {} ms: declared dead", quiet.as_millis()),
+            );
             self.close(key);
         }
     }
