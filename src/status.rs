@@ -122,7 +122,9 @@ pub struct Join {
     pub at_ms: u64,
     /// From its registration to its activation.
     pub took: Duration,
-    /// Records it held when it became active.
+    /// Records it held when it became active: what it last reported, then
+    /// its first report after activation (a joiner sends READY before the
+    /// REPORT of the same loop turn).
     pub records: u64,
 }
 
@@ -141,6 +143,8 @@ pub struct Tracker {
     prev: Option<Previous>,
     events: VecDeque<Event>,
     last_join: Option<Join>,
+    /// The last joiner has not reported since it became active.
+    join_unreported: bool,
     /// Since when equal vectors have had different digests.
     mismatch_since: Option<Instant>,
 }
@@ -187,13 +191,20 @@ impl Tracker {
         self.event(
             join.at_ms,
             join.worker,
-            format!(
-                "caught up in {} ms ({} records): active",
-                join.took.as_millis(),
-                join.records
-            ),
+            format!("caught up in {} ms: active", join.took.as_millis()),
         );
         self.last_join = Some(join);
+        self.join_unreported = true;
+    }
+
+    /// Notes a worker's report: the first one of the last joiner after its
+    /// activation says how many records it was caught up with.
+    pub fn reported(&mut self, worker: u32, records: u64) {
+        if let Some(j) = self.last_join.as_mut().filter(|j| j.worker == worker) {
+            if std::mem::take(&mut self.join_unreported) {
+                j.records = records;
+            }
+        }
     }
 
     pub fn last_join(&self) -> Option<Join> {
@@ -428,6 +439,12 @@ mod tests {
             json!({"worker": 3, "at_ms": 1_700_000_000_000u64, "took_ms": 1234, "records": 500})
         );
         assert_eq!(v["events"][0]["worker"], json!(3));
+        // Its first report after activation gives its record count; later
+        // ones (new writes) do not change the redistribution's.
+        t.reported(1, 7);
+        t.reported(3, 600);
+        t.reported(3, 601);
+        assert_eq!(t.last_join().map(|j| j.records), Some(600));
     }
 
     #[test]

@@ -118,6 +118,7 @@ impl Lb {
                     info.digest = Some(digest);
                     info.vector = vector;
                 }
+                self.status.reported(w, records);
                 self.repair_lagging();
             }
             (Some(w), Msg::Ready { vector, markers }) => {
