@@ -2,11 +2,12 @@
 //! of `rrstore cluster`, `rrstore demo` and the end-to-end tests.
 //!
 //! Each child prints one machine-readable line on stdout once it is up
-//! (`listening clients=… control=…` from the LB, `registered id=… addr=…`
-//! from a worker); everything else it says goes to a log file in the
-//! cluster's directory. Children get their own process group, so a Ctrl-C
-//! at the terminal reaches only this process, which then stops the workers
-//! first (each deregisters and hands off cleanly) and the LB last.
+//! (`listening clients=… control=…`, and ` http=…` with `--http`, from the
+//! LB; `registered id=… addr=…` from a worker); everything else it says
+//! goes to a log file in the cluster's directory. Children get their own
+//! process group, so a Ctrl-C at the terminal reaches only this process,
+//! which then stops the workers first (each deregisters and hands off
+//! cleanly) and the LB last.
 //! Dropping a [`Cluster`] kills whatever is still running.
 //!
 //! Every cluster gets a fresh secret (see `auth.rs`): children receive it in
