@@ -51,9 +51,12 @@ pub struct ReadOutcome {
     /// the socket failed (then [`Conn::closed`] is set too).
     pub eof: bool,
     /// The socket is empty (it said `WouldBlock`, or a read came back
-    /// short): a new readiness edge comes when new bytes arrive. If false (and not eof), the caller stopped
-    /// early and must read again after consuming input.
+    /// short): a new readiness edge comes when new bytes arrive. If
+    /// false (and not eof), the caller stopped early and must
+    /// read again after consuming input.
     pub drained: bool,
+    /// Bytes read.
+    pub bytes: usize,
 }
 
 impl Conn {
@@ -141,6 +144,7 @@ impl Conn {
                 Ok(n) => {
                     let window = self.rbuf.len() - self.rend;
                     self.rend += n;
+                    out.bytes += n;
                     if n < window && !to_eof {
                         out.drained = true;
                         return out;

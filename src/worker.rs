@@ -74,6 +74,12 @@ const LB_OUT_CAP: usize = 8 << 20;
 /// How long one re-registration attempt may block the loop (connect, then
 /// the wait for WELCOME).
 const LB_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(300);
+/// The most input one link may feed the replica in one readiness event
+/// (a few tens of thousands of records). A peer streaming a catch-up
+/// faster than we apply it would otherwise keep us in one loop turn for
+/// seconds: no heartbeat, and the LB declares us dead. Past the budget the
+/// link is put on `more_input` and the loop comes back to it next turn.
+const INPUT_BUDGET: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -126,6 +132,8 @@ pub struct Worker {
     lb_paused: bool,
     /// The LB link was un-paused: handle and read its input next turn.
     lb_resume: bool,
+    /// Links that stopped reading on [`INPUT_BUDGET`] with input left.
+    more_input: Vec<usize>,
     /// Per peer with an outbound link: since when it has been in its
     /// current state (connecting, or up with this much acknowledged).
     link_watch: HashMap<u32, LinkWatch>,
@@ -289,6 +297,7 @@ impl Worker {
             lb_heard: Instant::now(),
             lb_paused: false,
             lb_resume: false,
+            more_input: Vec::new(),
             link_watch: HashMap::new(),
             next_link_check: Instant::now(),
             metrics,
@@ -337,6 +346,7 @@ impl Worker {
                 // event will come, so take the next turn at once.
                 self.streams_waiting().then_some(Duration::ZERO),
                 self.lb_resume.then_some(Duration::ZERO),
+                (!self.more_input.is_empty()).then_some(Duration::ZERO),
                 self.leave_deadline.map(|_| Duration::from_millis(100)),
                 next_redial.map(|t| t.saturating_duration_since(now)),
                 self.lb_retry.map(|(t, _)| t.saturating_duration_since(now)),
@@ -362,6 +372,10 @@ impl Worker {
                         self.on_link_event(key, event.is_writable(), to_eof)?
                     }
                 }
+            }
+            for key in std::mem::take(&mut self.more_input) {
+                // No event will come for input already waiting: read on.
+                self.on_link_event(key, false, true)?;
             }
             if std::mem::take(&mut self.lb_resume) {
                 let lb = self.io.lb;
@@ -555,6 +569,7 @@ impl Worker {
                 }
             }
         }
+        let mut budget = INPUT_BUDGET;
         loop {
             let Some(link) = self.io.links.get_mut(key) else {
                 return Ok(());
@@ -573,6 +588,13 @@ impl Worker {
                 return Ok(());
             }
             if read.drained {
+                return Ok(());
+            }
+            budget = budget.saturating_sub(read.bytes.max(1));
+            if budget == 0 {
+                if !self.more_input.contains(&key) {
+                    self.more_input.push(key);
+                }
                 return Ok(());
             }
         }

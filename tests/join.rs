@@ -579,3 +579,37 @@ impl Drop for ResumeAll {
         }
     }
 }
+
+#[test]
+fn a_joiner_absorbing_a_large_catch_up_keeps_its_heartbeats() {
+    // A short worker timeout: a joiner whose loop stays inside one catch-up
+    // stream for most of a second would be declared dead and re-register.
+    let mut c = TestCluster::start_with("big_catch_up", 2, &["--worker-timeout-ms", "800"]);
+    const RECORDS: u64 = 1_000_000;
+    const WRITERS: u64 = 4;
+    let lb = c.lb_addr.clone();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let lb = lb.clone();
+            std::thread::spawn(move || {
+                let ids = (w * RECORDS / WRITERS)..((w + 1) * RECORDS / WRITERS);
+                let records: Vec<(u64, Vec<u8>)> =
+                    ids.map(|id| (id, id.to_be_bytes().repeat(8))).collect();
+                put_all(&mut connect(&lb), &records, 512);
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let joiner = c.add_active_worker();
+    let log = c.lb_log();
+    assert!(!log.contains("declaring it dead"), "{log}");
+    let registrations = log
+        .lines()
+        .filter(|l| l.contains(&format!("worker {joiner} (incarnation")))
+        .count();
+    assert_eq!(registrations, 1, "the joiner re-registered: {log}");
+    let data = c.converged(&c.ids);
+    assert_eq!(data.len() as u64, RECORDS);
+}
