@@ -228,6 +228,10 @@ enum Cmd {
         /// disconnected, and catches up when the link is re-opened.
         #[arg(long, default_value_t = 64 << 20)]
         peer_buffer_bytes: usize,
+        /// Threads that rebuild the store from the log at start (the store
+        /// is split into as many shards). Default: the cores, at most 4.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        replay_threads: Option<u16>,
         /// Serve /metrics (Prometheus text format) on this address (port 0:
         /// any free port, printed on stderr).
         #[arg(long)]
@@ -429,6 +433,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             leave_timeout_secs,
             segment_bytes,
             peer_buffer_bytes,
+            replay_threads,
             metrics,
             secret,
         } => {
@@ -447,6 +452,8 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 leave_timeout: Duration::from_secs(leave_timeout_secs),
                 segment_bytes: segment_bytes.max(4096),
                 peer_buffer_bytes,
+                replay_threads: replay_threads
+                    .map_or_else(rrstore::recover::default_threads, usize::from),
                 metrics,
                 secret,
             })?;

@@ -101,6 +101,8 @@ pub struct WorkerConfig {
     /// paused, stuck or too slow) is disconnected; it catches up from our
     /// store when the link is re-opened.
     pub peer_buffer_bytes: usize,
+    /// Threads (and store shards) for rebuilding the store at start.
+    pub replay_threads: usize,
     /// Serve `/metrics` (Prometheus text) here.
     pub metrics: Option<SocketAddr>,
     /// The cluster secret: the LB link, every peer link and every admin
@@ -169,7 +171,7 @@ impl Worker {
             }
         }
         let (store, vv, stats) =
-            crate::recover::recover(data.path(), crate::recover::default_threads())?;
+            crate::recover::recover(data.path(), config.replay_threads)?;
         if stats.truncated > 0 {
             log::warn!(
                 "log replay cut {} untrusted bytes from the log in {}",
