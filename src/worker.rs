@@ -170,8 +170,7 @@ impl Worker {
                 .into());
             }
         }
-        let (store, vv, stats) =
-            crate::recover::recover(data.path(), config.replay_threads)?;
+        let (store, vv, stats) = crate::recover::recover(data.path(), config.replay_threads)?;
         if stats.truncated > 0 {
             log::warn!(
                 "log replay cut {} untrusted bytes from the log in {}",
