@@ -9,6 +9,7 @@
 //!
 //! `cargo test --release --test browser -- --ignored screenshot` writes
 //! `docs/status-page.png` from a three-worker cluster under load.
+#![cfg(not(loom))]
 
 mod common;
 
