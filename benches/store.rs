@@ -166,7 +166,11 @@ fn recover(c: &mut Criterion) {
     let mut log = rrstore::log::LogWriter::open(&dir.join("records.log")).expect("log");
     let content = [7u8; 40];
     for i in 0..RECORDS {
-        log.append_record(&record(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), i + 1, &content));
+        log.append_record(&record(
+            i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            i + 1,
+            &content,
+        ));
         if i % 10_000 == 0 {
             log.flush().expect("flush");
         }
@@ -191,5 +195,11 @@ fn recover(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, apply_new, apply_overwrite, observe_in_order, recover);
+criterion_group!(
+    benches,
+    apply_new,
+    apply_overwrite,
+    observe_in_order,
+    recover
+);
 criterion_main!(benches);
