@@ -89,6 +89,11 @@ struct RunArgs {
     /// No live line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Redis only: send `WAIT N 0` after every SET on the same connection
+    /// (N replicas must acknowledge it); the pair counts as one request, its
+    /// latency from the SET's send to WAIT's reply.
+    #[arg(long, value_name = "N")]
+    redis_wait: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +160,9 @@ fn run_config(a: RunArgs) -> Result<(RunConfig, Option<PathBuf>, Option<PathBuf>
             rrstore::wire::DEFAULT_MAX_CONTENT
         ));
     }
+    if a.redis_wait.is_some() && protocol != Protocol::Redis {
+        return Err("--redis-wait needs a redis:// target".into());
+    }
     if a.verify && protocol != Protocol::Rrstore {
         return Err("--verify needs an rrstore:// target".into());
     }
@@ -186,6 +194,7 @@ fn run_config(a: RunArgs) -> Result<(RunConfig, Option<PathBuf>, Option<PathBuf>
         secret,
         verify_wait: seconds("verify-wait", a.verify_wait)?,
         quiet: a.quiet,
+        redis_wait: a.redis_wait,
     };
     Ok((cfg, a.json, a.hgrm))
 }

@@ -38,6 +38,8 @@ pub struct RunConfig {
     pub secret: Option<rrstore::auth::Secret>,
     pub verify_wait: Duration,
     pub quiet: bool,
+    /// Redis: follow every SET with `WAIT N 0` (`--redis-wait N`).
+    pub redis_wait: Option<u32>,
 }
 
 pub struct RunOutput {
@@ -127,6 +129,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutput, String> {
             duration: cfg.duration,
             drain: cfg.drain,
             collect_acks: cfg.verify,
+            redis_wait: cfg.redis_wait,
         };
         let (start_tx, start_rx) = mpsc::channel::<Instant>();
         start_txs.push(start_tx);
@@ -230,6 +233,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutput, String> {
         value_size: cfg.value_size,
         keys: cfg.keys,
         get_ratio: workload.get_ratio,
+        redis_wait: cfg.redis_wait,
     };
     Ok(RunOutput {
         info,
