@@ -63,6 +63,9 @@ pub struct EngineConfig {
     pub collect_acks: bool,
     /// Redis: follow every SET with `WAIT N 0` (`--redis-wait N`).
     pub redis_wait: Option<u32>,
+    /// Only global requests `0..limit` exist (`--fill`); the run ends once
+    /// they are all answered.
+    pub limit: Option<u64>,
 }
 
 /// One second of one engine, for the live line.
@@ -83,6 +86,8 @@ pub struct EngineResult {
     pub acked: Vec<u64>,
     /// Re-dials that failed during the run.
     pub connect_failures: u64,
+    /// When the engine stopped, ns since the start.
+    pub finished_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -317,7 +322,8 @@ impl Engine {
                 state: State::Connecting,
                 rbuf: ReadBuf::new(64 * 1024),
                 wbuf: WriteBuf::new((p * frame).clamp(4096, 1 << 20)),
-                pacer: Pacer::new(cfg.mode, cfg.total_conns, global, cfg.pipeline, end_ns),
+                pacer: Pacer::new(cfg.mode, cfg.total_conns, global, cfg.pipeline, end_ns)
+                    .with_limit(cfg.limit.unwrap_or(u64::MAX)),
                 slots: vec![
                     Slot {
                         intended: 0,
@@ -445,7 +451,8 @@ impl Engine {
                 next_tick += SECOND_NS;
             }
             let mut wake = next_tick.min(if now < end { end } else { drain_deadline });
-            let mut finished = now >= end;
+            // With a limit the run may end before its time is up.
+            let mut finished = now >= end || self.cfg.limit.is_some();
             for ci in 0..self.conns.len() {
                 self.send_due(ci, &mut rec, now);
                 let c = &self.conns[ci];
@@ -485,6 +492,7 @@ impl Engine {
             stats: rec.stats,
             acked: rec.acked.unwrap_or_default(),
             connect_failures: self.connect_failures,
+            finished_ns: now_ns(),
         })
     }
 

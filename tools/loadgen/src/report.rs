@@ -154,6 +154,9 @@ pub struct RunInfo {
     pub get_ratio: f64,
     /// Redis: every SET was followed by `WAIT N 0`.
     pub redis_wait: Option<u32>,
+    /// `--fill`: ids `0..keys` each PUT once; `duration_s` is until the
+    /// last answer.
+    pub fill: bool,
 }
 
 /// Achieved rate over the measured window.
@@ -191,6 +194,13 @@ pub fn table(info: &RunInfo, stats: &Stats, verify: Option<&VerifyOutcome>) -> S
         let _ = writeln!(
             s,
             "requests     every SET followed by WAIT {n} 0; the pair is one request"
+        );
+    }
+    if info.fill {
+        let _ = writeln!(
+            s,
+            "requests     fill: ids 0..{} each PUT once, measured to the last answer",
+            info.keys
         );
     }
     let schedule = if info.rate > 0.0 {
@@ -294,6 +304,7 @@ pub fn to_json(info: &RunInfo, stats: &Stats, verify: Option<&VerifyOutcome>) ->
         "keys": info.keys,
         "get_ratio": info.get_ratio,
         "redis_wait": info.redis_wait,
+        "fill": info.fill,
         "requests": stats.requests,
         "errors": stats.error_total(),
         "errors_by_code": errors,
@@ -390,6 +401,7 @@ mod tests {
             keys: 100,
             get_ratio: 0.0,
             redis_wait: None,
+            fill: false,
         }
     }
 

@@ -30,6 +30,7 @@ fn config(protocol: Protocol, server: &NullServer) -> RunConfig {
         verify_wait: Duration::ZERO,
         quiet: true,
         redis_wait: None,
+        fill: false,
     }
 }
 
@@ -109,6 +110,26 @@ fn set_then_wait_pairs_count_as_one_request() {
             assert!(s.sent < answered && answered < 2 * s.sent, "{what}");
         }
     }
+}
+
+#[test]
+fn a_fill_sends_each_id_once_and_stops() {
+    let server = NullServer::start("127.0.0.1:0", NullOptions::new(Protocol::Rrstore)).unwrap();
+    let mut cfg = config(Protocol::Rrstore, &server);
+    cfg.fill = true;
+    cfg.keys = 5003;
+    cfg.pipeline = 16;
+    cfg.get_ratio = 0.5;
+    cfg.duration = Duration::from_secs(30);
+    let t0 = Instant::now();
+    let out = run(&cfg).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10), "it did not stop");
+    let s = &out.stats;
+    assert_eq!((s.requests, s.sent, s.error_total()), (5003, 5003, 0));
+    assert_eq!(s.completed_in_window, 5003);
+    // Measured until the last answer, not over the 30 s asked for.
+    assert!(out.info.duration_s > 0.0 && out.info.duration_s < 10.0);
+    assert_eq!(server.stop().unwrap(), 5003);
 }
 
 #[test]
