@@ -634,7 +634,7 @@ phase_catchup() { # FILL_KEYS records into 3 workers; a 4th joins; RSS throughou
     rr_admin members
     rr_admin verify | tee "$tmp/verify.out" || true
     py catchup "$OUT/catchup.json" "$t0" "$t1" "$FILL_KEYS" "$OUT/fill-rrstore.json" \
-        "$tmp/logs/rr-w4.log" "$tmp/logs/rr-lb.log" "$tmp/rss.empty" "$tmp/rss.loaded" \
+        "$tmp/logs" rr-w4 "$tmp/rss.empty" "$tmp/rss.loaded" \
         "$tmp/rss.joined" "$tmp/cpu.before" "$tmp/cpu.after" "$tmp/verify.out" "$BUSY_BEFORE"
     RUNS=$((RUNS + 1))
     stop_rrstore

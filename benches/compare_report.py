@@ -72,9 +72,28 @@ def log_events(path):
         pass
     return events
 
-def cmd_catchup(out, t0, t1, keys, fill_json, joiner_log, lb_log, rss_empty, rss_loaded,
+def role_ids(logs_dir):
+    """{role: worker ID} from each worker's `registered id=N` line (its stdout,
+    in logs/ROLE.log). Roles are numbered in start order; IDs are handed out by
+    the LB in registration order, so the two need not match."""
+    ids = {}
+    for path in glob.glob(f"{logs_dir}/rr-w*.log"):
+        role = os.path.basename(path)[:-4]
+        try:
+            for line in open(path, errors="replace"):
+                m = re.match(r"registered id=(\d+) ", line)
+                if m:
+                    ids[role] = int(m.group(1))
+                    break
+        except OSError:
+            pass
+    return ids
+
+def cmd_catchup(out, t0, t1, keys, fill_json, logs_dir, joiner, rss_empty, rss_loaded,
                 rss_joined, cpu_before, cpu_after, verify_out, busy_before="0"):
-    """The joining worker's timeline from its log and the LB's, and RSS."""
+    """The joining worker's (role `joiner`) timeline from its log and the
+    LB's, the CPU every process used meanwhile, and RSS."""
+    joiner_log, lb_log = f"{logs_dir}/{joiner}.log", f"{logs_dir}/rr-lb.log"
     hz = int(os.environ.get("HZ", "100"))
     value = int(os.environ.get("VALUE", "64"))
     keys = int(keys)
@@ -101,8 +120,8 @@ def cmd_catchup(out, t0, t1, keys, fill_json, joiner_log, lb_log, rss_empty, rss
         m = re.match(r"worker \d+: catch-up from worker (\d+): (\d+) records", msg)
         if m and (active is None or t <= active + 0.001):
             catchups.append({"t": t, "from": int(m.group(1)), "records": int(m.group(2))})
-    res.update({"joiner_id": jid, "t_registered": reg, "t_active_lb": active,
-                "catchups": catchups})
+    res.update({"joiner_role": joiner, "role_ids": role_ids(logs_dir), "joiner_id": jid,
+                "t_registered": reg, "t_active_lb": active, "catchups": catchups})
     got = sum(c["records"] for c in catchups)
     res["caught_up_records"] = got
     if active is not None:
@@ -475,6 +494,27 @@ class Doc:
                    f"{mach.get('other', '–')} / {mach.get('steal', '–')} |")
         self.w()
 
+ALL_PREFIXES = ["w1", "w2", "w3", "w4", "w5", "fsi", "fsn"]
+
+def round_others(d):
+    """(other %, name) of every round that recorded it."""
+    others = []
+    scale = [f"scale{n}" for n, _ in d.scaling()]
+    for prefix in ALL_PREFIXES + scale:
+        for system in ("rrstore", "redis"):
+            for x in d.runs(prefix, system):
+                o = x["meta"].get("machine_pct", {}).get("other")
+                if o is not None:
+                    others.append((o, f"{prefix} {system} round {x['round']}"))
+    return others
+
+def noisy_rounds(d):
+    """(rounds with other ≥ 20 %, rounds, median other %), or None."""
+    others = sorted(o for o, _ in round_others(d))
+    if not others:
+        return None
+    return (sum(o >= 20 for o in others), len(others), others[len(others) // 2])
+
 def verdict(ok):
     return "**met**" if ok else "**missed**"
 
@@ -514,6 +554,13 @@ def render(out, svg_rel):
       "Before each run the script waits (at most 20 s, 120 s in all) while the idle VM is "
       "more than 30 % of a core busy.")
     w()
+    noisy = noisy_rounds(d)
+    if noisy and noisy[0] * 2 > noisy[1]:
+        w(f"**This run was not quiet.** In {noisy[0]} of its {noisy[1]} rounds other processes "
+          f"than the benchmark's used ≥ 20 % of a core (median {noisy[2]:.0f} %, column *other*); "
+          "they took CPU from whichever system was running, so absolute figures are lower "
+          "and ratios noisier than in a quiet run.")
+        w()
     w("**Versions.** " + f"{env.get('rrstore', '?')}; {env.get('redis', '?')}; "
       f"{env.get('loadgen', '?')}; {env.get('rustc', '?')}.")
     w()
@@ -759,7 +806,24 @@ def catchup_rss(cu):
     return best_
 
 def joiner_role(cu):
-    return f"rr-w{cu['joiner_id']}" if cu.get("joiner_id") is not None else None
+    # compare.sh starts the joiner as role rr-w4 (files written before the
+    # role was recorded lack it)
+    return cu.get("joiner_role", "rr-w4")
+
+def donor_roles(cu):
+    """Roles of the workers that streamed the catch-up; None if the run did
+    not record which role had which worker ID."""
+    ids = cu.get("role_ids")
+    if not ids:
+        return None
+    by_id = {i: r for r, i in ids.items()}
+    return {by_id[c["from"]] for c in cu.get("catchups", []) if c["from"] in by_id}
+
+def role_label(cu, role):
+    """`loaded worker 2 (ID 3)`, `the joiner (ID 4)`."""
+    i = (cu.get("role_ids") or {}).get(role)
+    name = "the joiner" if role == joiner_role(cu) else f"loaded worker {role[4:]}"
+    return f"{name} (ID {i})" if i is not None else name
 
 def target_rows(d, b4, b5, scale, cu):
     w = d.w
@@ -803,7 +867,7 @@ def target_rows(d, b4, b5, scale, cu):
         raw = cu["raw_bytes"]
         empty = cu["rss_bytes"].get("empty", {})
         before = max(empty.values()) if empty else 0
-        who = "the joiner" if role == joiner_role(cu) else f"worker {role[4:]}"
+        who = role_label(cu, role)
         w(f"| 7c | RSS of a worker holding {fmt_int(cu['records'])} records of {cu['value_size']} B | "
           f"≤ 1.5× the raw data ({mb(raw)} MB: 8 B id + {cu['value_size']} B each) | largest: "
           f"{mb(top)} MB = {top / raw:.2f}× ({who}{', after the join' if phase == 'joined' else ''}); "
@@ -920,10 +984,15 @@ def section_catchup(d, cu):
     cpu = cu.get("cpu_pct", {})
     jr = joiner_role(cu)
     if cpu and jr:
-        donors = {c["from"] for c in cu.get("catchups", [])}
+        donors = donor_roles(cu)
         parts = [f"joiner {cpu.get(jr, 0):.0f}"]
-        parts += [f"worker {r[4:]}{' (donor)' if int(r[4:]) in donors else ''} {cpu[r]:.0f}"
-                  for r in worker_roles(cpu) if r != jr]
+        loaded = [r for r in worker_roles(cpu) if r != jr]
+        if donors is None:
+            parts.append("loaded workers " + "/".join(f"{cpu[r]:.0f}" for r in loaded)
+                         + " (which one was the donor was not recorded)")
+        else:
+            parts += [f"{role_label(cu, r)}{' (donor)' if r in donors else ''} {cpu[r]:.0f}"
+                      for r in loaded]
         parts.append(f"LB {cpu.get('rr-lb', 0):.0f}")
         w(f"| CPU from the start to active ({cu.get('wall_s', 0):.3f} s, polled; /proc ticks of "
           f"10 ms), % of one core | "
@@ -941,13 +1010,15 @@ def section_catchup(d, cu):
         for r in roles:
             e, l_, j = (rss.get(k, {}).get(r) for k in ("empty", "loaded", "joined"))
             if r == jr:
-                w(f"| {r[4:]} (joiner) | – | {mb(j)} (after its catch-up) | {j / raw:.2f}× | – | {mb(j)} |")
+                if j is not None:
+                    w(f"| {role_label(cu, r)} | – | {mb(j)} (after its catch-up) | {j / raw:.2f}× | "
+                      f"– | {mb(j)} |")
                 continue
             if l_ is None:
                 continue
             grow = f"{(l_ - e) / n:.0f}" if e is not None else "–"
-            w(f"| {r[4:]} | {mb(e) if e is not None else '–'} | {mb(l_)} | {l_ / raw:.2f}× | "
-              f"{grow} | {mb(j) if j is not None else '–'} |")
+            w(f"| {role_label(cu, r)} | {mb(e) if e is not None else '–'} | {mb(l_)} | "
+              f"{l_ / raw:.2f}× | {grow} | {mb(j) if j is not None else '–'} |")
         w()
 
 def hash_table_estimate(n):
@@ -1018,18 +1089,31 @@ def reading_new(d, b1, b4, b5, scale, cu):
         rate = cu["start_to_active_rate"]
         cpu = cu.get("cpu_pct", {})
         jr = joiner_role(cu)
-        donors = [f"rr-w{c['from']}" for c in cu.get("catchups", [])]
+        donors = donor_roles(cu)
+        donor = "the donor"
+        if donors is None:  # not recorded: the busiest loaded worker (the others idle)
+            donors = [r for r in worker_roles(cpu) if r != jr]
+            donor = "the busiest loaded worker (the donor; the other two had nothing to do)"
         dn = max((cpu.get(r, 0) for r in donors), default=0)
         th = {k.split("/", 1)[1]: v for k, v in cu.get("thread_cpu_pct", {}).items()
               if jr and k.startswith(jr + "/")}
         main = th.get("rrstore", cpu.get(jr, 0))
         met = rate >= 1e6
+        busy = ""
+        if cu.get("machine_busy_pct") is not None:
+            busy = (f", while the VM was {cu['machine_busy_pct']:.0f} % busy, "
+                    f"{cu.get('machine_other_pct', 0):.0f} % of a core of it other processes "
+                    f"than rrstore's")
         out.append(
             f"**Catch-up (target 7b, {'met' if met else 'missed'}: {fmt_int(rate)} records/s from "
             f"start to active).** Over the {cu.get('wall_s', 0):.2f} s from its start to active "
             f"(as polled) the joiner used {cpu.get(jr, 0):.0f} % of a core ({main:.0f} % in its "
-            f"event loop) and the donor {dn:.0f} %; the stream itself ran at "
-            f"{fmt_int(cu.get('catchup_rate') or 0)} records/s, and the rest of the time went to "
+            f"event loop) and {donor} {dn:.0f} %{busy}"
+            + (": the joiner, which does the work, did not get a whole core. "
+               if cpu.get(jr, 0) < 90 else
+               ": the joiner's loop, which does the work, had a whole core. ")
+            + f"The stream itself ran at "
+            f"{fmt_int(cu.get('catchup_rate') or 0)} records/s; the rest of the time went to "
             f"starting, registering ({cu.get('start_to_registered_s', 0):.3f} s) and the READY "
             f"check ({cu.get('done_to_active_s', 0):.3f} s). Each record is decoded, applied to the "
             f"store (hashed for the digest) and appended to the log by one thread of the joiner, "
@@ -1165,19 +1249,14 @@ def reading(d, b1, b2, b3, b4=(None, None), b5=(None, None), scale=(), cu=None):
             f"and the corrected latency of everything scheduled meanwhile counts it. Target 3 "
             f"cannot be met while target 1's throughput is far below 1.0×.")
     bullets += reading_new(d, b1, b4, b5, scale, cu)
-    others = []
-    for prefix in ["w1", "w2", "w3", "w4", "w5", "fsi", "fsn"] + [f"scale{n}" for n, _ in scale]:
-        for system in ("rrstore", "redis"):
-            for x in d.runs(prefix, system):
-                o = x["meta"].get("machine_pct", {}).get("other")
-                if o is not None:
-                    others.append((o, f"{prefix} {system} round {x['round']}"))
+    others = round_others(d)
     noisy = [n for o, n in others if o >= 20]
     if others:
         seen = (f"in this run *other* stayed at or below {max(o for o, _ in others):.0f} % of a "
                 f"core in every round" if not noisy else
                 f"in this run {len(noisy)} of {len(others)} rounds had *other* ≥ 20 % of a core "
-                f"({', '.join(noisy)})")
+                + (f"({', '.join(noisy)})" if len(noisy) <= 8 else
+                   f"(median {sorted(o for o, _ in others)[len(others) // 2]:.0f} % over all rounds)"))
     else:
         seen = "no CPU figures were recorded"
     bullets.append(
