@@ -10,7 +10,10 @@
 //!
 //! Requests in flight live in a fixed array of `P` slots per connection.
 //! rrstore responses name their slot by tag (they may come back in any
-//! order); Redis replies come back in order and are matched FIFO. Buffers,
+//! order); Redis replies come back in order and are matched FIFO. With
+//! `redis_wait` a PUT is a SET followed by `WAIT N 0`, one request in one
+//! slot: the SET's reply is kept in the slot and the WAIT's reply completes
+//! it (latency from the SET's send to the WAIT's answer). Buffers,
 //! slots and histograms are allocated before the run starts: the hot path
 //! allocates nothing (the verify list of acknowledged ids grows amortised).
 //!
@@ -58,6 +61,11 @@ pub struct EngineConfig {
     pub drain: Duration,
     /// Keep the id of every STORED PUT (for `--verify`).
     pub collect_acks: bool,
+    /// Redis: follow every SET with `WAIT N 0` (`--redis-wait N`).
+    pub redis_wait: Option<u32>,
+    /// Only global requests `0..limit` exist (`--fill`); the run ends once
+    /// they are all answered.
+    pub limit: Option<u64>,
 }
 
 /// One second of one engine, for the live line.
@@ -78,6 +86,8 @@ pub struct EngineResult {
     pub acked: Vec<u64>,
     /// Re-dials that failed during the run.
     pub connect_failures: u64,
+    /// When the engine stopped, ns since the start.
+    pub finished_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +97,14 @@ struct Slot {
     id: u64,
     op: Op,
     busy: bool,
+    /// A SET + WAIT pair: the SET's reply, once it has come.
+    set_reply: Option<Reply>,
 }
+
+/// Marks a Redis FIFO entry as the SET of a SET + WAIT pair: its reply is
+/// kept, and the WAIT's reply that follows completes the request. (Slot
+/// indices are below 2^16, the largest pipeline.)
+const SET_OF_PAIR: u32 = 1 << 31;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -104,7 +121,8 @@ struct Conn {
     pacer: Pacer,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Redis: slots in the order their requests were written.
+    /// Redis: slots in the order their requests were written (a SET + WAIT
+    /// pair twice, the first time with [`SET_OF_PAIR`]).
     fifo: VecDeque<u32>,
     rng: Rng,
 }
@@ -167,7 +185,13 @@ fn judge(slot: &Slot, reply: Reply) -> Result<(), ErrorKind> {
 impl Conn {
     /// Takes every whole response out of the read buffer. `Err` if the
     /// stream is garbage or names no request in flight.
-    fn parse(&mut self, protocol: Protocol, rec: &mut Recorder, now: u64) -> Result<(), ()> {
+    fn parse(
+        &mut self,
+        protocol: Protocol,
+        redis_wait: Option<u32>,
+        rec: &mut Recorder,
+        now: u64,
+    ) -> Result<(), ()> {
         loop {
             let decoded = match protocol {
                 Protocol::Rrstore => {
@@ -185,19 +209,29 @@ impl Conn {
                 } => (tag, reply, consumed),
             };
             self.rbuf.consume(consumed);
-            let index = match protocol {
-                Protocol::Rrstore => tag,
-                Protocol::Redis => self.fifo.pop_front().ok_or(())?,
+            let (index, first_of_pair) = match protocol {
+                Protocol::Rrstore => (tag, false),
+                Protocol::Redis => {
+                    let entry = self.fifo.pop_front().ok_or(())?;
+                    (entry & !SET_OF_PAIR, entry & SET_OF_PAIR != 0)
+                }
             };
             let slot = match self.slots.get_mut(index as usize) {
                 Some(s) if s.busy => s,
                 _ => return Err(()),
             };
+            if first_of_pair {
+                slot.set_reply = Some(reply);
+                continue;
+            }
             slot.busy = false;
             let slot = *slot;
             self.free.push(index);
             self.pacer.completed();
-            let result = judge(&slot, reply);
+            let result = match (slot.set_reply, redis_wait) {
+                (Some(set), Some(replicas)) => proto::wait_outcome(set, reply, replicas),
+                _ => judge(&slot, reply),
+            };
             if let (Some(acked), Ok(()), Op::Put) = (rec.acked.as_mut(), result, slot.op) {
                 if matches!(reply, Reply::Stored { .. }) {
                     acked.push(slot.id);
@@ -288,7 +322,8 @@ impl Engine {
                 state: State::Connecting,
                 rbuf: ReadBuf::new(64 * 1024),
                 wbuf: WriteBuf::new((p * frame).clamp(4096, 1 << 20)),
-                pacer: Pacer::new(cfg.mode, cfg.total_conns, global, cfg.pipeline, end_ns),
+                pacer: Pacer::new(cfg.mode, cfg.total_conns, global, cfg.pipeline, end_ns)
+                    .with_limit(cfg.limit.unwrap_or(u64::MAX)),
                 slots: vec![
                     Slot {
                         intended: 0,
@@ -296,11 +331,12 @@ impl Engine {
                         id: 0,
                         op: Op::Put,
                         busy: false,
+                        set_reply: None,
                     };
                     p
                 ],
                 free: (0..p as u32).rev().collect(),
-                fifo: VecDeque::with_capacity(p),
+                fifo: VecDeque::with_capacity(2 * p),
                 rng: Rng::new(global.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EED),
             });
         }
@@ -415,7 +451,8 @@ impl Engine {
                 next_tick += SECOND_NS;
             }
             let mut wake = next_tick.min(if now < end { end } else { drain_deadline });
-            let mut finished = now >= end;
+            // With a limit the run may end before its time is up.
+            let mut finished = now >= end || self.cfg.limit.is_some();
             for ci in 0..self.conns.len() {
                 self.send_due(ci, &mut rec, now);
                 let c = &self.conns[ci];
@@ -455,6 +492,7 @@ impl Engine {
             stats: rec.stats,
             acked: rec.acked.unwrap_or_default(),
             connect_failures: self.connect_failures,
+            finished_ns: now_ns(),
         })
     }
 
@@ -462,6 +500,7 @@ impl Engine {
     /// refreshed after every read, so latency ends when the bytes arrived.
     fn read(&mut self, ci: usize, rec: &mut Recorder, now: &mut u64) {
         let protocol = self.cfg.protocol;
+        let redis_wait = self.cfg.redis_wait;
         let c = &mut self.conns[ci];
         if c.state != State::Up {
             return;
@@ -474,7 +513,7 @@ impl Engine {
                 Ok(0) => return c.fail(&self.poll, rec, ErrorKind::Io, *now),
                 Ok(_) => {
                     *now = since(self.start);
-                    if c.parse(protocol, rec, *now).is_err() {
+                    if c.parse(protocol, redis_wait, rec, *now).is_err() {
                         return c.fail(&self.poll, rec, ErrorKind::Protocol, *now);
                     }
                 }
@@ -548,6 +587,7 @@ impl Engine {
                         id,
                         op,
                         busy: true,
+                        set_reply: None,
                     };
                     if op == Op::Put {
                         fill_content(id, &mut self.content);
@@ -558,6 +598,13 @@ impl Engine {
                         }
                         Protocol::Redis => {
                             proto::encode_resp(c.wbuf.vec(), op, id, &self.content);
+                            match cfg.redis_wait {
+                                Some(replicas) if op == Op::Put => {
+                                    proto::encode_resp_wait(c.wbuf.vec(), replicas, 0);
+                                    c.fifo.push_back(index | SET_OF_PAIR);
+                                }
+                                _ => {}
+                            }
                             c.fifo.push_back(index);
                         }
                     }

@@ -89,6 +89,16 @@ struct RunArgs {
     /// No live line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Redis only: send `WAIT N 0` after every SET on the same connection
+    /// (N replicas must acknowledge it); the pair counts as one request, its
+    /// latency from the SET's send to WAIT's reply.
+    #[arg(long, value_name = "N")]
+    redis_wait: Option<u32>,
+    /// PUT ids 0..KEYS, each exactly once, in order, then stop (at the
+    /// latest after --duration): loads a data set. No warmup; the
+    /// throughput is over the time to the last answer.
+    #[arg(long, conflicts_with = "verify")]
+    fill: bool,
 }
 
 #[derive(Subcommand)]
@@ -155,8 +165,14 @@ fn run_config(a: RunArgs) -> Result<(RunConfig, Option<PathBuf>, Option<PathBuf>
             rrstore::wire::DEFAULT_MAX_CONTENT
         ));
     }
+    if a.redis_wait.is_some() && protocol != Protocol::Redis {
+        return Err("--redis-wait needs a redis:// target".into());
+    }
     if a.verify && protocol != Protocol::Rrstore {
         return Err("--verify needs an rrstore:// target".into());
+    }
+    if a.fill && a.get_ratio > 0.0 {
+        eprintln!("loadgen: --fill sends only PUTs; --get-ratio ignored");
     }
     if a.verify && a.get_ratio > 0.0 {
         eprintln!("loadgen: --verify sends only PUTs; --get-ratio ignored");
@@ -176,7 +192,11 @@ fn run_config(a: RunArgs) -> Result<(RunConfig, Option<PathBuf>, Option<PathBuf>
         threads: a.threads.max(1),
         rate: a.rate,
         duration: seconds("duration", a.duration)?,
-        warmup: seconds("warmup", a.warmup)?,
+        warmup: if a.fill {
+            Duration::ZERO
+        } else {
+            seconds("warmup", a.warmup)?
+        },
         drain: seconds("drain", a.drain)?,
         value_size: a.value_size,
         keys: a.keys,
@@ -186,6 +206,8 @@ fn run_config(a: RunArgs) -> Result<(RunConfig, Option<PathBuf>, Option<PathBuf>
         secret,
         verify_wait: seconds("verify-wait", a.verify_wait)?,
         quiet: a.quiet,
+        redis_wait: a.redis_wait,
+        fill: a.fill,
     };
     Ok((cfg, a.json, a.hgrm))
 }

@@ -4,7 +4,8 @@
 //! One mio loop: reads every readable connection until WouldBlock, answers
 //! each whole request into that connection's write buffer (rrstore: STORED
 //! for PUT, an empty VALUE for GET, PONG; Redis: `+OK` for SET, `$-1` for
-//! GET, `+PONG`), and writes each buffer once at the end of the loop turn.
+//! GET, `+PONG`, `:N` for `WAIT N …`), and writes each buffer once at the
+//! end of the loop turn.
 //!
 //! `--stall-every N --stall-ms M` simulates a pause (a GC, a disk hiccup):
 //! after every N-th request, replies are held back for M ms while requests
@@ -187,17 +188,32 @@ fn answer(c: &mut Conn, protocol: Protocol) -> u64 {
             }
             Protocol::Redis => match proto::decode_resp_command(c.rbuf.data()) {
                 Command::Incomplete => return n,
-                Command::Whole { name, consumed } => {
-                    let reply: &[u8] = if name.eq_ignore_ascii_case(b"SET") {
-                        b"+OK\r\n"
-                    } else if name.eq_ignore_ascii_case(b"GET") {
-                        b"$-1\r\n"
-                    } else if name.eq_ignore_ascii_case(b"PING") {
-                        b"+PONG\r\n"
+                Command::Whole {
+                    name,
+                    arg,
+                    consumed,
+                } => {
+                    let out = c.wbuf.vec();
+                    if name.eq_ignore_ascii_case(b"WAIT")
+                        && !arg.is_empty()
+                        && arg.iter().all(u8::is_ascii_digit)
+                    {
+                        // As if every replica asked for had acknowledged.
+                        out.push(b':');
+                        out.extend_from_slice(arg);
+                        out.extend_from_slice(b"\r\n");
                     } else {
-                        b"-ERR unknown command\r\n"
-                    };
-                    c.wbuf.vec().extend_from_slice(reply);
+                        let reply: &[u8] = if name.eq_ignore_ascii_case(b"SET") {
+                            b"+OK\r\n"
+                        } else if name.eq_ignore_ascii_case(b"GET") {
+                            b"$-1\r\n"
+                        } else if name.eq_ignore_ascii_case(b"PING") {
+                            b"+PONG\r\n"
+                        } else {
+                            b"-ERR unknown command\r\n"
+                        };
+                        out.extend_from_slice(reply);
+                    }
                     consumed
                 }
                 Command::Invalid(_) => {
@@ -392,14 +408,15 @@ mod tests {
         let mut req = Vec::new();
         proto::encode_resp(&mut req, crate::workload::Op::Put, 1, b"v");
         proto::encode_resp(&mut req, crate::workload::Op::Get, 1, b"");
+        proto::encode_resp_wait(&mut req, 2, 0);
         // Split mid-frame: the server must wait for the rest.
         s.write_all(&req[..7]).unwrap();
         s.flush().unwrap();
         s.write_all(&req[7..]).unwrap();
-        let want = b"+OK\r\n$-1\r\n";
+        let want = b"+OK\r\n$-1\r\n:2\r\n";
         let mut got = vec![0u8; want.len()];
         s.read_exact(&mut got).unwrap();
         assert_eq!(&got, want);
-        assert_eq!(server.stop().unwrap(), 2);
+        assert_eq!(server.stop().unwrap(), 3);
     }
 }

@@ -3,7 +3,9 @@
 //! - rrstore client protocol v1 (docs/PROTOCOL.md §1): frames encoded and
 //!   parsed by `rrstore::wire`; responses are matched to requests by tag.
 //! - Redis RESP: `SET k:<id> <content>` and `GET k:<id>` as arrays of bulk
-//!   strings; replies come back in order, so they are matched FIFO.
+//!   strings; replies come back in order, so they are matched FIFO. With
+//!   `--redis-wait N` each SET is followed by `WAIT N 0` on the same
+//!   connection, and the pair is one request (see [`wait_outcome`]).
 //!
 //! Encoders append to a caller-owned buffer and parsers borrow the read
 //! buffer, so the hot path allocates nothing. Every parser returns
@@ -63,13 +65,15 @@ pub enum ErrorKind {
     RedisError,
     /// The connection failed with the request in flight.
     Io,
+    /// `WAIT N 0` answered with fewer than N replicas (`--redis-wait`).
+    WaitShort,
     /// A reply that makes no sense (bad frame, unknown tag, wrong id).
     Protocol,
 }
 
 impl ErrorKind {
     /// Number of kinds (the length of a counter array).
-    pub const COUNT: usize = ErrorCode::ALL.len() + 4;
+    pub const COUNT: usize = ErrorCode::ALL.len() + 5;
 
     /// Every kind, in [`ErrorKind::index`] order.
     pub const ALL: [ErrorKind; ErrorKind::COUNT] = [
@@ -84,6 +88,7 @@ impl ErrorKind {
         ErrorKind::RedisError,
         ErrorKind::Io,
         ErrorKind::Protocol,
+        ErrorKind::WaitShort,
     ];
 
     pub fn index(self) -> usize {
@@ -93,6 +98,7 @@ impl ErrorKind {
             ErrorKind::RedisError => ErrorCode::ALL.len() + 1,
             ErrorKind::Io => ErrorCode::ALL.len() + 2,
             ErrorKind::Protocol => ErrorCode::ALL.len() + 3,
+            ErrorKind::WaitShort => ErrorCode::ALL.len() + 4,
         }
     }
 
@@ -104,6 +110,7 @@ impl ErrorKind {
             ErrorKind::RedisError => "redis_error",
             ErrorKind::Io => "io",
             ErrorKind::Protocol => "protocol",
+            ErrorKind::WaitShort => "wait_short",
         }
     }
 }
@@ -125,7 +132,9 @@ pub enum Reply {
     Bulk,
     /// RESP null bulk or null array (a GET miss).
     Nil,
-    /// RESP integer or array: valid, but not an answer to SET or GET.
+    /// RESP integer (the answer to WAIT: how many replicas acknowledged).
+    Integer(i64),
+    /// RESP array: valid, but not an answer to SET, GET or WAIT.
     Other,
     /// A failed request.
     Error(ErrorKind),
@@ -243,6 +252,38 @@ pub fn encode_resp(out: &mut Vec<u8>, op: Op, id: u64, content: &[u8]) {
     }
 }
 
+/// Appends `WAIT <replicas> <timeout_ms>`: the server answers once that many
+/// replicas have acknowledged every write this connection made before it
+/// (timeout 0: wait as long as it takes), with the number that did.
+pub fn encode_resp_wait(out: &mut Vec<u8>, replicas: u32, timeout_ms: u64) {
+    let mut d = [0u8; 20];
+    out.extend_from_slice(b"*3\r\n$4\r\nWAIT\r\n");
+    let digits = decimal(replicas as u64, &mut d);
+    put_bulk_header(out, digits.len());
+    out.extend_from_slice(digits);
+    out.extend_from_slice(b"\r\n");
+    let digits = decimal(timeout_ms, &mut d);
+    put_bulk_header(out, digits.len());
+    out.extend_from_slice(digits);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The outcome of a SET + `WAIT replicas 0` pair, from the two replies: the
+/// SET must be `+OK`, and WAIT must count at least `replicas` replicas.
+pub fn wait_outcome(set: Reply, wait: Reply, replicas: u32) -> Result<(), ErrorKind> {
+    match set {
+        Reply::Simple => {}
+        Reply::Error(kind) => return Err(kind),
+        _ => return Err(ErrorKind::Protocol),
+    }
+    match wait {
+        Reply::Integer(n) if n >= i64::from(replicas) => Ok(()),
+        Reply::Integer(_) => Err(ErrorKind::WaitShort),
+        Reply::Error(kind) => Err(kind),
+        _ => Err(ErrorKind::Protocol),
+    }
+}
+
 /// Largest bulk string or array accepted from a peer.
 const RESP_MAX_LEN: i64 = 512 << 20;
 /// Deepest array nesting accepted.
@@ -305,7 +346,7 @@ fn value_at(buf: &[u8], from: usize, depth: u32) -> Result<Option<(Reply, usize)
     match kind {
         b'+' => Ok(Some((Reply::Simple, after))),
         b'-' => Ok(Some((Reply::Error(ErrorKind::RedisError), after))),
-        b':' => integer(text).map(|_| Some((Reply::Other, after))),
+        b':' => integer(text).map(|n| Some((Reply::Integer(n), after))),
         b'$' => match integer(text)? {
             -1 => Ok(Some((Reply::Nil, after))),
             n => Ok(bulk_body(buf, after, n)?.map(|(_, next)| (Reply::Bulk, next))),
@@ -341,16 +382,23 @@ pub fn decode_resp(buf: &[u8]) -> Decoded {
     }
 }
 
-/// A RESP command as a server sees it: its name (first element) and size.
+/// A RESP command as a server sees it: its name (first element), its first
+/// argument (empty if it has none) and its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
     Incomplete,
-    Whole { name: &'a [u8], consumed: usize },
+    Whole {
+        name: &'a [u8],
+        arg: &'a [u8],
+        consumed: usize,
+    },
     Invalid(&'static str),
 }
 
-/// The command at the front of `buf`: the first element and the size.
-fn command(buf: &[u8]) -> Result<Option<(&[u8], usize)>, &'static str> {
+type Whole<'a> = (&'a [u8], &'a [u8], usize);
+
+/// The command at the front of `buf`: the first two elements and the size.
+fn command(buf: &[u8]) -> Result<Option<Whole<'_>>, &'static str> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -365,6 +413,7 @@ fn command(buf: &[u8]) -> Result<Option<(&[u8], usize)>, &'static str> {
         return Err("bad RESP command length");
     }
     let mut name: &[u8] = &[];
+    let mut arg: &[u8] = &[];
     for i in 0..n {
         match buf.get(at) {
             None => return Ok(None),
@@ -377,19 +426,25 @@ fn command(buf: &[u8]) -> Result<Option<(&[u8], usize)>, &'static str> {
         let Some((end, next)) = bulk_body(buf, start, integer(text)?)? else {
             return Ok(None);
         };
-        if i == 0 {
-            name = &buf[start..end];
+        match i {
+            0 => name = &buf[start..end],
+            1 => arg = &buf[start..end],
+            _ => {}
         }
         at = next;
     }
-    Ok(Some((name, at)))
+    Ok(Some((name, arg, at)))
 }
 
 /// Parses one command (an array of bulk strings) from the front of `buf`.
 pub fn decode_resp_command(buf: &[u8]) -> Command<'_> {
     match command(buf) {
         Ok(None) => Command::Incomplete,
-        Ok(Some((name, consumed))) => Command::Whole { name, consumed },
+        Ok(Some((name, arg, consumed))) => Command::Whole {
+            name,
+            arg,
+            consumed,
+        },
         Err(e) => Command::Invalid(e),
     }
 }
@@ -521,7 +576,7 @@ mod tests {
             decode_resp,
             Reply::Error(ErrorKind::RedisError),
         );
-        check_prefixes(b":1234\r\n", decode_resp, Reply::Other);
+        check_prefixes(b":1234\r\n", decode_resp, Reply::Integer(1234));
         check_prefixes(b"$-1\r\n", decode_resp, Reply::Nil);
         check_prefixes(b"$5\r\nhe\r\no\r\n", decode_resp, Reply::Bulk);
         check_prefixes(b"$0\r\n\r\n", decode_resp, Reply::Bulk);
@@ -559,6 +614,7 @@ mod tests {
             decode_resp_command(&out),
             Command::Whole {
                 name: b"SET",
+                arg: b"k:123",
                 consumed: put_len
             }
         );
@@ -566,6 +622,7 @@ mod tests {
             decode_resp_command(&out[put_len..]),
             Command::Whole {
                 name: b"GET",
+                arg: b"k:0",
                 consumed: out.len() - put_len
             }
         );
@@ -577,6 +634,63 @@ mod tests {
             decode_resp_command(b"*1\r\n:1\r\n"),
             Command::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn set_then_wait_encodes_and_decodes() {
+        let mut out = Vec::new();
+        encode_resp(&mut out, Op::Put, 7, b"v");
+        let set_len = out.len();
+        encode_resp_wait(&mut out, 2, 0);
+        assert_eq!(
+            &out[set_len..],
+            b"*3\r\n$4\r\nWAIT\r\n$1\r\n2\r\n$1\r\n0\r\n"
+        );
+        let mut wide = Vec::new();
+        encode_resp_wait(&mut wide, 12, 1500);
+        assert_eq!(wide, b"*3\r\n$4\r\nWAIT\r\n$2\r\n12\r\n$4\r\n1500\r\n");
+        // A server sees two commands, the second WAIT with its replica count.
+        assert!(matches!(
+            decode_resp_command(&out),
+            Command::Whole { name: b"SET", consumed, .. } if consumed == set_len
+        ));
+        assert_eq!(
+            decode_resp_command(&out[set_len..]),
+            Command::Whole {
+                name: b"WAIT",
+                arg: b"2",
+                consumed: out.len() - set_len
+            }
+        );
+        // The replies come back in order: +OK, then the replica count.
+        let replies = b"+OK\r\n:2\r\n";
+        let Decoded::Frame {
+            reply: set,
+            consumed,
+            ..
+        } = decode_resp(replies)
+        else {
+            panic!("no SET reply")
+        };
+        assert_eq!((set, consumed), (Reply::Simple, 5));
+        check_prefixes(&replies[consumed..], decode_resp, Reply::Integer(2));
+        let wait = Reply::Integer(2);
+        assert_eq!(wait_outcome(set, wait, 2), Ok(()));
+        assert_eq!(wait_outcome(set, Reply::Integer(3), 2), Ok(()));
+        assert_eq!(
+            wait_outcome(set, Reply::Integer(1), 2),
+            Err(ErrorKind::WaitShort)
+        );
+        assert_eq!(
+            wait_outcome(Reply::Error(ErrorKind::RedisError), wait, 2),
+            Err(ErrorKind::RedisError)
+        );
+        assert_eq!(
+            wait_outcome(set, Reply::Error(ErrorKind::RedisError), 2),
+            Err(ErrorKind::RedisError)
+        );
+        assert_eq!(wait_outcome(set, Reply::Nil, 2), Err(ErrorKind::Protocol));
+        assert_eq!(wait_outcome(Reply::Bulk, wait, 2), Err(ErrorKind::Protocol));
     }
 
     #[test]

@@ -152,6 +152,11 @@ pub struct RunInfo {
     pub value_size: usize,
     pub keys: u64,
     pub get_ratio: f64,
+    /// Redis: every SET was followed by `WAIT N 0`.
+    pub redis_wait: Option<u32>,
+    /// `--fill`: ids `0..keys` each PUT once; `duration_s` is until the
+    /// last answer.
+    pub fill: bool,
 }
 
 /// Achieved rate over the measured window.
@@ -185,6 +190,19 @@ pub fn table(info: &RunInfo, stats: &Stats, verify: Option<&VerifyOutcome>) -> S
         info.threads,
         if info.threads == 1 { "" } else { "s" }
     );
+    if let Some(n) = info.redis_wait {
+        let _ = writeln!(
+            s,
+            "requests     every SET followed by WAIT {n} 0; the pair is one request"
+        );
+    }
+    if info.fill {
+        let _ = writeln!(
+            s,
+            "requests     fill: ids 0..{} each PUT once, measured to the last answer",
+            info.keys
+        );
+    }
     let schedule = if info.rate > 0.0 {
         format!("open loop at {} req/s", info.rate)
     } else {
@@ -285,6 +303,8 @@ pub fn to_json(info: &RunInfo, stats: &Stats, verify: Option<&VerifyOutcome>) ->
         "value_size": info.value_size,
         "keys": info.keys,
         "get_ratio": info.get_ratio,
+        "redis_wait": info.redis_wait,
+        "fill": info.fill,
         "requests": stats.requests,
         "errors": stats.error_total(),
         "errors_by_code": errors,
@@ -380,6 +400,8 @@ mod tests {
             value_size: 64,
             keys: 100,
             get_ratio: 0.0,
+            redis_wait: None,
+            fill: false,
         }
     }
 

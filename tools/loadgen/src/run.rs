@@ -38,6 +38,11 @@ pub struct RunConfig {
     pub secret: Option<rrstore::auth::Secret>,
     pub verify_wait: Duration,
     pub quiet: bool,
+    /// Redis: follow every SET with `WAIT N 0` (`--redis-wait N`).
+    pub redis_wait: Option<u32>,
+    /// PUT ids `0..keys`, each once, in order, then stop (`--fill`): the
+    /// measured window ends with the last answer.
+    pub fill: bool,
 }
 
 pub struct RunOutput {
@@ -104,8 +109,17 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutput, String> {
     };
     let workload = Workload {
         keys: cfg.keys,
-        get_ratio: if cfg.verify { 0.0 } else { cfg.get_ratio },
-        fresh_ids: cfg.verify.then(fresh_id_base),
+        get_ratio: if cfg.verify || cfg.fill {
+            0.0
+        } else {
+            cfg.get_ratio
+        },
+        // A fill's ids are its request indices, 0..keys.
+        fresh_ids: if cfg.fill {
+            Some(0)
+        } else {
+            cfg.verify.then(fresh_id_base)
+        },
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (live_tx, live_rx) = mpsc::channel::<Live>();
@@ -127,6 +141,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutput, String> {
             duration: cfg.duration,
             drain: cfg.drain,
             collect_acks: cfg.verify,
+            redis_wait: cfg.redis_wait,
+            limit: cfg.fill.then_some(cfg.keys),
         };
         let (start_tx, start_rx) = mpsc::channel::<Instant>();
         start_txs.push(start_tx);
@@ -190,9 +206,11 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutput, String> {
     let mut stats = Stats::new();
     let mut acked = Vec::new();
     let mut connect_failures = 0;
+    let mut finished_ns = 0;
     for h in handles {
         match h.join() {
             Ok(Ok(Some(r))) => {
+                finished_ns = finished_ns.max(r.finished_ns);
                 stats.merge(&r.stats);
                 acked.extend_from_slice(&r.acked);
                 connect_failures += r.connect_failures;
@@ -225,11 +243,19 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutput, String> {
         connections: cfg.connections,
         pipeline: cfg.pipeline,
         threads,
-        duration_s: cfg.duration.as_secs_f64(),
+        // A fill that finished early was measured until its last answer.
+        duration_s: if cfg.fill {
+            let ran = Duration::from_nanos(finished_ns).saturating_sub(cfg.warmup);
+            ran.min(cfg.duration).as_secs_f64()
+        } else {
+            cfg.duration.as_secs_f64()
+        },
         warmup_s: cfg.warmup.as_secs_f64(),
         value_size: cfg.value_size,
         keys: cfg.keys,
         get_ratio: workload.get_ratio,
+        redis_wait: cfg.redis_wait,
+        fill: cfg.fill,
     };
     Ok(RunOutput {
         info,

@@ -12,6 +12,9 @@
 //! Closed loop (`--rate 0`): a connection sends whenever it has a free slot,
 //! and the intended time is the actual send time.
 //!
+//! With a limit (`--fill`), only global requests `0..limit` exist: a
+//! connection stops once its next index reaches it.
+//!
 //! Times are nanoseconds since the start of the run; nothing here reads a
 //! clock, so the schedule is tested with made-up times.
 
@@ -78,6 +81,8 @@ pub struct Pacer {
     pipeline: u32,
     /// No request is intended (open) or sent (closed) at or after this time.
     end_ns: u64,
+    /// Global requests `limit..` do not exist.
+    limit: u64,
 }
 
 impl Pacer {
@@ -96,7 +101,19 @@ impl Pacer {
             inflight: 0,
             pipeline,
             end_ns,
+            limit: u64::MAX,
         }
+    }
+
+    /// Only global requests `0..limit` exist (`--fill`).
+    pub fn with_limit(mut self, limit: u64) -> Pacer {
+        self.limit = limit;
+        self
+    }
+
+    /// This connection's requests are all sent (the limit is reached).
+    fn at_limit(&self) -> bool {
+        self.index() >= self.limit
     }
 
     fn index(&self) -> u64 {
@@ -111,7 +128,7 @@ impl Pacer {
     /// The next request if it may be sent at `now_ns`: due, before the end,
     /// and a slot free.
     pub fn due(&self, now_ns: u64) -> Option<Due> {
-        if self.inflight >= self.pipeline {
+        if self.inflight >= self.pipeline || self.at_limit() {
             return None;
         }
         let intended_ns = match self.next_intended() {
@@ -146,14 +163,18 @@ impl Pacer {
     /// time, if a slot is free and it is before the end (open loop only; a
     /// closed loop is woken by responses).
     pub fn next_wake(&self) -> Option<u64> {
-        if self.inflight >= self.pipeline {
+        if self.inflight >= self.pipeline || self.at_limit() {
             return None;
         }
         self.next_intended().filter(|&t| t < self.end_ns)
     }
 
-    /// No request is left to send: the schedule is past the end.
+    /// No request is left to send: the schedule is past the end (or the
+    /// limit).
     pub fn exhausted(&self, now_ns: u64) -> bool {
+        if self.at_limit() {
+            return true;
+        }
         match self.next_intended() {
             Some(t) => t >= self.end_ns,
             None => now_ns >= self.end_ns,
@@ -170,8 +191,9 @@ impl Pacer {
         let mut k = self.k;
         let mut n = 0;
         loop {
-            let t = s.intended_ns(s.global_index(self.conn, k));
-            if t >= self.end_ns {
+            let i = s.global_index(self.conn, k);
+            let t = s.intended_ns(i);
+            if t >= self.end_ns || i >= self.limit {
                 return n;
             }
             if t >= from_ns {
@@ -297,6 +319,31 @@ mod tests {
         let p = Pacer::new(Mode::Open { rate: 10.0 }, 1, 0, 1, 1_000_000_000);
         assert_eq!(p.unsent_since(500_000_000), 5);
         assert_eq!(p.unsent_since(0), 10);
+    }
+
+    #[test]
+    fn a_limit_ends_the_schedule_early() {
+        // 3 connections, requests 0..7 only: connection 1 owns 1 and 4.
+        let mut p = Pacer::new(Mode::Closed, 3, 1, 4, u64::MAX).with_limit(7);
+        let mut got = Vec::new();
+        while let Some(d) = p.due(5) {
+            got.push(d.index);
+            p.sent();
+        }
+        assert_eq!(got, vec![1, 4]);
+        assert!(p.exhausted(5));
+        assert_eq!(p.next_wake(), None);
+        // Connection 0 owns 0, 3 and 6.
+        let mut p = Pacer::new(Mode::Closed, 3, 0, 8, u64::MAX).with_limit(7);
+        let mut n = 0;
+        while p.due(5).is_some() {
+            p.sent();
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        // Open loop: requests past the limit are not unsent, they do not exist.
+        let p = Pacer::new(Mode::Open { rate: 10.0 }, 1, 0, 1, 1_000_000_000).with_limit(4);
+        assert_eq!(p.unsent_since(0), 4);
     }
 
     #[test]

@@ -74,6 +74,8 @@ fn verify_finds_every_acknowledged_record_on_every_worker() {
         secret: Some(g.cluster.secret().clone()),
         verify_wait: Duration::from_secs(20),
         quiet: true,
+        redis_wait: None,
+        fill: false,
     };
     let out = run(&cfg).unwrap();
     let v = out.verify.expect("verify ran");

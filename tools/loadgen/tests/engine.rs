@@ -29,6 +29,8 @@ fn config(protocol: Protocol, server: &NullServer) -> RunConfig {
         secret: None,
         verify_wait: Duration::ZERO,
         quiet: true,
+        redis_wait: None,
+        fill: false,
     }
 }
 
@@ -84,6 +86,50 @@ fn closed_loop_pipelined_on_both_protocols() {
         // Everything sent (warmup included) was answered by the server.
         assert_eq!(server.stop().unwrap(), s.sent, "{protocol:?}");
     }
+}
+
+#[test]
+fn set_then_wait_pairs_count_as_one_request() {
+    // The null server answers `WAIT N 0` with `:N`. Every SET of the run is
+    // followed by a WAIT: the server answers two commands per request.
+    for (get_ratio, pipeline) in [(0.0, 1), (0.0, 8), (0.4, 8)] {
+        let server = NullServer::start("127.0.0.1:0", NullOptions::new(Protocol::Redis)).unwrap();
+        let mut cfg = config(Protocol::Redis, &server);
+        cfg.redis_wait = Some(2);
+        cfg.pipeline = pipeline;
+        cfg.get_ratio = get_ratio;
+        let out = run(&cfg).unwrap();
+        let s = &out.stats;
+        let what = format!("get ratio {get_ratio}, pipeline {pipeline}");
+        assert_eq!((s.error_total(), s.unfinished), (0, 0), "{what}");
+        assert!(s.requests > 500, "{what}: {}", s.requests);
+        let answered = server.stop().unwrap();
+        if get_ratio == 0.0 {
+            assert_eq!(answered, 2 * s.sent, "{what}");
+        } else {
+            assert!(s.sent < answered && answered < 2 * s.sent, "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_fill_sends_each_id_once_and_stops() {
+    let server = NullServer::start("127.0.0.1:0", NullOptions::new(Protocol::Rrstore)).unwrap();
+    let mut cfg = config(Protocol::Rrstore, &server);
+    cfg.fill = true;
+    cfg.keys = 5003;
+    cfg.pipeline = 16;
+    cfg.get_ratio = 0.5;
+    cfg.duration = Duration::from_secs(30);
+    let t0 = Instant::now();
+    let out = run(&cfg).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10), "it did not stop");
+    let s = &out.stats;
+    assert_eq!((s.requests, s.sent, s.error_total()), (5003, 5003, 0));
+    assert_eq!(s.completed_in_window, 5003);
+    // Measured until the last answer, not over the 30 s asked for.
+    assert!(out.info.duration_s > 0.0 && out.info.duration_s < 10.0);
+    assert_eq!(server.stop().unwrap(), 5003);
 }
 
 #[test]
