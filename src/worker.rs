@@ -556,6 +556,7 @@ impl Worker {
                     }
                     None => {
                         link.role = Role::Out { peer, up: true };
+                        log::info!("worker {}: link to peer {peer} up", self.replica.id);
                         self.replica.on_link_up(peer, &mut self.io);
                     }
                 },

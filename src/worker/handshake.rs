@@ -23,6 +23,7 @@ impl Worker {
                 link.auth = None;
                 if let Role::Out { peer, .. } = link.role {
                     link.role = Role::Out { peer, up: true };
+                    log::info!("worker {}: link to peer {peer} up", self.replica.id);
                     self.replica.on_link_up(peer, &mut self.io);
                 } else {
                     link.verified = Some(who);
