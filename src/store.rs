@@ -136,6 +136,17 @@ impl Store {
         }
     }
 
+    /// Makes room for `records` entries in all, so that a joiner about to
+    /// catch up that many does not rehash its way up (each doubling leaves
+    /// the old table behind as freed heap between live contents).
+    pub fn reserve_total(&mut self, records: usize) {
+        let shards = self.shards.len();
+        for s in self.shards.iter_mut() {
+            let want = records.div_ceil(shards);
+            s.map.reserve(want.saturating_sub(s.map.len()));
+        }
+    }
+
     fn shard(&self, id: u64) -> &Shard {
         &self.shards[shard_of(id, self.shards.len())]
     }
@@ -321,6 +332,15 @@ mod tests {
                 assert_eq!(many.get(id), one.get(id), "id {id}");
             }
         }
+    }
+
+    #[test]
+    fn reserve_total_makes_room_in_every_shard() {
+        let mut s = Store::with_shards(3, 0);
+        s.reserve_total(3_000);
+        assert!(s.shards.iter().all(|sh| sh.map.capacity() >= 1_000));
+        s.apply(&rec(1, 1, 1, 7, b"x"));
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl Worker {
                 .into());
             }
         }
-        let (store, vv, stats) = crate::recover::recover(data.path(), config.replay_threads)?;
+        let (mut store, vv, stats) = crate::recover::recover(data.path(), config.replay_threads)?;
         if stats.truncated > 0 {
             log::warn!(
                 "log replay cut {} untrusted bytes from the log in {}",
@@ -270,6 +270,9 @@ impl Worker {
             me: Identity::new(id, advertise.clone()),
             auth_rejected: 0,
         };
+        // A joiner will hold what its peers hold: room for it now.
+        let peers_hold = members.iter().map(|m| m.records).max().unwrap_or(0);
+        store.reserve_total(usize::try_from(peers_hold).unwrap_or(0));
         let mut replica = Replica::new(id, incarnation, advertise.clone(), store, vv);
         replica.on_lb_floor(your_seq, &mut io);
         replica.on_members(&members, &mut io);
