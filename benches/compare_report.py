@@ -53,11 +53,13 @@ def read_rss(path):
         pass
     return rss
 
-# `2026-11-27T10:00:00.123Z INFO  rrstore worker: message` (src/main.rs init_logging)
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+Z?)\s+\w+\s+rrstore \w+: (.*)$")
+# `<time> <LEVEL> rrstore lb: <message>` or `... rrstore worker 3: <message>`
+# (src/main.rs, init_logging).
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+Z?)\s+\w+\s+rrstore (\w+)(?: (\d+))?: (.*)$")
 
 def log_events(path):
-    """(epoch seconds, message) of every log line of an rrstore daemon."""
+    """(epoch seconds, message) of every log line of an rrstore daemon; a
+    worker's messages are given back as `worker N: <message>`."""
     events = []
     try:
         for line in open(path, errors="replace"):
@@ -67,7 +69,8 @@ def log_events(path):
             ts = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
             if ts.tzinfo is None:
                 ts = ts.replace(tzinfo=datetime.timezone.utc)
-            events.append((ts.timestamp(), m.group(2)))
+            msg = m.group(4) if m.group(3) is None else f"worker {m.group(3)}: {m.group(4)}"
+            events.append((ts.timestamp(), msg))
     except OSError:
         pass
     return events

@@ -739,14 +739,11 @@ impl Lb {
                 .members
                 .get(id)
                 .is_some_and(|w| w.status == Status::Leaving);
-            log::warn!(
-                "worker {id} disconnected{}",
-                if leaving {
-                    "; removed"
-                } else {
-                    " without deregistering; inactive"
-                }
-            );
+            if leaving {
+                log::info!("worker {id} disconnected; removed");
+            } else {
+                log::warn!("worker {id} disconnected without deregistering; inactive");
+            }
             self.status_event(
                 id,
                 if leaving {

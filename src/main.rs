@@ -357,18 +357,19 @@ fn main() -> ExitCode {
 
 /// Daemon logs go to stderr, one line per event, filtered by `RUST_LOG`
 /// (default `info`: nothing per request). Each line names the process
-/// kind, so the interleaved logs of `rrstore cluster` stay readable.
+/// (`rrstore lb:`, `rrstore worker 3:` once the worker has its ID), so the
+/// interleaved logs of `rrstore cluster` stay readable.
 fn init_logging(process: &'static str) {
     use std::io::Write as _;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(move |f, record| {
-            writeln!(
-                f,
-                "{} {:<5} rrstore {process}: {}",
-                f.timestamp_millis(),
-                record.level(),
-                record.args()
-            )
+            let id = worker::LOG_ID.load(std::sync::atomic::Ordering::Relaxed);
+            let (ts, level) = (f.timestamp_millis(), record.level());
+            if process == "worker" && id != 0 {
+                writeln!(f, "{ts} {level:<5} rrstore worker {id}: {}", record.args())
+            } else {
+                writeln!(f, "{ts} {level:<5} rrstore {process}: {}", record.args())
+            }
         })
         .init();
 }

@@ -48,6 +48,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// This process's worker ID once registered, for its log lines
+/// (`rrstore worker 3: ...`; 0 before registration).
+pub static LOG_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -221,8 +225,9 @@ impl Worker {
         // The one line on stdout: tools that start workers read it.
         println!("registered id={id} addr={advertise}");
         io::stdout().flush()?;
+        LOG_ID.store(id, std::sync::atomic::Ordering::Relaxed);
         log::info!(
-            "worker {id}: registered with LB {} as {advertise} (incarnation {incarnation}, {} records replayed)",
+            "registered with LB {} as {advertise} (incarnation {incarnation}, {} records replayed)",
             config.lb,
             store.len()
         );
@@ -253,7 +258,6 @@ impl Worker {
         lb_conn.push_input(&early);
         let lb = links.insert(Link::new(lb_conn, Role::Lb));
         let mut io = Io {
-            id,
             poll,
             links,
             lb,
@@ -280,7 +284,7 @@ impl Worker {
         let metrics = match config.metrics {
             Some(addr) => {
                 let m = crate::metrics::Metrics::start(addr, "worker")?;
-                log::info!("worker {id}: metrics on http://{}/metrics", m.addr());
+                log::info!("metrics on http://{}/metrics", m.addr());
                 Some(m)
             }
             None => None,
@@ -330,15 +334,9 @@ impl Worker {
                 if Instant::now() >= deadline {
                     let unacked = self.replica.unacked_peers();
                     if unacked.is_empty() {
-                        log::warn!(
-                            "worker {}: leaving without the LB's confirmation",
-                            self.replica.id
-                        );
+                        log::warn!("leaving without the LB's confirmation");
                     } else {
-                        log::warn!(
-                            "worker {}: leaving without acknowledgements from peers {unacked:?}",
-                            self.replica.id
-                        );
+                        log::warn!("leaving without acknowledgements from peers {unacked:?}");
                     }
                     return self.finish();
                 }
@@ -451,11 +449,7 @@ impl Worker {
         if self.io.fsync == FsyncPolicy::Never {
             self.io.log.sync_handle()?.sync_data()?;
         }
-        log::info!(
-            "worker {}: left cleanly with {} records",
-            self.replica.id,
-            self.replica.store.len()
-        );
+        log::info!("left cleanly with {} records", self.replica.store.len());
         Ok(())
     }
 
@@ -468,10 +462,10 @@ impl Worker {
             return;
         }
         if self.leave_deadline.is_some() {
-            log::warn!("worker {}: second signal, exiting now", self.replica.id);
+            log::warn!("second signal, exiting now");
             std::process::exit(1);
         }
-        log::info!("worker {}: deregistering", self.replica.id);
+        log::info!("deregistering");
         self.leave_deadline = Some(Instant::now() + self.config.leave_timeout);
         self.replica.begin_leave(&mut self.io);
         if !self.io.links.contains(self.io.lb) {
@@ -551,7 +545,7 @@ impl Worker {
                         ) {
                             Ok(h) => link.auth = Some(Box::new(h)),
                             Err(e) => {
-                                log::info!("worker {}: link to peer {peer}: {e}", self.replica.id);
+                                log::info!("link to peer {peer}: {e}");
                                 self.close_link(key);
                                 return Ok(());
                             }
@@ -559,14 +553,13 @@ impl Worker {
                     }
                     None => {
                         link.role = Role::Out { peer, up: true };
-                        log::info!("worker {}: link to peer {peer} up", self.replica.id);
+                        log::info!("link to peer {peer} up");
                         self.replica.on_link_up(peer, &mut self.io);
                     }
                 },
                 other => {
                     log::warn!(
-                        "worker {}: could not connect to peer {peer}: {:?}",
-                        self.replica.id,
+                        "could not connect to peer {peer}: {:?}",
                         other.ok().flatten()
                     );
                     self.close_link(key);
@@ -627,11 +620,7 @@ impl Worker {
                     return Ok(());
                 }
                 Err(code) => {
-                    log::warn!(
-                        "worker {}: bad frame on link {key}: {}",
-                        self.replica.id,
-                        code.name()
-                    );
+                    log::warn!("bad frame on link {key}: {}", code.name());
                     self.restore_input(key, input);
                     self.close_link(key);
                     return Ok(());
@@ -700,8 +689,7 @@ impl Worker {
                 if let Some(Role::Out { peer, .. }) = io.links.get(key).map(|l| &l.role) {
                     let peer = *peer;
                     log::info!(
-                        "worker {}: catch-up from worker {peer}: {} records, its vector {vector:?}",
-                        r.id,
+                        "catch-up from worker {peer}: {} records, its vector {vector:?}",
                         std::mem::take(&mut self.catchup_records)
                     );
                     r.on_catchup_done(peer, &vector, io);
@@ -800,16 +788,12 @@ impl Worker {
             }
             (_, Msg::AuthHello { .. }) => {
                 log::warn!(
-                    "worker {}: link {key} tries to authenticate, but this worker runs --insecure; closing it",
-                    r.id
+                    "link {key} tries to authenticate, but this worker runs --insecure; closing it"
                 );
                 self.close_link(key);
             }
             (_, other) => {
-                log::warn!(
-                    "worker {}: unexpected {other:?} on link {key}; closing it",
-                    r.id
-                );
+                log::warn!("unexpected {other:?} on link {key}; closing it");
                 self.close_link(key);
             }
         }
@@ -829,9 +813,8 @@ impl Worker {
         if link.auth.is_some() {
             self.io.auth_rejected += 1;
             log::warn!(
-                "worker {}: link {key} closed before authenticating \
-                 (another cluster secret, or not an rrstore node)",
-                self.replica.id
+                "link {key} closed before authenticating \
+                 (another cluster secret, or not an rrstore node)"
             );
         }
         match link.role {
@@ -971,9 +954,8 @@ impl Worker {
                 let queued = link.conn.pending_out();
                 if queued > self.config.peer_buffer_bytes {
                     log::warn!(
-                        "worker {}: peer {peer} is not reading ({queued} bytes queued); \
-                         dropping the link, it catches up when the link is re-opened",
-                        replica.id
+                        "peer {peer} is not reading ({queued} bytes queued); \
+                         dropping the link, it catches up when the link is re-opened"
                     );
                     closed.push(key);
                     continue;

@@ -23,7 +23,7 @@ impl Worker {
                 link.auth = None;
                 if let Role::Out { peer, .. } = link.role {
                     link.role = Role::Out { peer, up: true };
-                    log::info!("worker {}: link to peer {peer} up", self.replica.id);
+                    log::info!("link to peer {peer} up");
                     self.replica.on_link_up(peer, &mut self.io);
                 } else {
                     link.verified = Some(who);
@@ -46,8 +46,7 @@ impl Worker {
             .and_then(|l| l.conn.stream.peer_addr().ok())
             .map_or("?".to_string(), |a| a.to_string());
         log::warn!(
-            "worker {}: link {key} with {from} refused: {why}; closing it ({} refused so far)",
-            self.replica.id,
+            "link {key} with {from} refused: {why}; closing it ({} refused so far)",
             self.io.auth_rejected
         );
         self.close_link(key);

@@ -76,8 +76,6 @@ impl Link {
 
 /// Everything the replica's effects touch: the [`Outbox`] implementation.
 pub(super) struct Io {
-    /// Our worker ID (for log lines).
-    pub(super) id: u32,
     pub(super) poll: Poll,
     pub(super) links: Slab<Link>,
     pub(super) lb: usize,
@@ -113,10 +111,7 @@ impl Io {
 impl Outbox for Io {
     fn to_lb(&mut self, msg: &Msg<'_>) {
         if let Msg::Ready { vector, markers } = msg {
-            log::info!(
-                "worker {}: ready: vector {vector:?} covers the peers' markers {markers:?}",
-                self.id
-            );
+            log::info!("ready: vector {vector:?} covers the peers' markers {markers:?}");
         }
         let lb = self.lb;
         if let Some(out) = self.out_buf(lb) {

@@ -33,10 +33,7 @@ impl Worker {
                 deregistered: false,
             } => self.replica.on_deregister_ok(),
             _ => {
-                log::warn!(
-                    "worker {}: lost the LB connection; re-registering when it is back",
-                    self.replica.id
-                );
+                log::warn!("lost the LB connection; re-registering when it is back");
                 self.replica.on_lb_lost();
                 self.lb_retry = Some((Instant::now(), LB_RETRY_MIN));
             }
@@ -55,8 +52,7 @@ impl Worker {
             return; // after DEREGISTER_OK the LB sends nothing
         }
         log::warn!(
-            "worker {}: nothing from the LB for {} ms; dropping the connection",
-            self.replica.id,
+            "nothing from the LB for {} ms; dropping the connection",
             self.lb_heard.elapsed().as_millis()
         );
         self.close_link(lb);
@@ -106,8 +102,7 @@ impl Worker {
         }
         for (peer, key, up) in stale {
             log::warn!(
-                "worker {}: link to peer {peer} {} for {} ms; re-dialling",
-                self.replica.id,
+                "link to peer {peer} {} for {} ms; re-dialling",
                 if up {
                     "unacknowledged"
                 } else {
@@ -143,7 +138,7 @@ impl Worker {
             Ok(reg) => reg,
             Err(e) => {
                 if backoff >= LB_RETRY_MAX {
-                    log::warn!("worker {}: LB not back yet: {e}", r.id);
+                    log::warn!("LB not back yet: {e}");
                 }
                 self.lb_retry = Some((Instant::now() + backoff, (backoff * 2).min(LB_RETRY_MAX)));
                 return Ok(());
@@ -164,7 +159,7 @@ impl Worker {
         self.last_report = None;
         // The new LB knows nothing of us yet: report even if nothing changes.
         self.replica.vector_dirty = true;
-        log::info!("worker {}: re-registered with the LB", self.replica.id);
+        log::info!("re-registered with the LB");
         self.config.max_content = self.config.max_content.max(reg.max_content);
         self.io.ack_all = reg.ack_all;
         self.replica.on_lb_floor(reg.your_seq, &mut self.io);
