@@ -14,7 +14,7 @@
 //!   store's figures are their sums, whatever the shard count.
 
 use crate::msg::RecordRef;
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +39,20 @@ impl Entry {
 
 /// One part of the store: the records whose id maps to it (see
 /// [`shard_of`]), with its own digest and counters.
+///
+/// Layout: the records sit densely in `ids` and `entries` (same index;
+/// records are never removed, only overwritten in place), and `index` is
+/// an open-addressing table of 4-byte positions into them, hashed by id.
+/// A map of `id -> Entry` would keep whole 48-byte entries in its buckets,
+/// about half of them empty at any time; this keeps 4 bytes per bucket.
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<u64, Entry>,
+    index: hashbrown::HashTable<u32>,
+    ids: Vec<u64>,
+    entries: Vec<Entry>,
+    /// Keyed SipHash (std's default): clients choose ids, so the table's
+    /// hashing must not be predictable.
+    hasher: RandomState,
     digest: u128,
     content_bytes: u64,
     max_version: u64,
@@ -80,12 +91,48 @@ fn shard_of(id: u64, shards: usize) -> usize {
 }
 
 impl Shard {
+    fn with_capacity(records: usize) -> Shard {
+        Shard {
+            index: hashbrown::HashTable::with_capacity(records),
+            ids: Vec::with_capacity(records),
+            entries: Vec::with_capacity(records),
+            ..Shard::default()
+        }
+    }
+
+    fn position(&self, id: u64) -> Option<usize> {
+        let hash = self.hasher.hash_one(id);
+        let ids = &self.ids;
+        self.index
+            .find(hash, |&i| ids[i as usize] == id)
+            .map(|&i| i as usize)
+    }
+
+    fn get(&self, id: u64) -> Option<&Entry> {
+        self.position(id).map(|i| &self.entries[i])
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        let (ids, hasher) = (&self.ids, &self.hasher);
+        self.index
+            .reserve(additional, |&i| hasher.hash_one(ids[i as usize]));
+        self.ids.reserve(additional);
+        self.entries.reserve(additional);
+    }
+
     fn apply(&mut self, r: &RecordRef<'_>) -> bool {
         self.max_version = self.max_version.max(r.version);
         // One hash of the id, whether it is new or not.
-        match self.map.entry(r.id) {
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                let e = o.get_mut();
+        let hash = self.hasher.hash_one(r.id);
+        let (ids, hasher) = (&self.ids, &self.hasher);
+        let slot = self.index.entry(
+            hash,
+            |&i| ids[i as usize] == r.id,
+            |&i| hasher.hash_one(ids[i as usize]),
+        );
+        match slot {
+            hashbrown::hash_table::Entry::Occupied(o) => {
+                let e = &mut self.entries[*o.get() as usize];
                 if !beats((r.version, r.origin), (e.version, e.origin)) {
                     return false;
                 }
@@ -96,8 +143,17 @@ impl Shard {
                 e.seq = r.seq;
                 e.content = r.content.into();
             }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Entry {
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                // Positions are u32: 4 billion records per shard, far
+                // beyond any memory this runs in. Dropping a record would
+                // break convergence silently: stop loudly instead.
+                let Ok(position) = u32::try_from(self.entries.len()) else {
+                    log::error!("a store shard holds 2^32 records; stopping");
+                    std::process::exit(2);
+                };
+                v.insert(position);
+                self.ids.push(r.id);
+                self.entries.push(Entry {
                     version: r.version,
                     origin: r.origin,
                     seq: r.seq,
@@ -127,12 +183,7 @@ impl Store {
         let shards = shards.max(1);
         let each = records.div_ceil(shards);
         Store {
-            shards: (0..shards)
-                .map(|_| Shard {
-                    map: HashMap::with_capacity(each),
-                    ..Shard::default()
-                })
-                .collect(),
+            shards: (0..shards).map(|_| Shard::with_capacity(each)).collect(),
         }
     }
 
@@ -143,7 +194,7 @@ impl Store {
         let shards = self.shards.len();
         for s in self.shards.iter_mut() {
             let want = records.div_ceil(shards);
-            s.map.reserve(want.saturating_sub(s.map.len()));
+            s.reserve(want.saturating_sub(s.ids.len()));
         }
     }
 
@@ -201,15 +252,15 @@ impl Store {
     }
 
     pub fn get(&self, id: u64) -> Option<&Entry> {
-        self.shard(id).map.get(&id)
+        self.shard(id).get(id)
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.map.len()).sum()
+        self.shards.iter().map(|s| s.ids.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(|s| s.map.is_empty())
+        self.shards.iter().all(|s| s.ids.is_empty())
     }
 
     pub fn content_bytes(&self) -> u64 {
@@ -232,7 +283,7 @@ impl Store {
     pub fn ids(&self) -> Vec<u64> {
         let mut ids = Vec::with_capacity(self.len());
         for s in self.shards.iter() {
-            ids.extend(s.map.keys().copied());
+            ids.extend_from_slice(&s.ids);
         }
         ids
     }
@@ -338,7 +389,7 @@ mod tests {
     fn reserve_total_makes_room_in_every_shard() {
         let mut s = Store::with_shards(3, 0);
         s.reserve_total(3_000);
-        assert!(s.shards.iter().all(|sh| sh.map.capacity() >= 1_000));
+        assert!(s.shards.iter().all(|sh| sh.index.capacity() >= 1_000));
         s.apply(&rec(1, 1, 1, 7, b"x"));
         assert_eq!(s.len(), 1);
     }
