@@ -43,11 +43,6 @@ impl Metrics {
         self.server.addr()
     }
 
-    /// When the loop should render next.
-    pub fn next(&self) -> Instant {
-        self.next
-    }
-
     /// Whether a rendering is due.
     pub fn due(&self, now: Instant) -> bool {
         now >= self.next

@@ -551,11 +551,7 @@ impl Worker {
                             }
                         }
                     }
-                    None => {
-                        link.role = Role::Out { peer, up: true };
-                        log::info!("link to peer {peer} up");
-                        self.replica.on_link_up(peer, &mut self.io);
-                    }
+                    None => self.out_link_up(key, peer),
                 },
                 other => {
                     log::warn!(

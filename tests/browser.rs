@@ -134,6 +134,11 @@ async fn rows(client: &Client) -> Vec<(u32, String)> {
                     .map(r => [Number(r.dataset.id), r.dataset.status]);",
     )
     .await;
+    id_text_pairs(&v)
+}
+
+/// `[[number, string], ...]` from the page as `(u32, String)` pairs.
+fn id_text_pairs(v: &Value) -> Vec<(u32, String)> {
     v.as_array()
         .into_iter()
         .flatten()
@@ -154,16 +159,7 @@ async fn events(client: &Client) -> Vec<(u32, String)> {
                     .map(r => [Number(r.dataset.worker), r.cells[2].textContent]);",
     )
     .await;
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| {
-            Some((
-                u32::try_from(r[0].as_u64()?).ok()?,
-                r[1].as_str()?.to_string(),
-            ))
-        })
-        .collect()
+    id_text_pairs(&v)
 }
 
 /// The text of element `id`, if the page has drawn it.

@@ -22,15 +22,23 @@ impl Worker {
             Ok(Some(who)) => {
                 link.auth = None;
                 if let Role::Out { peer, .. } = link.role {
-                    link.role = Role::Out { peer, up: true };
-                    log::info!("link to peer {peer} up");
-                    self.replica.on_link_up(peer, &mut self.io);
+                    self.out_link_up(key, peer);
                 } else {
                     link.verified = Some(who);
                 }
             }
             Err(e) => self.refuse(key, &e.to_string()),
         }
+    }
+
+    /// Our link to `peer` is usable (connected, and authenticated if the
+    /// cluster has a secret): replication to it starts.
+    pub(super) fn out_link_up(&mut self, key: usize, peer: u32) {
+        if let Some(link) = self.io.links.get_mut(key) {
+            link.role = Role::Out { peer, up: true };
+        }
+        log::info!("link to peer {peer} up");
+        self.replica.on_link_up(peer, &mut self.io);
     }
 
     /// Closes a link that failed or skipped authentication, and counts it.
