@@ -28,6 +28,9 @@ use crate::store::Store;
 use crate::vector::{lookup, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
 
+#[cfg(test)]
+mod tests;
+
 /// GETs held for records still on their way; past this the oldest go (the
 /// LB answered them TIMEOUT long before), so memory stays bounded if a gap
 /// never fills.
@@ -686,6 +689,27 @@ impl Replica {
                 vector: self.requested_at.clone(),
             },
         );
+    }
+
+    /// A gap waits on peers that were each asked once already: records
+    /// can reach a peer after it answered (a restarted worker's lost tail
+    /// still on its way to it), so the loop asks again on a timer
+    /// ([`Replica::retry_gaps`]) rather than wait for a change that may
+    /// never come.
+    pub fn wants_retry(&self) -> bool {
+        self.catchup_from.is_none()
+            && !self.asked.is_empty()
+            && self.peers.values().any(|p| p.link_up)
+            && !self.lacking().is_empty()
+    }
+
+    /// The retry timer fired: every peer may be asked once more.
+    pub fn retry_gaps(&mut self, out: &mut impl Outbox) {
+        if self.catchup_from.is_some() {
+            return;
+        }
+        self.asked.clear();
+        self.maybe_request_catchup(out);
     }
 
     /// The markers of all peers, if every one is known and covered.

@@ -71,6 +71,9 @@ const LB_SILENCE: Duration = Duration::from_millis(1500);
 /// queue, so it is left alone.
 const PEER_SILENCE: Duration = Duration::from_secs(2);
 pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
+/// How long a gap every peer was asked about waits before they are asked
+/// again (see [`crate::replica::Replica::wants_retry`]).
+const GAP_RETRY: Duration = Duration::from_secs(1);
 /// Stop handling the LB's requests while this much output to the LB is
 /// queued (GETs of large values answered faster than the LB reads them);
 /// resume below half. Bounds a turn's work and the worker's memory.
@@ -145,6 +148,8 @@ pub struct Worker {
     link_watch: HashMap<u32, LinkWatch>,
     /// When outbound links are next checked.
     next_link_check: Instant,
+    /// When a gap that every peer was asked about is asked about again.
+    gap_retry_at: Option<Instant>,
     /// `--metrics`: the serving thread's end.
     metrics: Option<crate::metrics::Metrics>,
     /// Stops the loop from another thread (in-process runs only); shares
@@ -308,6 +313,7 @@ impl Worker {
             more_input: Vec::new(),
             link_watch: HashMap::new(),
             next_link_check: Instant::now(),
+            gap_retry_at: None,
             metrics,
             stopper,
             _data: data,

@@ -1,6 +1,7 @@
 //! Liveness around the worker loop: the LB link (heartbeats, losing it,
 //! registering again with bounded attempts), the outbound peer links'
-//! watchdog (re-dial a link that makes no progress), and the once-a-second
+//! watchdog (re-dial a link that makes no progress), asking again about a
+//! gap no peer could fill, and the once-a-second
 //! `--metrics` snapshot.
 
 use super::*;
@@ -67,6 +68,7 @@ impl Worker {
             return;
         }
         self.next_link_check = now + PEER_SILENCE / 8;
+        self.check_gaps(now);
         let own = self.replica.own_seq();
         let mut stale = Vec::new();
         let links: Vec<(u32, usize)> = self.io.out_links.iter().map(|(&p, &k)| (p, k)).collect();
@@ -112,6 +114,25 @@ impl Worker {
             );
             self.link_watch.remove(&peer);
             self.close_link(key);
+        }
+    }
+
+    /// Asks about a gap again once [`GAP_RETRY`] passed with every peer
+    /// asked: records can reach a peer after it answered. (Checked with the
+    /// links, a few times a second, not every turn.)
+    fn check_gaps(&mut self, now: Instant) {
+        if !self.replica.wants_retry() {
+            self.gap_retry_at = None;
+            return;
+        }
+        match self.gap_retry_at {
+            None => self.gap_retry_at = Some(now + GAP_RETRY),
+            Some(at) if now >= at => {
+                log::debug!("asking peers about a gap again");
+                self.gap_retry_at = None;
+                self.replica.retry_gaps(&mut self.io);
+            }
+            Some(_) => {}
         }
     }
 

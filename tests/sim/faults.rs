@@ -24,8 +24,8 @@
 //! `loses_too_much`): a worker's copy of a record is destroyed (killed, its
 //! log's tail or directory lost, or leaving with another origin's records)
 //! only if every record whose STORED went out, or that it reported to an
-//! LB, is held durably and contiguously by another worker: applied (or
-//! covered by a merged vector) by a live one that is not leaving, or in the
+//! LB, is held durably by another worker: applied (or covered by a merged
+//! vector) by a live one that is not leaving, or in the
 //! log of one that will restart. That is "it queues a record to its peers
 //! before it sends STORED": delivered, not only queued, since a queue dies
 //! with a second fault. Likewise the last worker a leaver hands its records
@@ -50,11 +50,13 @@
 //!   connection had dropped, reported after re-registering), the worker
 //!   waits forever for them, and its hellos' markers make every joiner
 //!   wait too.
-//! - `gaps`: a worker asks each peer once about a gap (`asked`) and asks
-//!   again only when the gap shrinks or links or members change. If the
-//!   records are held only above a gap, or reach a peer after it was
-//!   asked (two restarts that each lost part of their logs), it waits
-//!   forever.
+//! - (fixed, was `gaps`: a worker asked each peer once about a gap and
+//!   asked again only when the gap shrank or links or members changed, so
+//!   records that reached a peer after it was asked, or were held only
+//!   above a gap, were waited for forever. `Replica::retry_gaps` now asks
+//!   again on the worker's timer, modelled as a slow event; several
+//!   restarts per schedule may lose log entries, and a record held above a
+//!   gap counts as held.)
 //! - `leaver`: a leaving worker follows no membership after DEREGISTER_OK:
 //!   it cannot reach a peer restarted at a new address, does not hear of
 //!   peers that joined or came back, and a restarted LB never lists it
@@ -405,17 +407,16 @@ impl Sim {
     /// survive losing:
     /// - a record whose STORED went out, or that `w` reported to an LB
     ///   (which then tells others to catch up to it, and `w` itself when it
-    ///   registers again), that no other worker holds durably and
-    ///   contiguously: recovery goes by vectors, so a record held only above
-    ///   a gap, or by a worker that may itself lose it, may never be asked
-    ///   for again. Coverage counts, not just records: a catch-up's vector
-    ///   covers records superseded at the donor;
+    ///   registers again), that no other worker holds durably (a worker
+    ///   that may itself lose it does not count). Coverage counts, not just
+    ///   records: a catch-up's vector covers records superseded at the
+    ///   donor;
     /// - ([`Loss::Restart`]) an own record that exists elsewhere above what
     ///   it keeps and what the LB that welcomes it back knows (see
     ///   `would_renumber`).
     ///
     /// `SIM_KNOWN_BUGS=1` drops the parts that avoid known bugs (reported
-    /// records, gaps, what the LB knows; see the module doc).
+    /// records, what the LB knows; see the module doc).
     fn loses_too_much(
         &self,
         w: u32,
@@ -425,24 +426,21 @@ impl Sim {
         loss: Loss,
     ) -> bool {
         let lose_reported = known_bug("lost-reported");
-        let gaps = known_bug("gaps");
         let foreign_only = matches!(loss, Loss::Foreign);
         let must_keep = |o: u32, s: u64| {
             (!lose_reported && self.hist.reported.get(&(w, o)).is_some_and(|&r| r >= s))
                 || self.hist.stored_emitted.contains(&(o, s))
         };
-        let held = |o: u32, s: u64| self.held_durably(w, o, s, !gaps, false);
+        let held = |o: u32, s: u64| self.held_durably(w, o, s, false, false);
         let (_, after) = replay(&disk[..cut]);
         for (o, top) in before.to_vec() {
             if foreign_only && o == w {
                 continue;
             }
-            // Held contiguously, the highest such record vouches for all.
+            // Each one: a record held above a gap vouches for no other.
             let kept = after.get(o);
-            if let Some(s) = (kept + 1..=top).rev().find(|&s| must_keep(o, s)) {
-                if !held(o, s) {
-                    return true;
-                }
+            if (kept + 1..=top).any(|s| must_keep(o, s) && !held(o, s)) {
+                return true;
             }
         }
         let lost_record = disk[cut..].iter().any(|e| match e {
@@ -537,11 +535,7 @@ impl Sim {
         let mut disk = c.disk;
         let mut incarnation = c.incarnation;
         let mut lost = 0;
-        // One restart per schedule loses log entries: two whose losses
-        // interact can leave a record held only above a gap, and a worker
-        // that asked each peer once never asks again (a known bug).
-        let lossy =
-            (c.machine || c.lost_dir) && (self.stats.lossy_restarts == 0 || known_bug("gaps"));
+        let lossy = c.machine || c.lost_dir;
         self.stats.lossy_restarts += lossy as u64;
         if !lossy {
             // Restarts with its whole log.

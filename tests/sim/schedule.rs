@@ -22,6 +22,7 @@ enum Choice {
     Register(u32),
     LbTurn,
     LeaveTimeout(u32),
+    RetryGaps(u32),
     FromLb(u64),
     ToLb(u64),
     WorkerNotices(u64),
@@ -172,9 +173,13 @@ impl Sim {
                 }
             }
         }
-        for &w in self.nodes.keys() {
+        for (&w, n) in &self.nodes {
             if self.leave_stuck(w) {
                 slow.push(Choice::LeaveTimeout(w));
+            }
+            // The worker's gap retry timer (`check_gaps`).
+            if n.replica.wants_retry() {
+                slow.push(Choice::RetryGaps(w));
             }
         }
         for (&key, c) in &self.conns {
@@ -272,6 +277,7 @@ impl Sim {
             Choice::Register(w) => self.register_again(w),
             Choice::LbTurn => self.lb_turn(),
             Choice::LeaveTimeout(w) => self.leave_timeout(w),
+            Choice::RetryGaps(w) => self.with_node(w, |r, out| r.retry_gaps(out)),
             Choice::FromLb(key) => {
                 let c = self.conns.get_mut(&key).expect("listed");
                 let w = c.worker;
