@@ -36,7 +36,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::error::Error;
 use std::io;
 use std::net::SocketAddr;
@@ -63,9 +63,12 @@ const READ_CHUNK_DISCARD: usize = 64 * 1024;
 /// `--client-output-cap` is disconnected (the cap only stops reading it;
 /// answers to requests already in flight keep adding up).
 const OUTPUT_LIMIT_FACTOR: usize = 16;
-/// After a restart (the LB had given out worker IDs before), workers that
-/// ask for a new ID wait this long, so every worker that already has one
-/// re-registers first (they retry at least every 0.8 s).
+/// After a restart (the LB had given out worker IDs before), for at most
+/// this long, or until every worker the previous LB listed is back:
+/// workers that ask for a new ID wait, so every worker that already has one
+/// re-registers first (they retry at least every 0.8 s); and no worker is
+/// activated, so one that came back without its own records hears from
+/// the peers that hold them before it numbers new ones.
 const REGISTRATION_GRACE: Duration = Duration::from_secs(2);
 /// How much of the processed log's end a restarted LB without its saved
 /// next ID reads for worker IDs in use.
@@ -247,9 +250,6 @@ pub struct Lb {
     accepting: bool,
     /// When this LB started.
     started: Instant,
-    /// A file next to the processed log said which IDs were given out
-    /// before: this is a restart.
-    ids_known_before: bool,
     /// The next unused ID as last saved in that file.
     persisted_next_id: u32,
     /// `--metrics` and `--http`: the serving threads' ends (one per address).
@@ -264,6 +264,16 @@ pub struct Lb {
     /// Registrations asking for a new ID, held during the grace period:
     /// (connection, incarnation, max_version, address).
     deferred: Vec<(usize, u32, u64, String)>,
+    /// The workers the previous LB listed that have not registered again
+    /// (`None`: its list was not saved); the grace ends early once empty.
+    awaited: Option<BTreeSet<u32>>,
+    /// The grace after a restart is over, or there was none (no file next
+    /// to the processed log said which IDs were given out before).
+    grace_over: bool,
+    /// A READY arrived during the grace and was not acted on.
+    held_ready: bool,
+    /// The member IDs last saved beside the next ID.
+    persisted_members: Vec<u32>,
     next_req: u64,
     next_serial: u64,
     clock: u64,
@@ -371,7 +381,7 @@ impl Lb {
         // The saved next ID; without it (lost, or an older LB), one above
         // the workers the processed log's tail names, so a newcomer is not
         // handed the ID of a worker that has not re-registered yet.
-        let saved = workers::saved_next_id(&config.processed_log);
+        let (saved, saved_members) = workers::saved_ids(&config.processed_log);
         let from_log = crate::plog::max_worker_in_tail(&config.processed_log, PLOG_TAIL)
             .map(|w| w.saturating_add(1));
         if saved.is_none() {
@@ -411,9 +421,12 @@ impl Lb {
             client_count: 0,
             accepting: true,
             started: Instant::now(),
-            ids_known_before: persisted_next_id.is_some(),
             persisted_next_id: persisted_next_id.unwrap_or(0),
             deferred: Vec::new(),
+            grace_over: persisted_next_id.is_none(),
+            awaited: saved_members.clone().map(BTreeSet::from_iter),
+            held_ready: false,
+            persisted_members: saved_members.unwrap_or_default(),
             client_token,
             http,
             next_render: Instant::now(),
@@ -462,7 +475,7 @@ impl Lb {
                         .next()
                         .map(|_| self.next_liveness_check),
                     (!self.links.is_empty()).then_some(self.next_client_sweep),
-                    (!self.deferred.is_empty()).then_some(self.started + REGISTRATION_GRACE),
+                    (!self.grace_over).then_some(self.started + REGISTRATION_GRACE),
                     (!self.http.is_empty()).then_some(self.next_render),
                 ];
                 next.into_iter()
@@ -498,7 +511,7 @@ impl Lb {
             }
             let now = Instant::now();
             self.expire(now);
-            self.register_deferred();
+            self.end_grace();
             self.publish_http(now);
             if !self.accepting && self.client_count < self.config.max_clients / 10 * 9 {
                 log::info!("below 90% of --max-clients again; accepting");
@@ -770,6 +783,7 @@ impl Lb {
 
     fn end_of_turn(&mut self) {
         if std::mem::take(&mut self.membership_changed) {
+            self.persist_ids();
             let members = self.members.members();
             let mut frame = Vec::new();
             msg::encode(&mut frame, &Msg::Members { members });
@@ -780,6 +794,7 @@ impl Lb {
                     l.conn.out().extend_from_slice(&frame);
                 }
             }
+            self.ask_ready_again();
         }
         self.plog.end_of_turn();
         let registry = self.poll.registry();

@@ -125,6 +125,31 @@ impl Membership {
         self.workers.get_mut(&id)
     }
 
+    /// The highest record of `origin` that any worker in the map reported
+    /// holding. A worker coming back without its own records (a lost
+    /// directory or log tail) numbers new ones above this, and catches up
+    /// to it, even when the workers holding them are not connected now.
+    pub fn highest_reported(&self, origin: u32) -> u64 {
+        self.workers
+            .values()
+            .map(|w| crate::vector::lookup(&w.vector, origin))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The IDs of the workers in the map, but those leaving: whom a
+    /// restarted LB's grace waits for.
+    pub fn listed(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .workers
+            .values()
+            .filter(|w| w.status != Status::Leaving)
+            .map(|w| w.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn active(&self) -> &[u32] {
         &self.active
     }

@@ -247,11 +247,51 @@ impl Replica {
             .copied()
             .filter(|id| !seen.contains(id))
             .collect();
+        let dropped = !gone.is_empty();
         for id in gone {
             self.drop_peer(id, out);
         }
+        if dropped {
+            self.hand_over_stranded(None, out);
+        }
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
+    }
+
+    /// Records we hold above a gap of an origin that is not a peer now
+    /// (crashed, cut off, or gone): the gap may never fill, so no vector
+    /// will ever ask for them, and a store that lacks them would stay
+    /// different for good. They go to `to`, or to every peer whose link is
+    /// up, which apply them as any record. Rare (an origin died while its
+    /// stream to us had a gap), so a scan of the store is fine.
+    fn hand_over_stranded(&mut self, to: Option<u32>, out: &mut impl Outbox) {
+        let stranded: Vec<u32> = self
+            .vv
+            .gapped()
+            .filter(|&o| o != self.id && !self.peers.contains_key(&o))
+            .collect();
+        if stranded.is_empty() {
+            return;
+        }
+        let targets: Vec<u32> = match to {
+            Some(p) => vec![p],
+            None => self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.link_up)
+                .map(|(&id, _)| id)
+                .collect(),
+        };
+        for id in self.store.sorted_ids() {
+            let Some(e) = self.store.get(id) else {
+                continue;
+            };
+            if stranded.contains(&e.origin) && e.seq > self.vv.get(e.origin) {
+                for &peer in &targets {
+                    out.to_peer(peer, &Msg::Record(e.as_record(id)));
+                }
+            }
+        }
     }
 
     fn drop_peer(&mut self, id: u32, out: &mut impl Outbox) {
@@ -283,6 +323,7 @@ impl Replica {
                 addr: self.addr.clone(),
             },
         );
+        self.hand_over_stranded(Some(peer), out);
         self.maybe_request_catchup(out);
     }
 
@@ -408,6 +449,18 @@ impl Replica {
         // Our own records come back only in a catch-up; announced at its end.
         self.own_raised |= self.own_seq() > own_before;
         out.persist_record(rec);
+        if rec.origin != self.id
+            && rec.seq > self.vv.get(rec.origin)
+            && !self.peers.contains_key(&rec.origin)
+        {
+            // Stranded as it arrives (see `hand_over_stranded`): pass it on.
+            // Each worker passes a record on once, when it first applies it.
+            for (&peer, p) in &self.peers {
+                if p.link_up {
+                    out.to_peer(peer, &Msg::Record(*rec));
+                }
+            }
+        }
         self.release_gets(out);
         // The record may be the last one a joiner lacked: a catch-up stream
         // cut by a broken link after its last record (no CATCHUP_DONE), or

@@ -96,6 +96,14 @@ impl VersionVector {
             .collect()
     }
 
+    /// The origins with records applied above a gap.
+    pub fn gapped(&self) -> impl Iterator<Item = u32> + '_ {
+        self.origins
+            .iter()
+            .filter(|(_, o)| !o.above.is_empty())
+            .map(|(&id, _)| id)
+    }
+
     /// Records applied above a gap, waiting for it to fill (for stats).
     pub fn pending_above(&self) -> usize {
         self.origins.values().map(|o| o.above.len()).sum()

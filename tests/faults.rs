@@ -327,3 +327,50 @@ fn a_restarted_lb_never_gives_a_new_worker_the_id_of_one_not_yet_back() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_records(&c.converged(&all), &last_writes(&records));
 }
+
+#[test]
+fn a_restarted_lb_activates_no_one_until_the_workers_it_listed_are_back() {
+    let mut c = TestCluster::start("lb_restart_grace", 2);
+    let records: Vec<(u64, Vec<u8>)> = (0..200).map(|id| (id, content(id, 5))).collect();
+    put_all(&mut c.client(), &records, 16);
+    let (first, second) = (c.ids[0], c.ids[1]);
+    let stopped = ResumePids(vec![c.workers[&second].child.id()]);
+    // SAFETY: kill(2) on our own unreaped child; no memory is touched.
+    unsafe { libc::kill(stopped.0[0] as libc::pid_t, libc::SIGSTOP) };
+    let before_restart = Instant::now();
+    c.restart_lb().expect("a new LB on the same ports");
+    // The first worker comes back at once, but the LB waits for the second
+    // (it might hold records of the first's that the first's log lost)
+    // until its grace is over: never sooner than 2 s after it started.
+    c.wait_active(&[first], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let waited = before_restart.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "worker {first} was active {waited:?} after the restart, inside the grace"
+    );
+    let log = lb_log(&c, 2);
+    assert!(
+        log.contains(&format!("not back: workers [{second}]")),
+        "{log}"
+    );
+    drop(stopped);
+    c.wait_active(&c.ids.clone(), ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_records(&c.converged(&c.ids.clone()), &last_writes(&records));
+
+    // With every worker alive the grace ends as soon as all are back.
+    c.restart_lb().expect("a new LB on the same ports");
+    c.wait_active(&c.ids.clone(), ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = lb_log(&c, 3);
+    assert!(
+        log.contains("restart grace over: every worker listed before is back"),
+        "{log}"
+    );
+}
+
+/// The log of the LB's `n`th start (see `cluster::start_lb`).
+fn lb_log(c: &TestCluster, n: u32) -> String {
+    std::fs::read_to_string(c.test_dir().join(format!("lb-{n}.log"))).unwrap_or_default()
+}

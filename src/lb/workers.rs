@@ -11,10 +11,19 @@ pub(super) fn ids_path(processed_log: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The next unused worker ID a previous LB saved, if any.
-pub(super) fn saved_next_id(processed_log: &std::path::Path) -> Option<u32> {
-    let text = std::fs::read_to_string(ids_path(processed_log)).ok()?;
-    text.trim().parse().ok()
+/// What a previous LB saved, if anything: the next unused worker ID, and
+/// (a second line, absent in files of older versions) the IDs of the
+/// workers it listed.
+pub(super) fn saved_ids(processed_log: &std::path::Path) -> (Option<u32>, Option<Vec<u32>>) {
+    let Ok(text) = std::fs::read_to_string(ids_path(processed_log)) else {
+        return (None, None);
+    };
+    let mut lines = text.lines();
+    let next = lines.next().and_then(|l| l.trim().parse().ok());
+    let members = lines
+        .next()
+        .and_then(|l| l.split_whitespace().map(|w| w.parse().ok()).collect());
+    (next, members)
 }
 
 impl Lb {
@@ -122,10 +131,20 @@ impl Lb {
                 self.repair_lagging();
             }
             (Some(w), Msg::Ready { vector, markers }) => {
-                match self
-                    .members
-                    .check_ready(&self.frontier, w, &vector, &markers)
-                {
+                let readiness = if self.in_grace() {
+                    // Asked again when the grace ends (`end_grace`).
+                    self.held_ready = true;
+                    Readiness::NotYet
+                } else {
+                    self.members
+                        .check_ready(&self.frontier, w, &vector, &markers)
+                };
+                // What it holds counts as reported (see `highest_reported`)
+                // before its first REPORT.
+                if let Some(info) = self.members.get_mut(w) {
+                    info.vector = vector;
+                }
+                match readiness {
                     Readiness::NotYet => {}
                     Readiness::Behind(floor) => {
                         if let Some(link) = self.links.get_mut(key) {
@@ -177,7 +196,7 @@ impl Lb {
                         return;
                     }
                 }
-                if id == 0 && self.started.elapsed() < REGISTRATION_GRACE && self.ids_known_before {
+                if id == 0 && self.in_grace() {
                     // Just restarted: workers that already have IDs come
                     // back first, so a newcomer cannot be given one of theirs.
                     self.deferred.push((key, incarnation, max_version, addr));
@@ -208,7 +227,7 @@ impl Lb {
 
     /// Registers a worker on connection `key`: assigns an ID if it asked
     /// for one (and remembers the highest ID ever given, see
-    /// [`Lb::persist_next_id`]), answers WELCOME, or REFUSED and closes.
+    /// [`Lb::persist_ids`]), answers WELCOME, or REFUSED and closes.
     pub(super) fn register_worker(
         &mut self,
         key: usize,
@@ -218,9 +237,13 @@ impl Lb {
         addr: String,
     ) {
         self.clock = self.clock.max(max_version);
-        let reported = self.members.get(id).map_or(0, |w| lookup(&w.vector, id));
+        // Before `register` resets this worker's own entry.
+        let reported = self.members.highest_reported(id);
         match self.members.register(id, incarnation, addr.clone(), key) {
             Ok((id, incarnation)) => {
+                if let Some(awaited) = &mut self.awaited {
+                    awaited.remove(&id);
+                }
                 log::info!(
                     "worker {id} (incarnation {incarnation}) registered from {addr}; joining"
                 );
@@ -253,36 +276,91 @@ impl Lb {
                 self.close(key);
             }
         }
-        self.persist_next_id();
+        self.persist_ids();
     }
 
-    /// Writes the next unused worker ID next to the processed log when it
-    /// grows, so that a restarted LB never gives a new worker the ID of one
-    /// that has not re-registered yet. A rare, small, synchronous write.
-    pub(super) fn persist_next_id(&mut self) {
+    /// Writes the next unused worker ID and the IDs of the workers listed
+    /// next to the processed log when they change, so that a restarted LB
+    /// never gives a new worker the ID of one that has not re-registered
+    /// yet, and knows whom its grace waits for. A rare, small, synchronous
+    /// write.
+    pub(super) fn persist_ids(&mut self) {
         let next = self.members.next_id();
-        if next <= self.persisted_next_id {
+        let listed = self.members.listed();
+        if next <= self.persisted_next_id && listed == self.persisted_members {
             return;
         }
         let path = ids_path(&self.config.processed_log);
         let tmp = path.with_extension("ids.tmp");
-        let written = std::fs::write(&tmp, format!("{next}\n"))
+        let ids: Vec<String> = listed.iter().map(u32::to_string).collect();
+        let text = format!("{next}\n{}\n", ids.join(" "));
+        let written = std::fs::write(&tmp, text)
             .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
             .and_then(|()| std::fs::rename(&tmp, &path));
         match written {
-            Ok(()) => self.persisted_next_id = next,
+            Ok(()) => {
+                self.persisted_next_id = next;
+                self.persisted_members = listed;
+            }
             Err(e) => log::warn!("cannot save worker IDs in {}: {e}", path.display()),
         }
     }
 
-    /// Registrations held back during [`REGISTRATION_GRACE`], once it is over.
-    pub(super) fn register_deferred(&mut self) {
-        if self.deferred.is_empty() || self.started.elapsed() < REGISTRATION_GRACE {
+    /// Within [`REGISTRATION_GRACE`] of a restart, with workers the
+    /// previous LB listed not back yet.
+    pub(super) fn in_grace(&self) -> bool {
+        !self.grace_over
+            && self.started.elapsed() < REGISTRATION_GRACE
+            && self.awaited.as_ref().is_none_or(|a| !a.is_empty())
+    }
+
+    /// Once the grace is over: registers the newcomers held back, and has
+    /// every joining worker asked to send its READY again if one was held
+    /// (see [`Lb::ask_ready_again`]).
+    pub(super) fn end_grace(&mut self) {
+        if self.grace_over || self.in_grace() {
             return;
+        }
+        self.grace_over = true;
+        match self.awaited.as_ref().filter(|a| !a.is_empty()) {
+            None if self.started.elapsed() < REGISTRATION_GRACE => {
+                log::info!("restart grace over: every worker listed before is back")
+            }
+            None => log::info!("restart grace over after {REGISTRATION_GRACE:?}"),
+            Some(missing) => log::info!(
+                "restart grace over after {REGISTRATION_GRACE:?}; not back: workers {:?}",
+                missing.iter().collect::<Vec<_>>()
+            ),
         }
         for (key, incarnation, max_version, addr) in std::mem::take(&mut self.deferred) {
             if self.links.contains(key) {
                 self.register_worker(key, 0, incarnation, max_version, addr);
+            }
+        }
+        if self.held_ready {
+            // The members go out first, then the question (`end_of_turn`).
+            self.membership_changed = true;
+        }
+    }
+
+    /// Asks every joining worker for its READY again with an empty BEHIND,
+    /// after the grace held one. Queued after this turn's membership
+    /// frame on the same connection, so the new READY answers for every
+    /// worker that came back, including those registered in this turn.
+    pub(super) fn ask_ready_again(&mut self) {
+        if !self.grace_over || !std::mem::take(&mut self.held_ready) {
+            return;
+        }
+        let joining: Vec<usize> = self
+            .members
+            .members()
+            .iter()
+            .filter(|m| m.status == Status::Joining)
+            .filter_map(|m| self.members.get(m.id).and_then(|w| w.link))
+            .collect();
+        for key in joining {
+            if let Some(link) = self.links.get_mut(key) {
+                msg::encode(link.conn.out(), &Msg::Behind { floor: Vec::new() });
             }
         }
     }

@@ -9,14 +9,18 @@ use crate::msg::Status;
 struct Recorded {
     /// `(peer, vector)` of every catch-up request, in order.
     catchups: Vec<(u32, Vector)>,
+    /// `(peer, origin, seq)` of every record sent on a link to a peer.
+    records: Vec<(u32, u32, u64)>,
 }
 
 impl Outbox for Recorded {
     fn to_lb(&mut self, _: &Msg<'_>) {}
     fn broadcast(&mut self, _: &RecordRef<'_>) {}
     fn to_peer(&mut self, peer: u32, msg: &Msg<'_>) {
-        if let Msg::CatchupRequest { vector } = msg {
-            self.catchups.push((peer, vector.clone()));
+        match msg {
+            Msg::CatchupRequest { vector } => self.catchups.push((peer, vector.clone())),
+            Msg::Record(r) => self.records.push((peer, r.origin, r.seq)),
+            _ => {}
         }
     }
     fn persist_record(&mut self, _: &RecordRef<'_>) {}
@@ -81,4 +85,53 @@ fn a_gap_every_peer_was_asked_about_is_asked_about_again() {
     r.on_catchup_done(peer, &[(1, 7)], &mut out);
     assert_eq!(r.vv.get(1), 7);
     assert!(!r.wants_retry(), "{}", r.describe());
+}
+
+fn record(origin: u32, seq: u64, id: u64) -> RecordRef<'static> {
+    RecordRef {
+        origin,
+        seq,
+        version: seq,
+        id,
+        content: b"x",
+    }
+}
+
+/// Worker 3 holds records of worker 2 above a gap when 2 dies: the gap's
+/// records were only ever on 2, so no vector will ask for what 3 holds.
+/// It hands them to its peers, now and on every new link.
+#[test]
+fn records_stranded_above_a_dead_origins_gap_are_handed_over() {
+    let mut r = Replica::new(3, 1, "w3".into(), Store::new(), VersionVector::new());
+    let mut out = Recorded::default();
+    let all = [
+        member(1, Status::Active),
+        member(2, Status::Active),
+        member(3, Status::Active),
+        member(4, Status::Active),
+    ];
+    r.on_members(&all, &mut out);
+    for peer in [1, 2, 4] {
+        r.on_link_up(peer, &mut out);
+    }
+    r.on_record(&record(2, 1, 10), &mut out);
+    r.on_record(&record(2, 5, 11), &mut out);
+    assert!(out.records.is_empty(), "its origin still streams them");
+
+    // 2 is gone: what 3 holds above the gap goes to 1 and 4.
+    r.on_members(&[all[0].clone(), all[2].clone(), all[3].clone()], &mut out);
+    assert_eq!(out.records, [(1, 2, 5), (4, 2, 5)]);
+    // One arriving late (a dead process's socket still delivers) is
+    // passed on at once; one that fills the vector is not stranded.
+    out.records.clear();
+    r.on_record(&record(2, 7, 12), &mut out);
+    r.on_record(&record(2, 2, 13), &mut out);
+    assert_eq!(out.records, [(1, 2, 7), (4, 2, 7)]);
+    // A new link gets all that is still stranded.
+    out.records.clear();
+    let mut with_5 = vec![all[0].clone(), all[2].clone(), all[3].clone()];
+    with_5.push(member(5, Status::Joining));
+    r.on_members(&with_5, &mut out);
+    r.on_link_up(5, &mut out);
+    assert_eq!(out.records, [(5, 2, 5), (5, 2, 7)]);
 }

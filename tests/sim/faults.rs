@@ -23,9 +23,9 @@
 //! What the system promises to survive bounds what is injected (see
 //! `loses_too_much`): a worker's copy of a record is destroyed (killed, its
 //! log's tail or directory lost, or leaving with another origin's records)
-//! only if every record whose STORED went out, or that it reported to an
-//! LB, is held durably by another worker: applied (or covered by a merged
-//! vector) by a live one that is not leaving, or in the
+//! only if every record whose STORED went out, or that any worker reported
+//! to an LB, is held durably by another worker: applied (or covered by a
+//! merged vector) by a live one that is not leaving, or in the
 //! log of one that will restart. That is "it queues a record to its peers
 //! before it sends STORED": delivered, not only queued, since a queue dies
 //! with a second fault. Likewise the last worker a leaver hands its records
@@ -39,10 +39,12 @@
 //!   LB now saves its next unused ID, which `lb_restart` models.)
 //! - `renumber`: a worker whose log lacks own records that exist elsewhere
 //!   (lost tail or directory, or a new incarnation that had not caught them
-//!   up) learns where to number from only from the LB's WELCOME and from
-//!   the hellos of the peers the LB lists. After an LB restart the LB knows
-//!   nothing of it, and peers that have not registered again say nothing:
-//!   it becomes active and numbers new records with identities that older
+//!   up) learns where to number from only from the LB's WELCOME (the most
+//!   any worker reported holding of it) and from the hellos of the peers
+//!   the LB lists. A restarted LB activates nobody until the workers its
+//!   predecessor listed are back, or its grace (2 s) ends; if the workers
+//!   that hold those records are down past the grace, or cut off, it
+//!   becomes active and numbers new records with identities that older
 //!   records still have (they are dropped as duplicates where those are).
 //! - `lost-reported`: the LB's WELCOME `your_seq` includes what the worker
 //!   reported, not only what was acknowledged. If those records are lost
@@ -71,7 +73,8 @@ use crate::world::{replay, Logged, Node, Sim};
 use crate::Rng;
 use rrstore::replica::{Phase, Replica};
 use rrstore::store::Store;
-use rrstore::vector::{lookup, VersionVector};
+use rrstore::vector::VersionVector;
+use std::collections::BTreeSet;
 
 /// How many of each fault a seed may inject.
 pub struct Budget {
@@ -147,8 +150,7 @@ impl Sim {
     pub fn lb_knows(&self, w: u32) -> u64 {
         self.lb.as_ref().map_or(0, |lb| {
             lb.members
-                .get(w)
-                .map_or(0, |i| lookup(&i.vector, w))
+                .highest_reported(w)
                 .max(lb.frontier.get(&w).copied().unwrap_or(0))
         })
     }
@@ -405,9 +407,9 @@ impl Sim {
     /// Whether worker `w`, losing `disk[cut..]` (its log being `disk`, which
     /// replays to `before`), loses what the system does not promise to
     /// survive losing:
-    /// - a record whose STORED went out, or that `w` reported to an LB
-    ///   (which then tells others to catch up to it, and `w` itself when it
-    ///   registers again), that no other worker holds durably (a worker
+    /// - a record whose STORED went out, or that any worker reported to an
+    ///   LB (which then tells others to catch up to it, and its origin when
+    ///   it registers again), that no other worker holds durably (a worker
     ///   that may itself lose it does not count). Coverage counts, not just
     ///   records: a catch-up's vector covers records superseded at the
     ///   donor;
@@ -428,7 +430,14 @@ impl Sim {
         let lose_reported = known_bug("lost-reported");
         let foreign_only = matches!(loss, Loss::Foreign);
         let must_keep = |o: u32, s: u64| {
-            (!lose_reported && self.hist.reported.get(&(w, o)).is_some_and(|&r| r >= s))
+            // Reported by any worker: the LB's floors and WELCOME follow
+            // every worker's reports.
+            (!lose_reported
+                && self
+                    .hist
+                    .reported
+                    .iter()
+                    .any(|(&(_, x), &r)| x == o && r >= s))
                 || self.hist.stored_emitted.contains(&(o, s))
         };
         let held = |o: u32, s: u64| self.held_durably(w, o, s, false, false);
@@ -662,7 +671,8 @@ impl Sim {
     pub fn lb_crash(&mut self) {
         self.note("lb crash".into());
         self.stats.lb_crashes += 1;
-        self.lb = None;
+        // Saved beside the processed log as the membership changed.
+        self.lb_listed = self.lb.take().map(|lb| lb.members.listed());
         self.lb_down_since = self.now;
         let keys: Vec<u64> = self
             .conns
@@ -688,6 +698,12 @@ impl Sim {
         // The LB saves its next unused worker ID beside its processed log
         // and starts from it (`lb.rs`, `persist_next_id`).
         lb.members.reserve_ids_below(self.max_id + 1);
+        // ... and the workers it listed: no activation until they are
+        // back, or the grace's timer (a slow event) ends it.
+        lb.grace = self.lb_listed.take().map(BTreeSet::from_iter);
+        if lb.grace.as_ref().is_some_and(|g| g.is_empty()) {
+            lb.grace = None;
+        }
         self.lb = Some(lb);
     }
 

@@ -19,7 +19,7 @@ use crate::world::Sim;
 use rrstore::membership::{Membership, Readiness};
 use rrstore::msg::{Member, Status, Vector};
 use rrstore::vector::lookup;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 #[derive(Debug)]
 pub enum ToWorker {
@@ -96,6 +96,13 @@ pub struct Lb {
     pub acked: HashMap<u64, u64>,
     /// The membership changed this turn.
     pub changed: bool,
+    /// After a restart: the workers the previous LB listed that have not
+    /// registered again, until the grace ends (`lb.rs`, `in_grace`).
+    pub grace: Option<BTreeSet<u32>>,
+    /// A READY arrived during the grace and was not acted on.
+    pub held_ready: bool,
+    /// The next turn asks joiners for READY again, after the members.
+    pub ask_ready: bool,
 }
 
 impl Lb {
@@ -109,6 +116,18 @@ impl Lb {
             parked: Vec::new(),
             acked: HashMap::new(),
             changed: false,
+            grace: None,
+            held_ready: false,
+            ask_ready: false,
+        }
+    }
+
+    /// The grace is over (its timer, or every awaited worker is back).
+    pub fn end_grace(&mut self) {
+        if self.grace.take().is_some() && self.held_ready {
+            self.held_ready = false;
+            self.ask_ready = true;
+            self.changed = true;
         }
     }
 
@@ -165,16 +184,19 @@ impl Sim {
         let key = self.next_conn;
         let lb = self.lb.as_mut().expect("the LB is up");
         lb.clock = lb.clock.max(max_version);
-        let reported = lb
-            .members
-            .get(wanted)
-            .map_or(0, |w| lookup(&w.vector, wanted));
+        let reported = lb.members.highest_reported(wanted);
         let (id, incarnation) =
             lb.members
                 .register(wanted, incarnation, addr.to_string(), key as usize)?;
         self.next_conn += 1;
         let your_seq = reported.max(lb.frontier.get(&id).copied().unwrap_or(0));
         lb.changed = true;
+        if let Some(awaited) = &mut lb.grace {
+            awaited.remove(&id);
+            if awaited.is_empty() {
+                lb.end_grace();
+            }
+        }
         self.conns.insert(
             key,
             LbConn {
@@ -335,7 +357,16 @@ impl Sim {
                 self.repair_lagging();
             }
             ToLb::Ready { vector, markers } => {
-                match lb.members.check_ready(&lb.frontier, w, &vector, &markers) {
+                let readiness = if lb.grace.is_some() {
+                    lb.held_ready = true;
+                    Readiness::NotYet
+                } else {
+                    lb.members.check_ready(&lb.frontier, w, &vector, &markers)
+                };
+                if let Some(info) = lb.members.get_mut(w) {
+                    info.vector = vector;
+                }
+                match readiness {
                     Readiness::NotYet => {}
                     Readiness::Behind(floor) => self.lb_send(w, ToWorker::Behind(floor)),
                     Readiness::Complete => {
@@ -411,8 +442,14 @@ impl Sim {
             .filter(|m| m.status != Status::Leaving)
             .map(|m| m.id)
             .collect();
-        for w in to {
+        let ask_ready = std::mem::take(&mut lb.ask_ready);
+        for &w in &to {
             self.lb_send(w, ToWorker::Members(members.clone()));
+        }
+        if ask_ready {
+            for m in members.iter().filter(|m| m.status == Status::Joining) {
+                self.lb_send(m.id, ToWorker::Behind(Vec::new()));
+            }
         }
     }
 

@@ -42,7 +42,8 @@
 //! both lists); `SIM_KNOWN_BUGS=name,…` (or `all`) puts those back in.
 //!
 //! `SIM_SEEDS=N` runs N seeds (default 10,000); `SIM_SEED=S` replays one;
-//! `SIM_TRACE=1` prints every step. A run prints counts of what happened
+//! `SIM_TRACE=1` prints every step; `SIM_KEEP_GOING=1` runs every seed and
+//! lists the failing ones. A run prints counts of what happened
 //! (faults injected, writes acknowledged, reads that a restarted LB let go
 //! stale: a documented limit).
 
@@ -107,6 +108,24 @@ fn seeded_schedules_converge_and_lose_no_acknowledged_write() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
     let mut total = Stats::default();
+    if std::env::var_os("SIM_KEEP_GOING").is_some() {
+        // Count failing seeds instead of stopping at the first (to measure
+        // how often a known bug strikes).
+        let mut failed = Vec::new();
+        for seed in 0..seeds {
+            match std::panic::catch_unwind(|| run_seed(seed)) {
+                Ok(stats) => total.add(&stats),
+                Err(_) => failed.push(seed),
+            }
+        }
+        eprintln!("{total}");
+        assert!(
+            failed.is_empty(),
+            "{} seeds failed: {failed:?}",
+            failed.len()
+        );
+        return;
+    }
     for seed in 0..seeds {
         total.add(&run_seed(seed));
     }

@@ -23,6 +23,7 @@ enum Choice {
     LbTurn,
     LeaveTimeout(u32),
     RetryGaps(u32),
+    LbGraceEnds,
     FromLb(u64),
     ToLb(u64),
     WorkerNotices(u64),
@@ -59,6 +60,7 @@ impl Sim {
             conns: BTreeMap::new(),
             lb: Some(Lb::new(0)),
             lb_down_since: 0,
+            lb_listed: None,
             hist: Default::default(),
             stats: Default::default(),
             crashed: BTreeMap::new(),
@@ -159,6 +161,19 @@ impl Sim {
             Some(lb) => {
                 if lb.changed {
                     choices.push(Choice::LbTurn);
+                }
+                // The grace's timer (2 s) outlasts a live worker's
+                // re-registration (at most 0.8 s apart): it ends first only
+                // if the awaited workers that have not come back are down
+                // (or leaving: they never register again).
+                if lb.grace.as_ref().is_some_and(|g| {
+                    g.iter().all(|w| {
+                        self.nodes
+                            .get(w)
+                            .is_none_or(|n| matches!(n.replica.phase(), Phase::Leaving { .. }))
+                    })
+                }) {
+                    slow.push(Choice::LbGraceEnds);
                 }
                 for &w in self.crashed.keys() {
                     if lb.link(w).is_none() {
@@ -276,6 +291,11 @@ impl Sim {
             Choice::Restart(w) => self.restart(w),
             Choice::Register(w) => self.register_again(w),
             Choice::LbTurn => self.lb_turn(),
+            Choice::LbGraceEnds => {
+                if let Some(lb) = self.lb.as_mut() {
+                    lb.end_grace();
+                }
+            }
             Choice::LeaveTimeout(w) => self.leave_timeout(w),
             Choice::RetryGaps(w) => self.with_node(w, |r, out| r.retry_gaps(out)),
             Choice::FromLb(key) => {

@@ -158,6 +158,8 @@ pub struct Sim {
     /// None while the LB is down.
     pub lb: Option<Lb>,
     pub lb_down_since: u64,
+    /// The member IDs the crashed LB had saved (see `lb_restart`).
+    pub lb_listed: Option<Vec<u32>>,
     pub hist: History,
     pub stats: crate::check::Stats,
     /// Crashed workers that will come back, with their data directories.
@@ -243,6 +245,7 @@ impl Outbox for SimOut<'_> {
                 addr: addr.clone(),
             },
             Msg::CatchupRequest { vector } => Wire::CatchupRequest(vector.clone()),
+            Msg::Record(r) => Wire::Record(Rec::of(r)),
             other => panic!("unexpected to_peer {other:?}"),
         };
         link.fwd.push_back(wire);
