@@ -133,16 +133,49 @@ pub fn replay(path: &Path, apply: impl FnMut(LogEntry<'_>)) -> io::Result<Replay
     read_entries(path, true, apply)
 }
 
-/// Reads `path` like [`replay`] but never changes it: stops at the first
-/// untrusted entry. For a second pass over a log [`replay`] has repaired.
-pub fn scan(path: &Path, apply: impl FnMut(LogEntry<'_>)) -> io::Result<ReplayStats> {
-    read_entries(path, false, apply)
+/// Reads the first `len` bytes of `file` like [`replay`] but never changes
+/// it: stops at the first untrusted entry. For a second pass over a log
+/// [`replay`] has repaired; it reads at explicit offsets, so several
+/// threads may scan one file at once, and bytes appended after `len` (the
+/// worker already writing) are never seen.
+pub fn scan_file(
+    file: &File,
+    len: u64,
+    apply: impl FnMut(LogEntry<'_>),
+) -> io::Result<ReplayStats> {
+    let reader = PositionalReader {
+        file,
+        pos: 0,
+        end: len,
+    };
+    read_from(BufReader::with_capacity(1 << 20, reader), len, apply).map(|(stats, _)| stats)
+}
+
+/// `Read` over `file[pos..end]` by `pread`: no shared file offset.
+struct PositionalReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 fn read_entries(
     path: &Path,
     repair: bool,
-    mut apply: impl FnMut(LogEntry<'_>),
+    apply: impl FnMut(LogEntry<'_>),
 ) -> io::Result<ReplayStats> {
     let file = match OpenOptions::new().read(true).write(repair).open(path) {
         Ok(f) => f,
@@ -150,7 +183,21 @@ fn read_entries(
         Err(e) => return Err(e),
     };
     let file_len = file.metadata()?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    let (stats, good) = read_from(BufReader::with_capacity(1 << 20, &file), file_len, apply)?;
+    if good < file_len && repair {
+        file.set_len(good)?;
+        file.sync_all()?;
+    }
+    Ok(stats)
+}
+
+/// Applies the trusted entries of a log `file_len` bytes long; returns
+/// what it read and how many bytes of it are trusted.
+fn read_from(
+    mut reader: impl Read,
+    file_len: u64,
+    mut apply: impl FnMut(LogEntry<'_>),
+) -> io::Result<(ReplayStats, u64)> {
     let mut stats = ReplayStats::default();
     let mut good: u64 = 0;
     let mut payload = Vec::new();
@@ -175,15 +222,8 @@ fn read_entries(
         good += 8 + len as u64;
         stats.entries += 1;
     }
-    drop(reader);
-    if good < file_len {
-        stats.truncated = file_len - good;
-        if repair {
-            file.set_len(good)?;
-            file.sync_all()?;
-        }
-    }
-    Ok(stats)
+    stats.truncated = file_len - good;
+    Ok((stats, good))
 }
 
 /// Reads exactly `buf.len()` bytes; false on a clean or torn end of file.

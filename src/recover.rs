@@ -6,8 +6,11 @@
 //!    an untrusted tail, builds the version vector and counts the entries.
 //!    It does not touch the store, so it runs at the speed of reading.
 //! 2. [`Store::apply_sharded`]: one thread per shard re-reads the repaired
-//!    log ([`segments::scan_all`], read-only) and inserts the records of
-//!    its shard, into a store sized from pass 1's count.
+//!    log ([`segments::scan_all`], read-only, up to the lengths pass 1
+//!    left) and inserts the records of its shard, into a store sized from
+//!    pass 1's count. [`recover_in_background`] returns after pass 1 with
+//!    pass 2 still running ([`Building`]): the worker registers and
+//!    catches up meanwhile, into a second store it merges in at the end.
 //!
 //! Inserting is what costs (a hash-map insert, an allocation and a digest
 //! per record); reading twice costs one more sequential read of files the
@@ -23,6 +26,7 @@ use crate::store::Store;
 use crate::vector::VersionVector;
 use std::io;
 use std::path::Path;
+use std::time::Instant;
 
 /// The most threads a replay uses (and so the store's shard count).
 pub const MAX_THREADS: usize = 4;
@@ -36,7 +40,53 @@ pub fn default_threads() -> usize {
 
 /// Replays the log in `dir` (repairing it) with `threads` threads.
 pub fn recover(dir: &Path, threads: usize) -> io::Result<(Store, VersionVector, ReplayStats)> {
+    let r = recover_in_background(dir, threads)?;
+    let store = match r.building {
+        Some(b) => b.join()?,
+        None => r.store,
+    };
+    Ok((store, r.vv, r.stats))
+}
+
+/// What the first pass gives at once: the vector, and the store if it is
+/// already built (one thread, or nothing to build); else the second pass
+/// still building it.
+pub struct Recovered {
+    pub vv: VersionVector,
+    pub stats: ReplayStats,
+    /// The highest version in the log: what REGISTER needs, known before
+    /// the store is.
+    pub max_version: u64,
+    /// Complete unless `building` is `Some`; then empty.
+    pub store: Store,
+    pub building: Option<Building>,
+}
+
+/// The second pass, running on its own threads: the worker registers and
+/// catches up meanwhile (see `worker.rs`), so replaying a large log does
+/// not keep it out of the cluster for the whole rebuild.
+pub struct Building {
+    thread: std::thread::JoinHandle<io::Result<Store>>,
+}
+
+impl Building {
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// The store of every record in the log as it was after the first pass.
+    pub fn join(self) -> io::Result<Store> {
+        self.thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+/// Runs the first pass here and starts the second on other threads.
+pub fn recover_in_background(dir: &Path, threads: usize) -> io::Result<Recovered> {
+    let started = Instant::now();
     let mut vv = VersionVector::new();
+    let mut max_version = 0;
     if threads <= 1 {
         // A record takes at least 37 bytes of log; most take more, and
         // overwritten ones are compacted away, so this rarely over-reserves.
@@ -51,26 +101,63 @@ pub fn recover(dir: &Path, threads: usize) -> io::Result<(Store, VersionVector, 
                 vv.merge(&v);
             }
         })?;
-        return Ok((store, vv, stats));
+        return Ok(Recovered {
+            vv,
+            stats,
+            max_version: store.max_version(),
+            store,
+            building: None,
+        });
     }
     let stats = segments::replay_all(dir, |entry| match entry {
         LogEntry::Record(r) => {
+            max_version = max_version.max(r.version);
             vv.observe(r.origin, r.seq);
         }
         LogEntry::Vector(v) => {
             vv.merge(&v);
         }
     })?;
+    let first_pass = started.elapsed();
+    if stats.entries == 0 {
+        return Ok(Recovered {
+            vv,
+            stats,
+            max_version,
+            store: Store::with_shards(threads, 0),
+            building: None,
+        });
+    }
+    // Opened now: the files as the first pass left them, whatever the
+    // worker appends, rolls or compacts while the second pass reads.
+    let files = segments::LogFiles::open(dir)?;
     let records = usize::try_from(stats.entries).unwrap_or(0);
-    let mut store = Store::with_shards(threads, records);
-    store.apply_sharded(|apply| {
-        segments::scan_all(dir, |entry| {
-            if let LogEntry::Record(r) = entry {
-                apply(&r);
-            }
-        })
-    })?;
-    Ok((store, vv, stats))
+    let thread = std::thread::Builder::new()
+        .name("replay".into())
+        .spawn(move || {
+            let second = Instant::now();
+            let mut store = Store::with_shards(threads, records);
+            store.apply_sharded(|apply| {
+                segments::scan_all(&files, |entry| {
+                    if let LogEntry::Record(r) = entry {
+                        apply(&r);
+                    }
+                })
+            })?;
+            log::info!(
+                "replayed {records} log entries: checked and vector {} ms, then the store on {threads} threads {} ms",
+                first_pass.as_millis(),
+                second.elapsed().as_millis()
+            );
+            Ok(store)
+        })?;
+    Ok(Recovered {
+        vv,
+        stats,
+        max_version,
+        store: Store::new(),
+        building: Some(Building { thread }),
+    })
 }
 
 #[cfg(test)]

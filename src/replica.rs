@@ -135,6 +135,10 @@ pub struct Replica {
     hellos: BTreeMap<(u32, u64), Hello>,
     /// Our own sequence rose without a PUT since our hellos went out.
     own_raised: bool,
+    /// `store` holds only what arrived since the start: the log's records
+    /// are still being put into a store of their own (see
+    /// [`Replica::store_built`]). The vector is whole; we are not complete.
+    building: bool,
 }
 
 impl Replica {
@@ -167,7 +171,25 @@ impl Replica {
             last_own: vv_own,
             own_floor: (0, 0),
             asked: BTreeMap::new(),
+            building: false,
         }
+    }
+
+    /// The log's records are still being put into a store of their own:
+    /// until [`Replica::store_built`], never complete (no READY), and
+    /// `store` holds only what arrives meanwhile.
+    pub fn store_building(&mut self) {
+        self.building = true;
+    }
+
+    /// The log's store is built: what arrived meanwhile joins it.
+    pub fn store_built(&mut self, mut full: Store, out: &mut impl Outbox) {
+        full.absorb(std::mem::take(&mut self.store));
+        self.store = full;
+        self.building = false;
+        self.vector_dirty = true;
+        self.hand_over_stranded(None, out);
+        self.maybe_ready(out);
     }
 
     /// The protocol state, for diagnostics (logs, the simulation).
@@ -767,7 +789,8 @@ impl Replica {
 
     /// The markers of all peers, if every one is known and covered.
     fn complete_markers(&self) -> Option<Vector> {
-        if (self.catchups_done == 0 && !self.peers.is_empty())
+        if self.building
+            || (self.catchups_done == 0 && !self.peers.is_empty())
             || !self.vv.covers(&self.floor)
             || self.vv.get(self.id) < self.own_floor.0
         {

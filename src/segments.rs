@@ -65,15 +65,37 @@ pub fn sealed(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 /// Reads every segment in order into `apply`, changing nothing: a second
 /// pass over a log [`replay_all`] has repaired yields the same entries.
-pub fn scan_all(dir: &Path, mut apply: impl FnMut(LogEntry<'_>)) -> io::Result<()> {
-    let mut files: Vec<PathBuf> = sealed(dir)?.into_iter().map(|(_, p)| p).collect();
-    files.push(dir.join(ACTIVE));
-    for path in &files {
-        if crate::log::scan(path, &mut apply)?.truncated > 0 {
+pub fn scan_all(files: &LogFiles, mut apply: impl FnMut(LogEntry<'_>)) -> io::Result<()> {
+    for (file, len) in &files.0 {
+        if crate::log::scan_file(file, *len, &mut apply)?.truncated > 0 {
             break;
         }
     }
     Ok(())
+}
+
+/// Every segment of a log, oldest first, opened with its length at that
+/// moment: what [`scan_all`] reads, however the log is appended to,
+/// rolled or compacted afterwards (an open file outlives its name).
+pub struct LogFiles(Vec<(File, u64)>);
+
+impl LogFiles {
+    pub fn open(dir: &Path) -> io::Result<LogFiles> {
+        let mut paths: Vec<PathBuf> = sealed(dir)?.into_iter().map(|(_, p)| p).collect();
+        paths.push(dir.join(ACTIVE));
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            match File::open(&path) {
+                Ok(f) => {
+                    let len = f.metadata()?.len();
+                    files.push((f, len));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(LogFiles(files))
+    }
 }
 
 /// Replays every segment in order into `apply`.

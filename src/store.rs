@@ -255,6 +255,16 @@ impl Store {
         self.shard(id).get(id)
     }
 
+    /// Applies every entry of `other`: the join of both stores (a worker's
+    /// records that arrived while its log's store was still being built).
+    pub fn absorb(&mut self, other: Store) {
+        for shard in other.shards.into_vec() {
+            for (id, e) in shard.ids.into_iter().zip(shard.entries) {
+                self.apply(&e.as_record(id));
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.ids.len()).sum()
     }

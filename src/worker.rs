@@ -71,6 +71,8 @@ const LB_SILENCE: Duration = Duration::from_millis(1500);
 /// queue, so it is left alone.
 const PEER_SILENCE: Duration = Duration::from_secs(2);
 pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
+/// How often the loop looks whether the log's store is built yet.
+const BUILD_CHECK: Duration = Duration::from_millis(5);
 /// How long a gap every peer was asked about waits before they are asked
 /// again (see [`crate::replica::Replica::wants_retry`]).
 const GAP_RETRY: Duration = Duration::from_secs(1);
@@ -150,6 +152,14 @@ pub struct Worker {
     next_link_check: Instant,
     /// When a gap that every peer was asked about is asked about again.
     gap_retry_at: Option<Instant>,
+    /// The log's store, still being built after a restart (see
+    /// `recover.rs`); meanwhile the replica's store holds only what
+    /// arrives, and what needs the whole store waits:
+    building: Option<crate::recover::Building>,
+    /// ... peers' catch-up requests, by link;
+    deferred_catchups: Vec<(usize, Vector)>,
+    /// ... and admin links (digest, dump), left unread.
+    held_admin: Vec<usize>,
     /// `--metrics`: the serving thread's end.
     metrics: Option<crate::metrics::Metrics>,
     /// Stops the loop from another thread (in-process runs only); shares
@@ -179,7 +189,13 @@ impl Worker {
                 .into());
             }
         }
-        let (mut store, vv, stats) = crate::recover::recover(data.path(), config.replay_threads)?;
+        let crate::recover::Recovered {
+            vv,
+            stats,
+            max_version,
+            mut store,
+            building,
+        } = crate::recover::recover_in_background(data.path(), config.replay_threads)?;
         if stats.truncated > 0 {
             log::warn!(
                 "log replay cut {} untrusted bytes from the log in {}",
@@ -220,7 +236,7 @@ impl Worker {
             Duration::from_secs(10),
             wanted_id,
             incarnation,
-            store.max_version(),
+            max_version,
             &advertise,
             config.secret.as_ref(),
         )?;
@@ -232,9 +248,14 @@ impl Worker {
         io::stdout().flush()?;
         LOG_ID.store(id, std::sync::atomic::Ordering::Relaxed);
         log::info!(
-            "registered with LB {} as {advertise} (incarnation {incarnation}, {} records replayed)",
+            "registered with LB {} as {advertise} (incarnation {incarnation}, {} log entries replayed{})",
             config.lb,
-            store.len()
+            stats.entries,
+            if building.is_some() {
+                "; their store still being built"
+            } else {
+                ""
+            }
         );
 
         let poll = Poll::new()?;
@@ -279,10 +300,15 @@ impl Worker {
             me: Identity::new(id, advertise.clone()),
             auth_rejected: 0,
         };
-        // A joiner will hold what its peers hold: room for it now.
-        let peers_hold = members.iter().map(|m| m.records).max().unwrap_or(0);
-        store.reserve_total(usize::try_from(peers_hold).unwrap_or(0));
+        if building.is_none() {
+            // A joiner will hold what its peers hold: room for it now.
+            let peers_hold = members.iter().map(|m| m.records).max().unwrap_or(0);
+            store.reserve_total(usize::try_from(peers_hold).unwrap_or(0));
+        }
         let mut replica = Replica::new(id, incarnation, advertise.clone(), store, vv);
+        if building.is_some() {
+            replica.store_building();
+        }
         replica.on_lb_floor(your_seq, &mut io);
         replica.on_members(&members, &mut io);
         let compactor = Compactor::start(data.path().to_path_buf())?;
@@ -314,6 +340,9 @@ impl Worker {
             link_watch: HashMap::new(),
             next_link_check: Instant::now(),
             gap_retry_at: None,
+            building,
+            deferred_catchups: Vec::new(),
+            held_admin: Vec::new(),
             metrics,
             stopper,
             _data: data,
@@ -355,6 +384,7 @@ impl Worker {
                 self.streams_waiting().then_some(Duration::ZERO),
                 self.lb_resume.then_some(Duration::ZERO),
                 (!self.more_input.is_empty()).then_some(Duration::ZERO),
+                self.building.as_ref().map(|_| BUILD_CHECK),
                 self.leave_deadline.map(|_| Duration::from_millis(100)),
                 next_redial.map(|t| t.saturating_duration_since(now)),
                 self.lb_retry.map(|(t, _)| t.saturating_duration_since(now)),
@@ -393,12 +423,54 @@ impl Worker {
                     self.on_link_event(lb, false, true)?;
                 }
             }
+            self.finish_building()?;
             self.due_redials();
             self.expire_handshakes();
             self.check_lb_alive();
             self.check_peer_links();
             self.publish_metrics();
             self.reconnect_lb()?;
+        }
+    }
+
+    /// Once the log's store is built: hands it to the replica and serves
+    /// what waited for it.
+    fn finish_building(&mut self) -> Result<(), Box<dyn Error>> {
+        if !self.building.as_ref().is_some_and(|b| b.is_finished()) {
+            return Ok(());
+        }
+        let Some(building) = self.building.take() else {
+            return Ok(());
+        };
+        let store = building.join()?;
+        let arrived = self.replica.store.len();
+        self.replica.store_built(store, &mut self.io);
+        log::info!(
+            "store built: {} records ({arrived} of them arrived meanwhile)",
+            self.replica.store.len()
+        );
+        for (key, vector) in std::mem::take(&mut self.deferred_catchups) {
+            self.start_catchup(key, vector);
+        }
+        self.more_input.append(&mut self.held_admin);
+        Ok(())
+    }
+
+    /// A catch-up stream to the peer on inbound link `key`: every record
+    /// above `vector`, then our vector.
+    fn start_catchup(&mut self, key: usize, vector: Vector) {
+        let cursor = Cursor {
+            ids: self.replica.store.ids(),
+            pos: 0,
+            filter: vector,
+            done: Some(self.replica.vv.to_vec()),
+        };
+        if let Some(Link {
+            role: Role::In { cursor: c, .. },
+            ..
+        }) = self.io.links.get_mut(key)
+        {
+            *c = Some(cursor);
         }
     }
 
@@ -627,6 +699,17 @@ impl Worker {
                     self.close_link(key);
                     return Ok(());
                 }
+                Ok(Some((m, _)))
+                    if self.building.is_some()
+                        && matches!(m, Msg::DigestRequest | Msg::DumpRequest) =>
+                {
+                    // Answered from the whole store, once it is built.
+                    self.restore_input(key, input);
+                    if !self.held_admin.contains(&key) {
+                        self.held_admin.push(key);
+                    }
+                    return Ok(());
+                }
                 Ok(Some((m, consumed))) => {
                     match self.io.links.get(key) {
                         Some(Link { auth: Some(_), .. }) => self.handshake_frame(key, &m),
@@ -716,21 +799,10 @@ impl Worker {
                     }
                 }
             }
-            (2, Msg::CatchupRequest { vector }) => {
-                let cursor = Cursor {
-                    ids: r.store.ids(),
-                    pos: 0,
-                    filter: vector,
-                    done: Some(r.vv.to_vec()),
-                };
-                if let Some(Link {
-                    role: Role::In { cursor: c, .. },
-                    ..
-                }) = io.links.get_mut(key)
-                {
-                    *c = Some(cursor);
-                }
+            (2, Msg::CatchupRequest { vector }) if self.building.is_some() => {
+                self.deferred_catchups.push((key, vector));
             }
+            (2, Msg::CatchupRequest { vector }) => self.start_catchup(key, vector),
             (
                 4,
                 Msg::PeerHello {
@@ -864,7 +936,8 @@ impl Worker {
                 _ => {}
             }
         }
-        if replica.vector_dirty {
+        // A REPORT tells the store's size and digest: not while half built.
+        if replica.vector_dirty && self.building.is_none() {
             replica.vector_dirty = false;
             let report = (
                 replica.store.len() as u64,

@@ -135,3 +135,64 @@ fn records_stranded_above_a_dead_origins_gap_are_handed_over() {
     r.on_link_up(5, &mut out);
     assert_eq!(out.records, [(5, 2, 5), (5, 2, 7)]);
 }
+
+/// A restarted worker registers while its log's store is still being
+/// built: records arriving meanwhile go to a store of their own, nothing
+/// calls it complete until the two are joined, and the join holds both.
+#[test]
+fn a_worker_whose_store_is_still_being_built_is_not_ready_until_it_is() {
+    struct Readies(u32);
+    impl Outbox for Readies {
+        fn to_lb(&mut self, msg: &Msg<'_>) {
+            if matches!(msg, Msg::Ready { .. }) {
+                self.0 += 1;
+            }
+        }
+        fn broadcast(&mut self, _: &RecordRef<'_>) {}
+        fn to_peer(&mut self, _: u32, _: &Msg<'_>) {}
+        fn persist_record(&mut self, _: &RecordRef<'_>) {}
+        fn persist_vector(&mut self, _: &[(u32, u64)]) {}
+        fn dial(&mut self, _: u32, _: &str) {}
+        fn redial(&mut self, _: u32, _: &str) {}
+        fn forget(&mut self, _: u32) {}
+        fn stored(&mut self, _: u64, _: u64) {}
+        fn value(&mut self, _: u64, _: Option<&[u8]>) {}
+    }
+    // The log held records 1..=3 of worker 2 (ids 1, 2, 3).
+    let mut from_log = Store::new();
+    let mut vv = VersionVector::new();
+    for seq in 1..=3 {
+        from_log.apply(&record(2, seq, seq));
+        vv.observe(2, seq);
+    }
+    let mut r = Replica::new(1, 1, "w1".into(), Store::new(), vv);
+    r.store_building();
+    let mut out = Readies(0);
+    r.on_members(
+        &[member(1, Status::Joining), member(2, Status::Active)],
+        &mut out,
+    );
+    r.on_link_up(2, &mut out);
+    r.on_hello(2, 1, "w2", 5, 0, &mut out);
+    // The catch-up: a record the log had (ignored: the vector covers it),
+    // two new ones, one overwriting id 3.
+    r.on_record(&record(2, 3, 3), &mut out);
+    r.on_record(&record(2, 4, 4), &mut out);
+    r.on_record(&record(2, 5, 3), &mut out);
+    r.on_catchup_done(2, &[(2, 5)], &mut out);
+    assert_eq!(
+        out.0, 0,
+        "complete by the vector, but the store is half built"
+    );
+    assert_eq!(r.store.len(), 2, "only what arrived: ids 3 and 4");
+
+    r.store_built(from_log, &mut out);
+    assert_eq!(out.0, 1, "READY once the store is whole");
+    assert_eq!(r.store.len(), 4);
+    let id3 = r.store.get(3).expect("id 3");
+    assert_eq!(
+        (id3.origin, id3.seq),
+        (2, 5),
+        "the newer write of id 3 wins"
+    );
+}
