@@ -787,7 +787,7 @@ impl Lb {
             let members = self.members.members();
             let mut frame = Vec::new();
             msg::encode(&mut frame, &Msg::Members { members });
-            // Not to leaving workers: after DEREGISTER_OK nothing more is sent.
+            // Leaving workers too: MEMBERS is all that follows DEREGISTER_OK.
             let keys: Vec<usize> = self.members.links_to_update().collect();
             for k in keys {
                 if let Some(l) = self.links.get_mut(k) {

@@ -158,6 +158,12 @@ impl Membership {
     /// heard `a`'s marker and its vector covers it; and it covers every
     /// acknowledged record (`frontier`: highest acknowledged seq per origin)
     /// of workers that have left the map, which are nobody's marker now.
+    ///
+    /// It must also name a marker of every other joining worker: a READY
+    /// the joiner sent before it heard of one is stale (it sends a new one
+    /// once that worker's hello came). A worker back after an LB restart
+    /// is joining, and its hello tells the joiner of the joiner's own
+    /// records it holds (see `Lb::in_grace`).
     pub fn check_ready(
         &self,
         frontier: &BTreeMap<u32, u64>,
@@ -171,7 +177,12 @@ impl Membership {
                 .find(|&&(id, _)| id == a)
                 .is_some_and(|&(_, m)| lookup(vector, a) >= m)
         });
-        if !covered {
+        let heard_joiners = self
+            .workers
+            .values()
+            .filter(|w| w.id != joiner && w.status == Status::Joining)
+            .all(|w| markers.iter().any(|&(id, _)| id == w.id));
+        if !covered || !heard_joiners {
             return Readiness::NotYet;
         }
         let floor: Vector = frontier
@@ -311,13 +322,12 @@ impl Membership {
         self.workers.values().filter_map(|w| w.link)
     }
 
-    /// Connection keys of connected workers that still follow membership
-    /// changes (all but the leaving ones).
+    /// Connection keys of connected workers, every one of which follows
+    /// membership changes: a leaving one too, so that it hands its records
+    /// to peers that came back elsewhere or joined, and stops waiting for
+    /// ones that died.
     pub fn links_to_update(&self) -> impl Iterator<Item = usize> + '_ {
-        self.workers
-            .values()
-            .filter(|w| w.status != Status::Leaving)
-            .filter_map(|w| w.link)
+        self.workers.values().filter_map(|w| w.link)
     }
 
     pub fn count(&self, status: Status) -> usize {

@@ -67,7 +67,8 @@ pub enum Phase {
     /// Catching up; not in the round robin.
     Joining,
     Active,
-    /// Deregistering: `deregistered` once the LB promised to send nothing more.
+    /// Deregistering: `deregistered` once the LB promised to send no more
+    /// requests (membership changes still come).
     Leaving {
         deregistered: bool,
     },
@@ -284,8 +285,9 @@ impl Replica {
     /// (crashed, cut off, or gone): the gap may never fill, so no vector
     /// will ever ask for them, and a store that lacks them would stay
     /// different for good. They go to `to`, or to every peer whose link is
-    /// up, which apply them as any record. Rare (an origin died while its
-    /// stream to us had a gap), so a scan of the store is fine.
+    /// up, which apply them as any record. Costs a scan of the store, so
+    /// it runs only when an origin drops out or a link comes up, and finds
+    /// something only if an origin died while its stream had a gap here.
     fn hand_over_stranded(&mut self, to: Option<u32>, out: &mut impl Outbox) {
         let stranded: Vec<u32> = self
             .vv
@@ -304,7 +306,7 @@ impl Replica {
                 .map(|(&id, _)| id)
                 .collect(),
         };
-        for id in self.store.sorted_ids() {
+        for id in self.store.ids() {
             let Some(e) = self.store.get(id) else {
                 continue;
             };
@@ -471,18 +473,6 @@ impl Replica {
         // Our own records come back only in a catch-up; announced at its end.
         self.own_raised |= self.own_seq() > own_before;
         out.persist_record(rec);
-        if rec.origin != self.id
-            && rec.seq > self.vv.get(rec.origin)
-            && !self.peers.contains_key(&rec.origin)
-        {
-            // Stranded as it arrives (see `hand_over_stranded`): pass it on.
-            // Each worker passes a record on once, when it first applies it.
-            for (&peer, p) in &self.peers {
-                if p.link_up {
-                    out.to_peer(peer, &Msg::Record(*rec));
-                }
-            }
-        }
         self.release_gets(out);
         // The record may be the last one a joiner lacked: a catch-up stream
         // cut by a broken link after its last record (no CATCHUP_DONE), or
@@ -491,10 +481,35 @@ impl Replica {
         self.maybe_ready(out);
     }
 
+    /// A record on `from`'s own link to us: its live stream, or records it
+    /// hands over (see [`Replica::hand_over_stranded`]).
+    pub fn on_link_record(&mut self, from: u32, rec: &RecordRef<'_>, out: &mut impl Outbox) {
+        let new = !self.vv.has(rec.origin, rec.seq);
+        self.on_record(rec, out);
+        // The live stream of an origin that is not a peer any more (its
+        // connection still delivers after it died), landing above a gap:
+        // stranded as it arrives, so it is passed on at once. Only the
+        // origin's own stream: a catch-up, or a hand-over from a third
+        // worker, reaches every peer from where it came.
+        if new
+            && from == rec.origin
+            && rec.origin != self.id
+            && rec.seq > self.vv.get(rec.origin)
+            && !self.peers.contains_key(&rec.origin)
+        {
+            for (&peer, p) in &self.peers {
+                if p.link_up {
+                    out.to_peer(peer, &Msg::Record(*rec));
+                }
+            }
+        }
+    }
+
     /// The donor finished: we hold everything its `vector` covers.
     pub fn on_catchup_done(&mut self, from: u32, vector: &[(u32, u64)], out: &mut impl Outbox) {
         let own_before = self.own_seq();
-        if self.vv.merge(vector) {
+        let merged = self.vv.merge(vector);
+        if merged {
             self.vector_dirty = true;
         }
         // Whoever could help with a gap that shrank may help again. Shrank
@@ -510,7 +525,10 @@ impl Replica {
                 self.asked.remove(&o);
             }
         }
-        out.persist_vector(vector);
+        if merged {
+            // Unchanged, replay would merge it to no effect too.
+            out.persist_vector(vector);
+        }
         self.own_raised |= self.own_seq() > own_before;
         self.announce_if_raised(out);
         if self.catchup_from == Some(from) {
@@ -737,7 +755,8 @@ impl Replica {
         }
         // For each need, ask its first peer, then every other peer, once each
         // per origin: a peer that could not fill a gap is not asked again in
-        // a loop (until the gap shrinks, or links or members change).
+        // a loop (until the gap shrinks, links or members change, or the
+        // loop's back-off timer calls `retry_gaps`).
         let mut choice = None;
         for (origin, first) in self.lacking() {
             let asked = origin.and_then(|o| self.asked.get(&o));

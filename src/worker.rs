@@ -74,8 +74,10 @@ pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
 /// How often the loop looks whether the log's store is built yet.
 const BUILD_CHECK: Duration = Duration::from_millis(5);
 /// How long a gap every peer was asked about waits before they are asked
-/// again (see [`crate::replica::Replica::wants_retry`]).
+/// again (see [`crate::replica::Replica::wants_retry`]); doubling while it
+/// lasts, up to [`GAP_RETRY_MAX`]: each ask costs the peer a store scan.
 const GAP_RETRY: Duration = Duration::from_secs(1);
+const GAP_RETRY_MAX: Duration = Duration::from_secs(32);
 /// Stop handling the LB's requests while this much output to the LB is
 /// queued (GETs of large values answered faster than the LB reads them);
 /// resume below half. Bounds a turn's work and the worker's memory.
@@ -150,8 +152,10 @@ pub struct Worker {
     link_watch: HashMap<u32, LinkWatch>,
     /// When outbound links are next checked.
     next_link_check: Instant,
-    /// When a gap that every peer was asked about is asked about again.
+    /// When a gap that every peer was asked about is asked about again,
+    /// and the pause after that.
     gap_retry_at: Option<Instant>,
+    gap_retry_pause: Duration,
     /// The log's store, still being built after a restart (see
     /// `recover.rs`); meanwhile the replica's store holds only what
     /// arrives, and what needs the whole store waits:
@@ -340,6 +344,7 @@ impl Worker {
             link_watch: HashMap::new(),
             next_link_check: Instant::now(),
             gap_retry_at: None,
+            gap_retry_pause: GAP_RETRY,
             building,
             deferred_catchups: Vec::new(),
             held_admin: Vec::new(),
@@ -549,7 +554,8 @@ impl Worker {
         if !self.io.links.contains(self.io.lb) {
             // No LB to deregister with (it is down): none can send us
             // anything more, so only the peers' acknowledgements remain.
-            self.lb_retry = None;
+            // Registering goes on, to deregister with an LB that comes back
+            // (see `lost_lb`).
             self.replica.on_deregister_ok();
         }
     }
@@ -780,7 +786,12 @@ impl Worker {
                     r.on_catchup_done(peer, &vector, io);
                 }
             }
-            (2, Msg::Record(rec)) => r.on_record(&rec, io),
+            (2, Msg::Record(rec)) => {
+                if let Some(Role::In { peer, .. }) = io.links.get(key).map(|l| &l.role) {
+                    let peer = *peer;
+                    r.on_link_record(peer, &rec, io);
+                }
+            }
             (
                 2,
                 Msg::PeerHello {

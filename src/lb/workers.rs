@@ -4,7 +4,8 @@
 
 use super::*;
 
-/// Where the LB keeps the next unused worker ID: beside the processed log.
+/// Where the LB keeps the next unused worker ID and the IDs of the workers
+/// it lists (see [`Lb::persist_ids`]): beside the processed log.
 pub(super) fn ids_path(processed_log: &std::path::Path) -> PathBuf {
     let mut name = processed_log.as_os_str().to_owned();
     name.push(".ids");
@@ -286,7 +287,16 @@ impl Lb {
     /// write.
     pub(super) fn persist_ids(&mut self) {
         let next = self.members.next_id();
-        let listed = self.members.listed();
+        let mut listed = self.members.listed();
+        if !self.grace_over {
+            // Those not back yet still count: should this LB crash in its
+            // grace, the next one waits for them too.
+            if let Some(awaited) = &self.awaited {
+                listed.extend(awaited);
+                listed.sort_unstable();
+                listed.dedup();
+            }
+        }
         if next <= self.persisted_next_id && listed == self.persisted_members {
             return;
         }
@@ -415,5 +425,35 @@ impl Lb {
             );
             self.close(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::saved_ids;
+
+    #[test]
+    fn saved_ids_reads_both_formats_and_ignores_what_it_cannot_parse() {
+        let dir = std::env::temp_dir().join(format!("rrstore-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("processed.log");
+        let ids = dir.join("processed.log.ids");
+        type Saved = (Option<u32>, Option<Vec<u32>>);
+        let cases: [(&str, Saved); 5] = [
+            // Written by an older LB: the next ID alone (the full grace).
+            ("7\n", (Some(7), None)),
+            ("7\n1 2 5\n", (Some(7), Some(vec![1, 2, 5]))),
+            // Nobody listed: nobody to wait for.
+            ("7\n\n", (Some(7), Some(vec![]))),
+            ("7\n1 x 5\n", (Some(7), None)),
+            ("garbage\n1 2\n", (None, Some(vec![1, 2]))),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&ids, text).unwrap();
+            assert_eq!(saved_ids(&log), want, "{text:?}");
+        }
+        std::fs::remove_file(&ids).unwrap();
+        assert_eq!(saved_ids(&log), (None, None), "no file");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

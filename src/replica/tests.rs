@@ -114,8 +114,8 @@ fn records_stranded_above_a_dead_origins_gap_are_handed_over() {
     for peer in [1, 2, 4] {
         r.on_link_up(peer, &mut out);
     }
-    r.on_record(&record(2, 1, 10), &mut out);
-    r.on_record(&record(2, 5, 11), &mut out);
+    r.on_link_record(2, &record(2, 1, 10), &mut out);
+    r.on_link_record(2, &record(2, 5, 11), &mut out);
     assert!(out.records.is_empty(), "its origin still streams them");
 
     // 2 is gone: what 3 holds above the gap goes to 1 and 4.
@@ -124,16 +124,22 @@ fn records_stranded_above_a_dead_origins_gap_are_handed_over() {
     // One arriving late (a dead process's socket still delivers) is
     // passed on at once; one that fills the vector is not stranded.
     out.records.clear();
-    r.on_record(&record(2, 7, 12), &mut out);
-    r.on_record(&record(2, 2, 13), &mut out);
+    r.on_link_record(2, &record(2, 7, 12), &mut out);
+    r.on_link_record(2, &record(2, 2, 13), &mut out);
     assert_eq!(out.records, [(1, 2, 7), (4, 2, 7)]);
+    // Not from a catch-up (it lands above a gap until CATCHUP_DONE), nor
+    // handed over by another worker: those reach every peer from there.
+    out.records.clear();
+    r.on_record(&record(2, 9, 14), &mut out);
+    r.on_link_record(4, &record(2, 11, 15), &mut out);
+    assert!(out.records.is_empty(), "{:?}", out.records);
     // A new link gets all that is still stranded.
     out.records.clear();
     let mut with_5 = vec![all[0].clone(), all[2].clone(), all[3].clone()];
     with_5.push(member(5, Status::Joining));
     r.on_members(&with_5, &mut out);
     r.on_link_up(5, &mut out);
-    assert_eq!(out.records, [(5, 2, 5), (5, 2, 7)]);
+    assert_eq!(out.records, [(5, 2, 5), (5, 2, 7), (5, 2, 9), (5, 2, 11)]);
 }
 
 /// A restarted worker registers while its log's store is still being

@@ -18,8 +18,10 @@ pub(super) struct LinkWatch {
 
 impl Worker {
     /// The LB connection closed. Requests it sent die with it; a leaving
-    /// worker can get nothing more and just finishes; any other keeps
-    /// replicating with its peers and re-registers when an LB answers.
+    /// worker can get nothing more (it counts as deregistered); every
+    /// worker keeps replicating with its peers and registers again when an
+    /// LB answers, a leaving one too: a restarted LB that did not list it
+    /// would have its peers drop it before it handed its records over.
     pub(super) fn lost_lb(&mut self) {
         if let Some(mut link) = self.io.links.try_remove(self.io.lb) {
             link.conn.deregister(self.io.poll.registry());
@@ -28,17 +30,14 @@ impl Worker {
         self.io.held.clear();
         self.lb_paused = false;
         self.lb_resume = false;
-        match self.replica.phase() {
-            Phase::Leaving { deregistered: true } => {}
-            Phase::Leaving {
-                deregistered: false,
-            } => self.replica.on_deregister_ok(),
-            _ => {
-                log::warn!("lost the LB connection; re-registering when it is back");
-                self.replica.on_lb_lost();
-                self.lb_retry = Some((Instant::now(), LB_RETRY_MIN));
-            }
+        if matches!(self.replica.phase(), Phase::Leaving { .. }) {
+            self.replica.on_deregister_ok();
+            log::warn!("lost the LB connection while leaving; registering again to deregister");
+        } else {
+            log::warn!("lost the LB connection; re-registering when it is back");
         }
+        self.replica.on_lb_lost();
+        self.lb_retry = Some((Instant::now(), LB_RETRY_MIN));
     }
 
     /// Drops an LB connection that has been silent past [`LB_SILENCE`] (the
@@ -117,19 +116,28 @@ impl Worker {
         }
     }
 
-    /// Asks about a gap again once [`GAP_RETRY`] passed with every peer
-    /// asked: records can reach a peer after it answered. (Checked with the
-    /// links, a few times a second, not every turn.)
+    /// Asks about a gap again once [`GAP_RETRY`] (doubling while the gap
+    /// lasts) passed with every peer asked: records can reach a peer after
+    /// it answered. (Checked with the links, a few times a second, not
+    /// every turn.)
     fn check_gaps(&mut self, now: Instant) {
         if !self.replica.wants_retry() {
             self.gap_retry_at = None;
+            self.gap_retry_pause = GAP_RETRY;
             return;
         }
         match self.gap_retry_at {
-            None => self.gap_retry_at = Some(now + GAP_RETRY),
+            None => self.gap_retry_at = Some(now + self.gap_retry_pause),
             Some(at) if now >= at => {
-                log::debug!("asking peers about a gap again");
+                if self.gap_retry_pause >= GAP_RETRY_MAX / 4 {
+                    log::warn!(
+                        "no peer has filled a gap in our records for {} s; asking again ({})",
+                        self.gap_retry_pause.as_secs(),
+                        self.replica.describe()
+                    );
+                }
                 self.gap_retry_at = None;
+                self.gap_retry_pause = (self.gap_retry_pause * 2).min(GAP_RETRY_MAX);
                 self.replica.retry_gaps(&mut self.io);
             }
             Some(_) => {}
@@ -185,6 +193,10 @@ impl Worker {
         self.io.ack_all = reg.ack_all;
         self.replica.on_lb_floor(reg.your_seq, &mut self.io);
         self.replica.on_lb_welcome(&reg.members, &mut self.io);
+        if matches!(self.replica.phase(), Phase::Leaving { .. }) {
+            // Listed as leaving, so its peers keep it until it is done.
+            self.io.to_lb(&Msg::Deregister);
+        }
         self.handle_input(self.io.lb)
     }
 

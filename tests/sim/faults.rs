@@ -59,19 +59,18 @@
 //!   again on the worker's timer, modelled as a slow event; several
 //!   restarts per schedule may lose log entries, and a record held above a
 //!   gap counts as held.)
-//! - `leaver`: a leaving worker follows no membership after DEREGISTER_OK:
-//!   it cannot reach a peer restarted at a new address, does not hear of
-//!   peers that joined or came back, and a restarted LB never lists it
-//!   again, so peers drop it and never ask for the records it still has to
-//!   hand over. After `--leave-timeout-secs` it exits, and acknowledged
-//!   writes only it held are lost. By default: no restart at a new address,
-//!   no LB crash, and no loss of the last peer it waits for, while a worker
-//!   leaves.
+//! - (fixed, was `leaver`: a leaving worker followed no membership after
+//!   DEREGISTER_OK, and a restarted LB never listed it again, so peers
+//!   dropped it and never asked for the records it still had to hand over;
+//!   it could wait for a peer that had died, and not reach one restarted
+//!   elsewhere. The LB now sends MEMBERS to leaving workers too, and a
+//!   leaving worker that loses the LB registers again and deregisters.)
 
 use crate::lb::Welcome;
 use crate::world::{replay, Logged, Node, Sim};
 use crate::Rng;
-use rrstore::replica::{Phase, Replica};
+use rrstore::msg::Msg;
+use rrstore::replica::{Outbox, Phase, Replica};
 use rrstore::store::Store;
 use rrstore::vector::VersionVector;
 use std::collections::BTreeSet;
@@ -174,11 +173,9 @@ impl Sim {
     }
 
     /// Workers that are not leaving, but not the last one that a leaver
-    /// knows as a peer (connected to the LB), nor the last live one a
-    /// leaver still waits for: taken away (or declared dead), the leaver
-    /// would be the last worker, whose records live on only in its data
-    /// directory. (A leaver follows no membership after DEREGISTER_OK: a
-    /// known bug, see the module doc.)
+    /// knows as a peer (connected to the LB): taken away (or declared
+    /// dead), the leaver would be the last worker, whose records live on
+    /// only in its data directory.
     pub fn not_last_staying(&self) -> Vec<u32> {
         let staying: Vec<u32> = self
             .nodes
@@ -197,22 +194,10 @@ impl Sim {
             .copied()
             .filter(|&w| lb.link(w).is_some())
             .collect();
-        let waited_for: Vec<Vec<u32>> = self
-            .nodes
-            .values()
-            .map(|n| n.replica.unacked_peers())
-            .filter(|un| !un.is_empty())
-            .collect();
         staying
             .iter()
             .copied()
             .filter(|v| known.len() >= 2 || !known.contains(v))
-            .filter(|v| {
-                known_bug("leaver")
-                    || waited_for
-                        .iter()
-                        .all(|un| un.iter().any(|p| p != v && staying.contains(p)))
-            })
             .collect()
     }
 
@@ -569,13 +554,7 @@ impl Sim {
         }
         let (store, vv) = replay(&disk);
         // `--listen 127.0.0.1:0` (the default) gives a new port each time.
-        // A leaving worker follows no membership, so it could not reach a
-        // peer restarted elsewhere: a known bug (see the module doc).
-        let leaving = self
-            .nodes
-            .values()
-            .any(|n| matches!(n.replica.phase(), Phase::Leaving { .. }));
-        let addr = if self.rng.chance(50) && (!leaving || known_bug("leaver")) {
+        let addr = if self.rng.chance(50) {
             self.new_addr()
         } else {
             c.addr
@@ -610,6 +589,9 @@ impl Sim {
         self.with_node(w, |r, out| {
             r.on_lb_floor(welcome.your_seq, out);
             r.on_lb_welcome(&welcome.members, out);
+            if matches!(r.phase(), Phase::Leaving { .. }) {
+                out.to_lb(&Msg::Deregister);
+            }
         });
     }
 
@@ -621,13 +603,10 @@ impl Sim {
         let w = c.worker;
         let node = self.nodes.get_mut(&w).expect("live");
         node.conn = None;
-        match node.replica.phase() {
-            Phase::Leaving { deregistered: true } => {}
-            Phase::Leaving {
-                deregistered: false,
-            } => node.replica.on_deregister_ok(),
-            _ => node.replica.on_lb_lost(),
+        if matches!(node.replica.phase(), Phase::Leaving { .. }) {
+            node.replica.on_deregister_ok();
         }
+        node.replica.on_lb_lost();
     }
 
     /// The LB has read all the worker wrote on connection `key`, and then
@@ -650,21 +629,14 @@ impl Sim {
         c.from_lb.truncate(keep);
     }
 
-    /// Not while a worker leaves: a leaver never registers with the new
-    /// LB, so its peers drop it, and what it still has to hand over is
-    /// never asked for. Not while a crashed worker's log lacks own records
-    /// held elsewhere that only the LB knows of (see `would_renumber`).
-    /// Both are known bugs (see the module doc).
+    /// Not while a crashed worker's log lacks own records held elsewhere
+    /// that only the LB knows of (see `would_renumber`): a known bug (see
+    /// the module doc).
     pub fn lb_may_crash(&self) -> bool {
-        let leaving = self
-            .nodes
-            .values()
-            .any(|n| matches!(n.replica.phase(), Phase::Leaving { .. }));
-        let renumber = self
+        !self
             .crashed
             .iter()
-            .any(|(&w, c)| self.would_renumber(w, c.vv.get(w), 0));
-        (!leaving || known_bug("leaver")) && !renumber
+            .any(|(&w, c)| self.would_renumber(w, c.vv.get(w), 0))
     }
 
     /// The LB process dies with everything it held in memory.
@@ -672,7 +644,14 @@ impl Sim {
         self.note("lb crash".into());
         self.stats.lb_crashes += 1;
         // Saved beside the processed log as the membership changed.
-        self.lb_listed = self.lb.take().map(|lb| lb.members.listed());
+        self.lb_listed = self.lb.take().map(|lb| {
+            // In its grace it also saved those it still waited for.
+            let mut listed = lb.members.listed();
+            listed.extend(lb.grace.iter().flatten());
+            listed.sort_unstable();
+            listed.dedup();
+            listed
+        });
         self.lb_down_since = self.now;
         let keys: Vec<u64> = self
             .conns

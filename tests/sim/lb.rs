@@ -429,19 +429,16 @@ impl Sim {
         self.redispatch(orphans);
     }
 
-    /// The end of an LB turn: the membership goes to every connected worker
-    /// that still follows it (not to leaving ones).
+    /// The end of an LB turn: the membership goes to every connected
+    /// worker, leaving ones included.
     pub fn lb_turn(&mut self) {
         let Some(lb) = self.lb.as_mut() else {
             return;
         };
         lb.changed = false;
         let members = lb.members.members();
-        let to: Vec<u32> = members
-            .iter()
-            .filter(|m| m.status != Status::Leaving)
-            .map(|m| m.id)
-            .collect();
+        // Leaving workers too (`Membership::links_to_update`).
+        let to: Vec<u32> = members.iter().map(|m| m.id).collect();
         let ask_ready = std::mem::take(&mut lb.ask_ready);
         for &w in &to {
             self.lb_send(w, ToWorker::Members(members.clone()));

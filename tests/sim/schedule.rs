@@ -181,8 +181,8 @@ impl Sim {
                     }
                 }
                 for (&w, n) in &self.nodes {
-                    let leaving = matches!(n.replica.phase(), Phase::Leaving { .. });
-                    if n.conn.is_none() && !leaving && lb.link(w).is_none() {
+                    // Leaving ones too: they register to deregister again.
+                    if n.conn.is_none() && lb.link(w).is_none() {
                         choices.push(Choice::Register(w));
                     }
                 }

@@ -479,7 +479,9 @@ impl Sim {
             } => self.with_node(b, |r, out| {
                 r.on_hello(a, serial, &addr, marker, your_seq, out)
             }),
-            Wire::Record(rec) => self.with_node(b, |r, out| r.on_record(&rec.as_ref(), out)),
+            Wire::Record(rec) => {
+                self.with_node(b, |r, out| r.on_link_record(a, &rec.as_ref(), out))
+            }
             other => panic!("unexpected forward {other:?}"),
         }
     }
