@@ -140,6 +140,9 @@ pub struct Replica {
     /// are still being put into a store of their own (see
     /// [`Replica::store_built`]). The vector is whole; we are not complete.
     building: bool,
+    /// A hand-over of stranded records waits for the catch-up in flight
+    /// to end, or for us to be active (see `hand_over_stranded`).
+    handover_due: bool,
 }
 
 impl Replica {
@@ -173,6 +176,7 @@ impl Replica {
             own_floor: (0, 0),
             asked: BTreeMap::new(),
             building: false,
+            handover_due: false,
         }
     }
 
@@ -232,6 +236,9 @@ impl Replica {
             if m.id == self.id {
                 if m.status == Status::Active && self.phase == Phase::Joining {
                     self.phase = Phase::Active;
+                    if self.handover_due {
+                        self.hand_over_stranded(None, out);
+                    }
                     self.parked_gets.shrink_to_fit();
                 }
                 continue;
@@ -288,7 +295,21 @@ impl Replica {
     /// up, which apply them as any record. Costs a scan of the store, so
     /// it runs only when an origin drops out or a link comes up, and finds
     /// something only if an origin died while its stream had a gap here.
+    ///
+    /// Only an active worker with no catch-up in flight hands over: while
+    /// one streams in (store order, so most of it lands above a gap until
+    /// CATCHUP_DONE), or while joining, a gap says nothing; the hand-over
+    /// is then due once the catch-up ends or we are active.
     fn hand_over_stranded(&mut self, to: Option<u32>, out: &mut impl Outbox) {
+        if self.phase != Phase::Active || self.catchup_from.is_some() {
+            self.handover_due = true;
+            return;
+        }
+        let to = if std::mem::take(&mut self.handover_due) {
+            None
+        } else {
+            to
+        };
         let stranded: Vec<u32> = self
             .vv
             .gapped()
@@ -363,6 +384,7 @@ impl Replica {
             self.catchup_from = None;
         }
         self.maybe_request_catchup(out);
+        self.hand_over_if_due(out);
     }
 
     /// Whether we still want an outbound link to `peer` at `addr`.
@@ -538,6 +560,13 @@ impl Replica {
         self.release_gets(out);
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
+        self.hand_over_if_due(out);
+    }
+
+    fn hand_over_if_due(&mut self, out: &mut impl Outbox) {
+        if self.handover_due {
+            self.hand_over_stranded(None, out);
+        }
     }
 
     pub fn on_peer_ack(&mut self, from: u32, seq: u64) {

@@ -160,8 +160,9 @@ pub struct Worker {
     /// `recover.rs`); meanwhile the replica's store holds only what
     /// arrives, and what needs the whole store waits:
     building: Option<crate::recover::Building>,
-    /// ... peers' catch-up requests, by link;
-    deferred_catchups: Vec<(usize, Vector)>,
+    /// ... peers' catch-up requests, by link (key and serial: a key is
+    /// reused once its link closes);
+    deferred_catchups: Vec<(usize, u64, Vector)>,
     /// ... and admin links (digest, dump), left unread.
     held_admin: Vec<usize>,
     /// `--metrics`: the serving thread's end.
@@ -454,8 +455,14 @@ impl Worker {
             "store built: {} records ({arrived} of them arrived meanwhile)",
             self.replica.store.len()
         );
-        for (key, vector) in std::mem::take(&mut self.deferred_catchups) {
-            self.start_catchup(key, vector);
+        for (key, serial, vector) in std::mem::take(&mut self.deferred_catchups) {
+            let same = matches!(
+                self.io.links.get(key).map(|l| &l.role),
+                Some(Role::In { serial: s, .. }) if *s == serial
+            );
+            if same {
+                self.start_catchup(key, vector);
+            }
         }
         self.more_input.append(&mut self.held_admin);
         Ok(())
@@ -811,7 +818,10 @@ impl Worker {
                 }
             }
             (2, Msg::CatchupRequest { vector }) if self.building.is_some() => {
-                self.deferred_catchups.push((key, vector));
+                if let Some(Role::In { serial, .. }) = io.links.get(key).map(|l| &l.role) {
+                    let serial = *serial;
+                    self.deferred_catchups.push((key, serial, vector));
+                }
             }
             (2, Msg::CatchupRequest { vector }) => self.start_catchup(key, vector),
             (

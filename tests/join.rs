@@ -173,6 +173,14 @@ fn restart_and_check(
     assert_eq!(back, victim, "restarted on its data dir with another ID");
     c.wait_active(&[victim], ACTIVE_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
+    if rrstore::recover::default_threads() > 1 {
+        // It registered after the first pass and built its store behind
+        // (see `recover.rs`); active means the store was whole first.
+        let name = data_dir.file_name().expect("a data dir name");
+        let log_path = c.test_dir().join(format!("{}.log", name.to_string_lossy()));
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(log.contains("store built:"), "{log}");
+    }
     let data = c.converged(&c.ids);
     assert_records(&data, expected);
     assert_records(&c.dump(victim), expected);
