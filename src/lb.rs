@@ -270,7 +270,8 @@ pub struct Lb {
     /// The grace after a restart is over, or there was none (no file next
     /// to the processed log said which IDs were given out before).
     grace_over: bool,
-    /// A READY arrived during the grace and was not acted on.
+    /// A READY was not acted on (in the grace, or not yet complete): at
+    /// the next membership change, joiners are asked for it again.
     held_ready: bool,
     /// The member IDs last saved beside the next ID.
     persisted_members: Vec<u32>,

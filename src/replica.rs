@@ -271,11 +271,17 @@ impl Replica {
                 }
             }
         }
+        // A leaving worker drops only peers listed as inactive (dead: it
+        // stops waiting for them). One missing from the list may just not
+        // be back yet at a restarted LB; dropping it, a leaver could find
+        // nobody left to wait for and exit holding the only copies.
+        let leaving = matches!(self.phase, Phase::Leaving { .. });
         let gone: Vec<u32> = self
             .peers
             .keys()
             .copied()
             .filter(|id| !seen.contains(id))
+            .filter(|id| !leaving || members.iter().any(|m| m.id == *id))
             .collect();
         let dropped = !gone.is_empty();
         for id in gone {

@@ -134,7 +134,6 @@ impl Lb {
             (Some(w), Msg::Ready { vector, markers }) => {
                 let readiness = if self.in_grace() {
                     // Asked again when the grace ends (`end_grace`).
-                    self.held_ready = true;
                     Readiness::NotYet
                 } else {
                     self.members
@@ -146,7 +145,10 @@ impl Lb {
                     info.vector = vector;
                 }
                 match readiness {
-                    Readiness::NotYet => {}
+                    // It sends no new READY unless its own view changes,
+                    // but ours may (a joiner it lacked a marker of died):
+                    // asked again at the next membership change.
+                    Readiness::NotYet => self.held_ready = true,
                     Readiness::Behind(floor) => {
                         if let Some(link) = self.links.get_mut(key) {
                             msg::encode(link.conn.out(), &Msg::Behind { floor });
@@ -354,7 +356,10 @@ impl Lb {
     }
 
     /// Asks every joining worker for its READY again with an empty BEHIND,
-    /// after the grace held one. Queued after this turn's membership
+    /// after one was not acted on (held in the grace, or incomplete by
+    /// the membership then: a joiner it lacked a marker of may have died
+    /// since, and the worker has no reason to send it again). Queued after
+    /// this turn's membership
     /// frame on the same connection, so the new READY answers for every
     /// worker that came back, including those registered in this turn.
     pub(super) fn ask_ready_again(&mut self) {

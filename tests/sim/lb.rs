@@ -99,10 +99,9 @@ pub struct Lb {
     /// After a restart: the workers the previous LB listed that have not
     /// registered again, until the grace ends (`lb.rs`, `in_grace`).
     pub grace: Option<BTreeSet<u32>>,
-    /// A READY arrived during the grace and was not acted on.
+    /// A READY was not acted on (in the grace, or not complete): the next
+    /// turn after the grace asks joiners for it again, after the members.
     pub held_ready: bool,
-    /// The next turn asks joiners for READY again, after the members.
-    pub ask_ready: bool,
 }
 
 impl Lb {
@@ -118,15 +117,12 @@ impl Lb {
             changed: false,
             grace: None,
             held_ready: false,
-            ask_ready: false,
         }
     }
 
     /// The grace is over (its timer, or every awaited worker is back).
     pub fn end_grace(&mut self) {
         if self.grace.take().is_some() && self.held_ready {
-            self.held_ready = false;
-            self.ask_ready = true;
             self.changed = true;
         }
     }
@@ -358,7 +354,6 @@ impl Sim {
             }
             ToLb::Ready { vector, markers } => {
                 let readiness = if lb.grace.is_some() {
-                    lb.held_ready = true;
                     Readiness::NotYet
                 } else {
                     lb.members.check_ready(&lb.frontier, w, &vector, &markers)
@@ -367,7 +362,7 @@ impl Sim {
                     info.vector = vector;
                 }
                 match readiness {
-                    Readiness::NotYet => {}
+                    Readiness::NotYet => lb.held_ready = true,
                     Readiness::Behind(floor) => self.lb_send(w, ToWorker::Behind(floor)),
                     Readiness::Complete => {
                         if lb.members.activate(w) {
@@ -439,7 +434,7 @@ impl Sim {
         let members = lb.members.members();
         // Leaving workers too (`Membership::links_to_update`).
         let to: Vec<u32> = members.iter().map(|m| m.id).collect();
-        let ask_ready = std::mem::take(&mut lb.ask_ready);
+        let ask_ready = lb.grace.is_none() && std::mem::take(&mut lb.held_ready);
         for &w in &to {
             self.lb_send(w, ToWorker::Members(members.clone()));
         }
