@@ -20,7 +20,8 @@ use std::time::Instant;
 /// The LB's verdict on a joiner's READY.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
-    /// Some active worker's marker is missing or not covered yet.
+    /// Some active worker's marker is missing or not covered yet, or some
+    /// other joining worker's marker is missing.
     NotYet,
     /// It lacks acknowledged records of workers that have left: `floor`.
     Behind(Vector),
@@ -338,6 +339,31 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ready_must_name_every_other_joining_workers_marker() {
+        let mut m = Membership::default();
+        for i in 1..=3 {
+            m.register(i, 0, format!("a{i}"), i as usize).unwrap();
+        }
+        m.activate(1);
+        let frontier = BTreeMap::new();
+        // Worker 2 heard 1 but not 3, which registered after: stale.
+        assert_eq!(
+            m.check_ready(&frontier, 2, &[(1, 5)], &[(1, 5)]),
+            Readiness::NotYet
+        );
+        assert_eq!(
+            m.check_ready(&frontier, 2, &[(1, 5)], &[(1, 5), (3, 0)]),
+            Readiness::Complete
+        );
+        // Once 3 is gone (inactive), 2's old READY is complete.
+        m.lost(3);
+        assert_eq!(
+            m.check_ready(&frontier, 2, &[(1, 5)], &[(1, 5)]),
+            Readiness::Complete
+        );
+    }
 
     #[test]
     fn round_robin_walks_active_workers_in_order() {

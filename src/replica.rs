@@ -20,7 +20,8 @@
 //!   catch-up from P itself or a donor) or > marker (live). This closes the
 //!   gap where P's record reached the donor after the donor's snapshot.
 //! - The joiner reports `Ready { vector, markers }`; the LB checks the same
-//!   rule against its own list of active workers before activating it.
+//!   rule against its own list of active workers, and that the markers name
+//!   every other joining worker, before activating it.
 //! - A leaving worker waits until every peer has acknowledged its last seq.
 
 use crate::msg::{Member, Msg, RecordRef, Status, Vector};
@@ -298,16 +299,18 @@ impl Replica {
     /// (crashed, cut off, or gone): the gap may never fill, so no vector
     /// will ever ask for them, and a store that lacks them would stay
     /// different for good. They go to `to`, or to every peer whose link is
-    /// up, which apply them as any record. Costs a scan of the store, so
-    /// it runs only when an origin drops out or a link comes up, and finds
-    /// something only if an origin died while its stream had a gap here.
+    /// up, which apply them as any record. Costs a scan of the store when
+    /// an origin that is not a peer has a gap here, so it runs only at a
+    /// few moments: an origin drops out, a link comes up or goes down, a
+    /// catch-up ends, we become active.
     ///
-    /// Only an active worker with no catch-up in flight hands over: while
-    /// one streams in (store order, so most of it lands above a gap until
-    /// CATCHUP_DONE), or while joining, a gap says nothing; the hand-over
-    /// is then due once the catch-up ends or we are active.
+    /// Not while joining, nor with a catch-up in flight: a catch-up
+    /// streams in store order, so most of it lands above a gap until
+    /// CATCHUP_DONE, and a joiner's gaps say nothing yet. The hand-over is
+    /// then due once the catch-up ends or we are active (a leaving worker
+    /// hands over too, and does not leave while one is due).
     fn hand_over_stranded(&mut self, to: Option<u32>, out: &mut impl Outbox) {
-        if self.phase != Phase::Active || self.catchup_from.is_some() {
+        if self.phase == Phase::Joining || self.catchup_from.is_some() {
             self.handover_due = true;
             return;
         }
@@ -490,9 +493,10 @@ impl Replica {
     }
 
     /// A record, live from its origin or from a catch-up donor.
-    pub fn on_record(&mut self, rec: &RecordRef<'_>, out: &mut impl Outbox) {
+    /// Returns whether it was new here.
+    pub fn on_record(&mut self, rec: &RecordRef<'_>, out: &mut impl Outbox) -> bool {
         if self.vv.has(rec.origin, rec.seq) {
-            return;
+            return false;
         }
         let own_before = self.own_seq();
         self.store.apply(rec);
@@ -507,13 +511,13 @@ impl Replica {
         // the rest of an old link read after the new link's hello. Without
         // this, nothing asked again and no READY went out.
         self.maybe_ready(out);
+        true
     }
 
     /// A record on `from`'s own link to us: its live stream, or records it
     /// hands over (see [`Replica::hand_over_stranded`]).
     pub fn on_link_record(&mut self, from: u32, rec: &RecordRef<'_>, out: &mut impl Outbox) {
-        let new = !self.vv.has(rec.origin, rec.seq);
-        self.on_record(rec, out);
+        let new = self.on_record(rec, out);
         // The live stream of an origin that is not a peer any more (its
         // connection still delivers after it died), landing above a gap:
         // stranded as it arrives, so it is passed on at once. Only the
@@ -707,6 +711,7 @@ impl Replica {
         let own = self.own_seq();
         self.phase == Phase::Leaving { deregistered: true }
             && self.parked_gets.is_empty()
+            && !self.handover_due
             && self.peers.values().all(|p| p.acked >= own)
     }
 
@@ -830,6 +835,11 @@ impl Replica {
             && !self.asked.is_empty()
             && self.peers.values().any(|p| p.link_up)
             && !self.lacking().is_empty()
+    }
+
+    /// Whether we lack anything a peer could give (asked about or not).
+    pub fn lacks_anything(&self) -> bool {
+        !self.lacking().is_empty()
     }
 
     /// The retry timer fired: every peer may be asked once more.

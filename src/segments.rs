@@ -65,10 +65,20 @@ pub fn sealed(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 /// Reads every segment in order into `apply`, changing nothing: a second
 /// pass over a log [`replay_all`] has repaired yields the same entries.
+/// An untrusted byte is an error: [`replay_all`] repaired these files, so
+/// one means they changed underneath, and a store built from less than
+/// the vector claims would never be repaired.
 pub fn scan_all(files: &LogFiles, mut apply: impl FnMut(LogEntry<'_>)) -> io::Result<()> {
     for (file, len) in &files.0 {
-        if crate::log::scan_file(file, *len, &mut apply)?.truncated > 0 {
-            break;
+        let stats = crate::log::scan_file(file, *len, &mut apply)?;
+        if stats.truncated > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the log changed while it was replayed: {} untrusted bytes after {} entries",
+                    stats.truncated, stats.entries
+                ),
+            ));
         }
     }
     Ok(())

@@ -165,6 +165,9 @@ pub struct Worker {
     deferred_catchups: Vec<(usize, u64, Vector)>,
     /// ... and admin links (digest, dump), left unread.
     held_admin: Vec<usize>,
+    /// The highest version in the log (the first pass): REGISTER carries
+    /// at least this while the store that knows it is being built.
+    log_max_version: u64,
     /// `--metrics`: the serving thread's end.
     metrics: Option<crate::metrics::Metrics>,
     /// Stops the loop from another thread (in-process runs only); shares
@@ -349,6 +352,7 @@ impl Worker {
             building,
             deferred_catchups: Vec::new(),
             held_admin: Vec::new(),
+            log_max_version: max_version,
             metrics,
             stopper,
             _data: data,
@@ -450,10 +454,12 @@ impl Worker {
         };
         let store = building.join()?;
         let arrived = self.replica.store.len();
+        let merging = Instant::now();
         self.replica.store_built(store, &mut self.io);
         log::info!(
-            "store built: {} records ({arrived} of them arrived meanwhile)",
-            self.replica.store.len()
+            "store built: {} records ({arrived} of them arrived meanwhile, joined in {} ms)",
+            self.replica.store.len(),
+            merging.elapsed().as_millis()
         );
         for (key, serial, vector) in std::mem::take(&mut self.deferred_catchups) {
             let same = matches!(
@@ -464,7 +470,11 @@ impl Worker {
                 self.start_catchup(key, vector);
             }
         }
-        self.more_input.append(&mut self.held_admin);
+        for key in std::mem::take(&mut self.held_admin) {
+            if !self.more_input.contains(&key) {
+                self.more_input.push(key);
+            }
+        }
         Ok(())
     }
 
@@ -654,6 +664,10 @@ impl Worker {
                 }
             }
         }
+        if self.held_admin.contains(&key) {
+            // Left unread until the store is built (`finish_building`).
+            return Ok(());
+        }
         let mut budget = INPUT_BUDGET;
         loop {
             let Some(link) = self.io.links.get_mut(key) else {
@@ -714,7 +728,8 @@ impl Worker {
                 }
                 Ok(Some((m, _)))
                     if self.building.is_some()
-                        && matches!(m, Msg::DigestRequest | Msg::DumpRequest) =>
+                        && matches!(m, Msg::DigestRequest | Msg::DumpRequest)
+                        && self.io.links.get(key).is_some_and(|l| l.auth.is_none()) =>
                 {
                     // Answered from the whole store, once it is built.
                     self.restore_input(key, input);
@@ -957,8 +972,9 @@ impl Worker {
                 _ => {}
             }
         }
-        // A REPORT tells the store's size and digest: not while half built.
-        if replica.vector_dirty && self.building.is_none() {
+        // While the store is being built its size and digest are partial,
+        // but the vector (what the LB's floors and WELCOME use) is whole.
+        if replica.vector_dirty {
             replica.vector_dirty = false;
             let report = (
                 replica.store.len() as u64,
@@ -968,7 +984,7 @@ impl Worker {
             if self.last_report.as_ref() != Some(&report) {
                 let m = Msg::Report {
                     records: report.0,
-                    max_version: replica.store.max_version(),
+                    max_version: replica.store.max_version().max(self.log_max_version),
                     digest: report.1,
                     vector: report.2.clone(),
                 };

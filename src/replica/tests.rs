@@ -202,3 +202,47 @@ fn a_worker_whose_store_is_still_being_built_is_not_ready_until_it_is() {
         "the newer write of id 3 wins"
     );
 }
+
+/// A leaving worker still hands records stranded above a dead origin's
+/// gap to its peers (it may hold the only copies), and does not count as
+/// done while a hand-over waits for a catch-up in flight.
+#[test]
+fn a_leaving_worker_hands_over_stranded_records_before_it_is_done() {
+    let mut r = Replica::new(3, 1, "w3".into(), Store::new(), VersionVector::new());
+    let mut out = Recorded::default();
+    let all = [
+        member(1, Status::Active),
+        member(2, Status::Active),
+        member(3, Status::Active),
+    ];
+    r.on_members(&all, &mut out);
+    for peer in [1, 2] {
+        r.on_link_up(peer, &mut out);
+    }
+    r.on_link_record(2, &record(2, 4, 10), &mut out);
+    r.begin_leave(&mut out);
+    r.on_deregister_ok();
+    r.on_peer_ack(1, 0);
+    assert!(r.leave_complete(), "no own records to hand over yet");
+
+    // 1's hello says we lack its records: a catch-up from 1 in flight
+    // when 2 dies.
+    r.on_hello(1, 1, "w1", 5, 0, &mut out);
+    assert_eq!(out.catchups.len(), 1, "asked 1 for its records");
+    // (Listed inactive: a leaver keeps a peer that is just not listed.)
+    r.on_members(
+        &[all[0].clone(), member(2, Status::Inactive), all[2].clone()],
+        &mut out,
+    );
+    assert!(out.records.is_empty(), "not during the catch-up");
+    assert!(!r.leave_complete(), "a hand-over is due");
+
+    let (from, _) = out.catchups.pop().expect("asked");
+    r.on_catchup_done(from, &[(1, 5)], &mut out);
+    assert_eq!(
+        out.records,
+        [(1, 2, 4)],
+        "handed over once the catch-up ended"
+    );
+    assert!(r.leave_complete());
+}

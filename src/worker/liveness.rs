@@ -45,11 +45,9 @@ impl Worker {
     /// retransmissions give up), and so starts re-registering.
     pub(super) fn check_lb_alive(&mut self) {
         let lb = self.io.lb;
+        // A leaving worker too: the LB heartbeats it after DEREGISTER_OK.
         if lb == usize::MAX || self.lb_heard.elapsed() <= LB_SILENCE {
             return;
-        }
-        if matches!(self.replica.phase(), Phase::Leaving { deregistered: true }) {
-            return; // after DEREGISTER_OK the LB sends nothing
         }
         log::warn!(
             "nothing from the LB for {} ms; dropping the connection",
@@ -123,7 +121,11 @@ impl Worker {
     fn check_gaps(&mut self, now: Instant) {
         if !self.replica.wants_retry() {
             self.gap_retry_at = None;
-            self.gap_retry_pause = GAP_RETRY;
+            // A catch-up in flight is no progress yet: the pause grows on
+            // until nothing is lacking.
+            if !self.replica.lacks_anything() {
+                self.gap_retry_pause = GAP_RETRY;
+            }
             return;
         }
         match self.gap_retry_at {
@@ -159,7 +161,7 @@ impl Worker {
             LB_ATTEMPT_TIMEOUT,
             r.id,
             r.incarnation,
-            r.store.max_version(),
+            r.store.max_version().max(self.log_max_version),
             &r.addr,
             self.config.secret.as_ref(),
         );

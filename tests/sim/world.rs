@@ -489,7 +489,9 @@ impl Sim {
     fn hand_to_dialer(&mut self, a: u32, b: u32, wire: Wire) {
         match wire {
             Wire::Ack(seq) => self.with_node(a, |r, _| r.on_peer_ack(b, seq)),
-            Wire::Record(rec) => self.with_node(a, |r, out| r.on_record(&rec.as_ref(), out)),
+            Wire::Record(rec) => self.with_node(a, |r, out| {
+                r.on_record(&rec.as_ref(), out);
+            }),
             Wire::CatchupDone(v) => self.with_node(a, |r, out| r.on_catchup_done(b, &v, out)),
             other => panic!("unexpected backward {other:?}"),
         }
