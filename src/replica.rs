@@ -144,6 +144,10 @@ pub struct Replica {
     /// A hand-over of stranded records waits for the catch-up in flight
     /// to end, or for us to be active (see `hand_over_stranded`).
     handover_due: bool,
+    /// The LB's last membership named another worker, in any state: a
+    /// leaver with no peer then waits for one to come back (see
+    /// [`Replica::leave_complete`]).
+    others_listed: bool,
 }
 
 impl Replica {
@@ -178,6 +182,7 @@ impl Replica {
             asked: BTreeMap::new(),
             building: false,
             handover_due: false,
+            others_listed: false,
         }
     }
 
@@ -232,6 +237,7 @@ impl Replica {
 
     /// The LB's membership (at welcome and on every change).
     pub fn on_members(&mut self, members: &[Member], out: &mut impl Outbox) {
+        self.others_listed = members.iter().any(|m| m.id != self.id);
         let mut seen = Vec::with_capacity(members.len());
         for m in members {
             if m.id == self.id {
@@ -273,17 +279,21 @@ impl Replica {
             }
         }
         // A leaving worker drops only peers listed as inactive (dead: it
-        // stops waiting for them). One missing from the list may just not
-        // be back yet at a restarted LB; dropping it, a leaver could find
+        // stops waiting for them), and only while another peer remains to
+        // hand its records to. One missing from the list may just not be
+        // back yet at a restarted LB; dropping it, a leaver could find
         // nobody left to wait for and exit holding the only copies.
         let leaving = matches!(self.phase, Phase::Leaving { .. });
-        let gone: Vec<u32> = self
+        let mut gone: Vec<u32> = self
             .peers
             .keys()
             .copied()
             .filter(|id| !seen.contains(id))
             .filter(|id| !leaving || members.iter().any(|m| m.id == *id))
             .collect();
+        if leaving && !self.peers.is_empty() && gone.len() == self.peers.len() {
+            gone.clear();
+        }
         let dropped = !gone.is_empty();
         for id in gone {
             self.drop_peer(id, out);
@@ -706,12 +716,17 @@ impl Replica {
     }
 
     /// Leaving, nothing more will arrive from the LB, every GET it sent is
-    /// answered, and every peer holds every record we originated.
+    /// answered, and every peer holds every record we originated. With no
+    /// peer while the LB still lists other workers (all inactive: down or
+    /// cut off), not done: ours would be the only copies, so it waits for
+    /// one to come back (at most `--leave-timeout-secs`). The last worker
+    /// of a cluster leaves at once, its records in its data directory.
     pub fn leave_complete(&self) -> bool {
         let own = self.own_seq();
         self.phase == Phase::Leaving { deregistered: true }
             && self.parked_gets.is_empty()
             && !self.handover_due
+            && (!self.peers.is_empty() || !self.others_listed || own == 0)
             && self.peers.values().all(|p| p.acked >= own)
     }
 

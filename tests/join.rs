@@ -621,3 +621,34 @@ fn a_joiner_absorbing_a_large_catch_up_keeps_its_heartbeats() {
     let data = c.converged(&c.ids);
     assert_eq!(data.len() as u64, RECORDS);
 }
+
+#[test]
+fn a_leaving_worker_waits_for_its_only_peer_even_while_that_peer_is_down() {
+    let mut c = TestCluster::start("leave_only_peer_down", 2);
+    let (leaver, peer) = (c.ids[0], c.ids[1]);
+    let mut expected: BTreeMap<u64, Vec<u8>> = write(&c, 0..200, 1).into_iter().collect();
+    assert_records(&c.converged(&c.ids), &expected);
+    let _resume = ResumeAll(vec![c.workers[&peer].child.id() as i32]);
+    signal(&c.workers[&peer].child, libc::SIGSTOP);
+    wait_until(STOP_TIMEOUT, "the paused peer to be declared dead", || {
+        c.status(peer) == Some(Status::Inactive)
+    });
+    // Only the leaver holds these; its peer is listed inactive.
+    expected.extend(write_to(&c, 200..300, &[leaver]));
+    signal(&c.workers[&leaver].child, libc::SIGTERM);
+    wait_until(STOP_TIMEOUT, "the leaver to deregister", || {
+        c.status(leaver) != Some(Status::Active)
+    });
+    // Dropping its only (inactive) peer, it would have left by now with
+    // the only copies; it must wait for the peer instead.
+    signal(&c.workers[&peer].child, libc::SIGCONT);
+    let mut gone = c.workers.remove(&leaver).expect("the leaver");
+    let status = rrstore::cluster::wait_timeout(&mut gone.child, STOP_TIMEOUT)
+        .expect("wait")
+        .expect("the leaver exits once its peer holds everything");
+    assert!(status.success(), "worker {leaver} exited with {status}");
+    c.ids.retain(|&id| id != leaver);
+    c.wait_active(&[peer], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_records(&c.dump(peer), &expected);
+}
