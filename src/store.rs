@@ -396,6 +396,43 @@ mod tests {
     }
 
     #[test]
+    fn absorbing_a_store_is_applying_its_records() {
+        let contents: Vec<Vec<u8>> = (0..16u8).map(|i| vec![i; i as usize]).collect();
+        let records: Vec<RecordRef<'_>> = (0..3_000u64)
+            .map(|i| {
+                rec(
+                    (i % 2) as u32 + 1,
+                    i,
+                    i % 541,
+                    (i * 31) % 700,
+                    &contents[(i % 16) as usize],
+                )
+            })
+            .collect();
+        let mut one = Store::new();
+        records.iter().for_each(|r| {
+            one.apply(r);
+        });
+        // Split in two (overlapping ids, either half newer), then joined.
+        let (mut built, mut arrived) = (Store::with_shards(3, 0), Store::new());
+        for (i, r) in records.iter().enumerate() {
+            if i % 3 == 0 {
+                arrived.apply(r);
+            } else {
+                built.apply(r);
+            }
+        }
+        built.absorb(arrived);
+        assert_eq!(built.digest(), one.digest());
+        assert_eq!(built.len(), one.len());
+        assert_eq!(built.content_bytes(), one.content_bytes());
+        assert_eq!(built.max_version(), one.max_version());
+        for id in one.sorted_ids() {
+            assert_eq!(built.get(id), one.get(id), "id {id}");
+        }
+    }
+
+    #[test]
     fn reserve_total_makes_room_in_every_shard() {
         let mut s = Store::with_shards(3, 0);
         s.reserve_total(3_000);
