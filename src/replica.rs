@@ -791,9 +791,15 @@ impl Replica {
         {
             // Each origin of the LB's floor (workers gone or inactive) is its
             // own need, so every peer is tried for it once rather than the
-            // first one forever.
-            let active = self.peers.iter().find(|(_, p)| p.status == Status::Active);
-            if let Some((&first, _)) = active {
+            // first one forever. An active peer first; with none (every
+            // worker joining after faults), any: two joiners may each hold
+            // what the other's floor lacks.
+            let donor = self
+                .peers
+                .iter()
+                .find(|(_, p)| p.status == Status::Active)
+                .or_else(|| self.peers.iter().find(|(_, p)| p.link_up));
+            if let Some((&first, _)) = donor {
                 for &(o, s) in &self.floor {
                     if self.vv.get(o) < s {
                         needs.push((Some(o), first));
