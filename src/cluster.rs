@@ -58,6 +58,14 @@ pub struct Cluster {
     secret: Secret,
 }
 
+/// The log of the LB's `start`th start in `dir` (1: `lb.log`).
+pub fn lb_log_path(dir: &Path, start: u32) -> PathBuf {
+    match start {
+        1 => dir.join("lb.log"),
+        n => dir.join(format!("lb-{n}.log")),
+    }
+}
+
 /// Starts an LB; returns it with its client and control addresses, and
 /// its status page's if it serves one.
 fn spawn_lb(
@@ -76,11 +84,7 @@ fn spawn_lb(
         .arg("--processed-log")
         .arg(dir.join("processed.log"))
         .args(args);
-    let log = match start {
-        1 => dir.join("lb.log"),
-        n => dir.join(format!("lb-{n}.log")),
-    };
-    let (child, line) = spawn_ready(cmd, &log, "listening")?;
+    let (child, line) = spawn_ready(cmd, &lb_log_path(dir, start), "listening")?;
     let lb_addr = field(&line, "clients").ok_or_else(|| err(format!("bad ready line {line:?}")))?;
     let control_addr =
         field(&line, "control").ok_or_else(|| err(format!("bad ready line {line:?}")))?;

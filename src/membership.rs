@@ -331,6 +331,14 @@ impl Membership {
         self.workers.values().filter_map(|w| w.link)
     }
 
+    /// Connection keys of the joining workers.
+    pub fn joining_links(&self) -> impl Iterator<Item = usize> + '_ {
+        self.workers
+            .values()
+            .filter(|w| w.status == Status::Joining)
+            .filter_map(|w| w.link)
+    }
+
     pub fn count(&self, status: Status) -> usize {
         self.workers.values().filter(|w| w.status == status).count()
     }

@@ -243,9 +243,7 @@ impl Replica {
             if m.id == self.id {
                 if m.status == Status::Active && self.phase == Phase::Joining {
                     self.phase = Phase::Active;
-                    if self.handover_due {
-                        self.hand_over_stranded(None, out);
-                    }
+                    self.hand_over_if_due(out);
                     self.parked_gets.shrink_to_fit();
                 }
                 continue;

@@ -343,7 +343,7 @@ fn a_restarted_lb_activates_no_one_until_the_workers_it_listed_are_back() {
     // until its grace is over.
     c.wait_active(&[first], ACTIVE_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    let log = lb_log(&c, 2);
+    let log = c.lb_log_of(2);
     let over = log
         .find(&format!("not back: workers [{second}]"))
         .unwrap_or_else(|| panic!("no end of the grace waiting for {second}: {log}"));
@@ -360,14 +360,9 @@ fn a_restarted_lb_activates_no_one_until_the_workers_it_listed_are_back() {
     c.restart_lb().expect("a new LB on the same ports");
     c.wait_active(&c.ids.clone(), ACTIVE_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    let log = lb_log(&c, 3);
+    let log = c.lb_log_of(3);
     assert!(
         log.contains("restart grace over: every worker listed before is back"),
         "{log}"
     );
-}
-
-/// The log of the LB's `n`th start (see `cluster::start_lb`).
-fn lb_log(c: &TestCluster, n: u32) -> String {
-    std::fs::read_to_string(c.test_dir().join(format!("lb-{n}.log"))).unwrap_or_default()
 }

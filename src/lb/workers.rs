@@ -366,13 +366,7 @@ impl Lb {
         if !self.grace_over || !std::mem::take(&mut self.held_ready) {
             return;
         }
-        let joining: Vec<usize> = self
-            .members
-            .members()
-            .iter()
-            .filter(|m| m.status == Status::Joining)
-            .filter_map(|m| self.members.get(m.id).and_then(|w| w.link))
-            .collect();
+        let joining: Vec<usize> = self.members.joining_links().collect();
         for key in joining {
             if let Some(link) = self.links.get_mut(key) {
                 msg::encode(link.conn.out(), &Msg::Behind { floor: Vec::new() });

@@ -11,10 +11,16 @@ struct Recorded {
     catchups: Vec<(u32, Vector)>,
     /// `(peer, origin, seq)` of every record sent on a link to a peer.
     records: Vec<(u32, u32, u64)>,
+    /// How many READYs went to the LB.
+    readies: u32,
 }
 
 impl Outbox for Recorded {
-    fn to_lb(&mut self, _: &Msg<'_>) {}
+    fn to_lb(&mut self, msg: &Msg<'_>) {
+        if matches!(msg, Msg::Ready { .. }) {
+            self.readies += 1;
+        }
+    }
     fn broadcast(&mut self, _: &RecordRef<'_>) {}
     fn to_peer(&mut self, peer: u32, msg: &Msg<'_>) {
         match msg {
@@ -97,23 +103,27 @@ fn record(origin: u32, seq: u64, id: u64) -> RecordRef<'static> {
     }
 }
 
+/// Worker 3, active with the workers `peers` (all active), its links to
+/// them up.
+fn active_worker_3(peers: &[u32]) -> (Replica, Recorded, Vec<Member>) {
+    let mut r = Replica::new(3, 1, "w3".into(), Store::new(), VersionVector::new());
+    let mut out = Recorded::default();
+    let mut all: Vec<Member> = peers.iter().map(|&p| member(p, Status::Active)).collect();
+    all.push(member(3, Status::Active));
+    all.sort_by_key(|m| m.id);
+    r.on_members(&all, &mut out);
+    for &peer in peers {
+        r.on_link_up(peer, &mut out);
+    }
+    (r, out, all)
+}
+
 /// Worker 3 holds records of worker 2 above a gap when 2 dies: the gap's
 /// records were only ever on 2, so no vector will ask for what 3 holds.
 /// It hands them to its peers, now and on every new link.
 #[test]
 fn records_stranded_above_a_dead_origins_gap_are_handed_over() {
-    let mut r = Replica::new(3, 1, "w3".into(), Store::new(), VersionVector::new());
-    let mut out = Recorded::default();
-    let all = [
-        member(1, Status::Active),
-        member(2, Status::Active),
-        member(3, Status::Active),
-        member(4, Status::Active),
-    ];
-    r.on_members(&all, &mut out);
-    for peer in [1, 2, 4] {
-        r.on_link_up(peer, &mut out);
-    }
+    let (mut r, mut out, all) = active_worker_3(&[1, 2, 4]);
     r.on_link_record(2, &record(2, 1, 10), &mut out);
     r.on_link_record(2, &record(2, 5, 11), &mut out);
     assert!(out.records.is_empty(), "its origin still streams them");
@@ -147,23 +157,6 @@ fn records_stranded_above_a_dead_origins_gap_are_handed_over() {
 /// calls it complete until the two are joined, and the join holds both.
 #[test]
 fn a_worker_whose_store_is_still_being_built_is_not_ready_until_it_is() {
-    struct Readies(u32);
-    impl Outbox for Readies {
-        fn to_lb(&mut self, msg: &Msg<'_>) {
-            if matches!(msg, Msg::Ready { .. }) {
-                self.0 += 1;
-            }
-        }
-        fn broadcast(&mut self, _: &RecordRef<'_>) {}
-        fn to_peer(&mut self, _: u32, _: &Msg<'_>) {}
-        fn persist_record(&mut self, _: &RecordRef<'_>) {}
-        fn persist_vector(&mut self, _: &[(u32, u64)]) {}
-        fn dial(&mut self, _: u32, _: &str) {}
-        fn redial(&mut self, _: u32, _: &str) {}
-        fn forget(&mut self, _: u32) {}
-        fn stored(&mut self, _: u64, _: u64) {}
-        fn value(&mut self, _: u64, _: Option<&[u8]>) {}
-    }
     // The log held records 1..=3 of worker 2 (ids 1, 2, 3).
     let mut from_log = Store::new();
     let mut vv = VersionVector::new();
@@ -173,7 +166,7 @@ fn a_worker_whose_store_is_still_being_built_is_not_ready_until_it_is() {
     }
     let mut r = Replica::new(1, 1, "w1".into(), Store::new(), vv);
     r.store_building();
-    let mut out = Readies(0);
+    let mut out = Recorded::default();
     r.on_members(
         &[member(1, Status::Joining), member(2, Status::Active)],
         &mut out,
@@ -187,13 +180,13 @@ fn a_worker_whose_store_is_still_being_built_is_not_ready_until_it_is() {
     r.on_record(&record(2, 5, 3), &mut out);
     r.on_catchup_done(2, &[(2, 5)], &mut out);
     assert_eq!(
-        out.0, 0,
+        out.readies, 0,
         "complete by the vector, but the store is half built"
     );
     assert_eq!(r.store.len(), 2, "only what arrived: ids 3 and 4");
 
     r.store_built(from_log, &mut out);
-    assert_eq!(out.0, 1, "READY once the store is whole");
+    assert_eq!(out.readies, 1, "READY once the store is whole");
     assert_eq!(r.store.len(), 4);
     let id3 = r.store.get(3).expect("id 3");
     assert_eq!(
@@ -208,17 +201,7 @@ fn a_worker_whose_store_is_still_being_built_is_not_ready_until_it_is() {
 /// done while a hand-over waits for a catch-up in flight.
 #[test]
 fn a_leaving_worker_hands_over_stranded_records_before_it_is_done() {
-    let mut r = Replica::new(3, 1, "w3".into(), Store::new(), VersionVector::new());
-    let mut out = Recorded::default();
-    let all = [
-        member(1, Status::Active),
-        member(2, Status::Active),
-        member(3, Status::Active),
-    ];
-    r.on_members(&all, &mut out);
-    for peer in [1, 2] {
-        r.on_link_up(peer, &mut out);
-    }
+    let (mut r, mut out, all) = active_worker_3(&[1, 2]);
     r.on_link_record(2, &record(2, 4, 10), &mut out);
     r.begin_leave(&mut out);
     r.on_deregister_ok();

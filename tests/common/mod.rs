@@ -167,7 +167,13 @@ impl TestCluster {
 
     /// The LB's stderr so far.
     pub fn lb_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("lb.log")).unwrap_or_default()
+        self.lb_log_of(1)
+    }
+
+    /// The log of the LB's `start`th start (after `restart_lb`).
+    pub fn lb_log_of(&self, start: u32) -> String {
+        std::fs::read_to_string(rrstore::cluster::lb_log_path(self.dir.path(), start))
+            .unwrap_or_default()
     }
 
     #[track_caller]
