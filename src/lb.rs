@@ -261,9 +261,8 @@ pub struct Lb {
     status: crate::status::Tracker,
     /// What `--client-token-file` holds, if given.
     client_token: Option<crate::auth::ClientToken>,
-    /// Registrations asking for a new ID, held during the grace period:
-    /// (connection, incarnation, max_version, address).
-    deferred: Vec<(usize, u32, u64, String)>,
+    /// Registrations held during the grace period (see `Lb::in_grace`).
+    deferred: Vec<workers::Registration>,
     /// The workers the previous LB listed that have not registered again
     /// (`None`: its list was not saved); the grace ends early once empty.
     awaited: Option<BTreeSet<u32>>,
@@ -732,7 +731,7 @@ impl Lb {
         }
         let mut link = self.links.remove(key);
         link.conn.deregister(self.poll.registry());
-        self.deferred.retain(|d| d.0 != key);
+        self.deferred.retain(|d| d.key != key);
         if link.auth.is_some() {
             // The other side gave up: most likely it found our proof wrong
             // (another secret), or it is not an rrstore node.
@@ -784,7 +783,8 @@ impl Lb {
 
     fn end_of_turn(&mut self) {
         if std::mem::take(&mut self.membership_changed) {
-            self.persist_ids();
+            // A failure is logged, and retried at the next change.
+            let _ = self.persist_ids();
             let members = self.members.members();
             let mut frame = Vec::new();
             msg::encode(&mut frame, &Msg::Members { members });

@@ -3,7 +3,8 @@
 //! Layout of `DIR`:
 //! - `LOCK`: held with an exclusive `flock` for the worker's lifetime, so a
 //!   second worker on the same directory refuses to start.
-//! - `identity`: `id=N` and `incarnation=N`, written atomically (temp file,
+//! - `identity`: `id=N` (older versions also wrote `incarnation=N`, now
+//!   ignored: each process gets a fresh origin from the LB), written atomically (temp file,
 //!   fsync, rename) once the LB has accepted the worker.
 //! - `records.log`: a sequence of entries
 //!   `len:u32 | crc32c:u32 | kind:u8 | payload` (big-endian; `len` counts kind
@@ -80,8 +81,8 @@ impl DataDir {
         self.path.join("records.log")
     }
 
-    /// `(id, incarnation)` if this directory has served a worker before.
-    pub fn identity(&self) -> io::Result<Option<(u32, u32)>> {
+    /// The worker ID, if this directory has served a worker before.
+    pub fn identity(&self) -> io::Result<Option<u32>> {
         let text = match fs::read_to_string(self.path.join("identity")) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -101,13 +102,13 @@ impl DataDir {
                     )
                 })
         };
-        Ok(Some((field("id")?, field("incarnation")?)))
+        Ok(Some(field("id")?))
     }
 
-    pub fn save_identity(&self, id: u32, incarnation: u32) -> io::Result<()> {
+    pub fn save_identity(&self, id: u32) -> io::Result<()> {
         let tmp = self.path.join("identity.tmp");
         let mut f = File::create(&tmp)?;
-        writeln!(f, "id={id}\nincarnation={incarnation}")?;
+        writeln!(f, "id={id}")?;
         f.sync_all()?;
         fs::rename(&tmp, self.path.join("identity"))?;
         File::open(&self.path)?.sync_all()
@@ -437,11 +438,11 @@ mod tests {
         let err = DataDir::open(&dir).err().expect("second open must fail");
         assert!(err.to_string().contains("locked"), "{err}");
         assert_eq!(a.identity().unwrap(), None);
-        a.save_identity(7, 2).unwrap();
-        assert_eq!(a.identity().unwrap(), Some((7, 2)));
+        a.save_identity(7).unwrap();
+        assert_eq!(a.identity().unwrap(), Some(7));
         drop(a);
         let b = DataDir::open(&dir).unwrap();
-        assert_eq!(b.identity().unwrap(), Some((7, 2)));
+        assert_eq!(b.identity().unwrap(), Some(7));
         drop(b);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -32,7 +32,10 @@ pub enum Readiness {
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
     pub id: u32,
-    pub incarnation: u32,
+    /// The origin of its current process's records (see [`Msg::Welcome`]).
+    ///
+    /// [`Msg::Welcome`]: crate::msg::Msg::Welcome
+    pub origin: u32,
     /// `ip:port` the worker listens on for peers and admin tools.
     pub addr: String,
     pub status: Status,
@@ -47,8 +50,13 @@ pub struct WorkerInfo {
     pub since: Instant,
     /// Requests the round robin gave it since it registered.
     pub dispatched: u64,
-    /// The last BEHIND floor sent to it (sent again only when it changes).
-    pub behind: Vector,
+    /// The last BEHIND floor sent to it: the whole floor it must cover,
+    /// sent again whenever it changes, lower too (see [`Membership::lagging`]).
+    /// `None` until the first after it registered: it may hold a floor an
+    /// earlier LB (or connection) gave it, which the first one replaces.
+    pub behind: Option<Vector>,
+    /// Leaving, and DEREGISTER_OK went out (see [`Membership::leavers_to_release`]).
+    pub released: bool,
 }
 
 #[derive(Debug, Default)]
@@ -56,25 +64,47 @@ pub struct Membership {
     workers: HashMap<u32, WorkerInfo>,
     active: Vec<u32>,
     cursor: usize,
-    /// One above every ID this LB has seen: assigned IDs are never reused
-    /// while it runs (a worker that comes back with an old ID anyway, after
-    /// losing its data, continues numbering above its predecessor).
+    /// One above every ID and origin this LB has seen or given: one
+    /// counter serves both, so neither is ever given twice (across LB
+    /// restarts too, through the `.ids` file, see `Lb::persist_ids`).
     next_id: u32,
 }
 
 impl Membership {
-    /// Registers a worker; `id` 0 asks for a fresh ID, `incarnation` 0 for a
-    /// fresh incarnation. Refuses an ID that is already connected.
+    /// Registers a worker; `id` 0 asks for a fresh ID, `origin` 0 (a
+    /// process that just started) for a fresh origin: the ID if it was
+    /// never seen (a new worker), else the next from the same counter,
+    /// which first moves above `max_origin` (the highest origin the
+    /// worker holds records of: an LB that lost its saved counter learns
+    /// of origins in use that way). Refuses an ID that is already
+    /// connected, and an origin another worker has. Returns `(id, origin)`.
     pub fn register(
         &mut self,
         id: u32,
-        incarnation: u32,
+        origin: u32,
+        max_origin: u32,
         addr: String,
         link: usize,
     ) -> Result<(u32, u32), String> {
+        if origin != 0 {
+            let owner = self
+                .workers
+                .values()
+                .find(|w| w.origin == origin && w.id != id);
+            if let Some(w) = owner {
+                return Err(format!(
+                    "origin {origin} belongs to worker {} ({}) at {}",
+                    w.id,
+                    w.status.name(),
+                    w.addr
+                ));
+            }
+        }
+        self.reserve_ids_below(max_origin.saturating_add(1));
         let id = if id == 0 { self.next_id.max(1) } else { id };
-        let previous = self.workers.get(&id);
-        if let Some(w) = previous {
+        // Never given or seen: free as an origin too.
+        let unseen = id >= self.next_id.max(1);
+        if let Some(w) = self.workers.get(&id) {
             if w.link.is_some() {
                 return Err(format!(
                     "worker {id} is already registered ({}) from {}",
@@ -83,17 +113,22 @@ impl Membership {
                 ));
             }
         }
-        let incarnation = match (incarnation, previous) {
-            (0, Some(w)) => w.incarnation + 1,
-            (0, None) => 1,
-            (inc, _) => inc,
-        };
         self.next_id = self.next_id.max(id.saturating_add(1));
+        let origin = match origin {
+            0 if unseen => id,
+            0 => {
+                let o = self.next_id.max(1);
+                self.next_id = o.saturating_add(1);
+                o
+            }
+            o => o,
+        };
+        self.next_id = self.next_id.max(origin.saturating_add(1));
         self.workers.insert(
             id,
             WorkerInfo {
                 id,
-                incarnation,
+                origin,
                 addr,
                 status: Status::Joining,
                 link: Some(link),
@@ -102,10 +137,11 @@ impl Membership {
                 digest: None,
                 since: Instant::now(),
                 dispatched: 0,
-                behind: Vec::new(),
+                behind: None,
+                released: false,
             },
         );
-        Ok((id, incarnation))
+        Ok((id, origin))
     }
 
     /// The ID the next worker that asks for one gets.
@@ -126,16 +162,15 @@ impl Membership {
         self.workers.get_mut(&id)
     }
 
-    /// The highest record of `origin` that any worker in the map reported
-    /// holding. A worker coming back without its own records (a lost
-    /// directory or log tail) numbers new ones above this, and catches up
-    /// to it, even when the workers holding them are not connected now.
-    pub fn highest_reported(&self, origin: u32) -> u64 {
-        self.workers
-            .values()
-            .map(|w| crate::vector::lookup(&w.vector, origin))
-            .max()
-            .unwrap_or(0)
+    /// The current origin of worker `id`, if it is in the map.
+    pub fn origin_of(&self, id: u32) -> Option<u32> {
+        self.workers.get(&id).map(|w| w.origin)
+    }
+
+    /// Whether `origin` is the current origin of a worker in the map
+    /// (in any state): its process may still stream its own records.
+    fn is_listed_origin(&self, origin: u32) -> bool {
+        self.workers.values().any(|w| w.origin == origin)
     }
 
     /// The IDs of the workers in the map, but those leaving: whom a
@@ -156,15 +191,18 @@ impl Membership {
     }
 
     /// Checks a joiner's READY: for every active worker `a`, the joiner
-    /// heard `a`'s marker and its vector covers it; and it covers every
-    /// acknowledged record (`frontier`: highest acknowledged seq per origin)
-    /// of workers that have left the map, which are nobody's marker now.
+    /// heard the marker of `a`'s current origin (markers are keyed by
+    /// origin) and its vector covers it; and it covers
+    /// every acknowledged record (`frontier`: highest acknowledged seq per
+    /// origin) of origins no listed worker streams any more (workers that
+    /// left, and earlier processes of restarted ones), which are nobody's
+    /// marker now.
     ///
     /// It must also name a marker of every other joining worker: a READY
     /// the joiner sent before it heard of one is stale (it sends a new one
     /// once that worker's hello came). A worker back after an LB restart
-    /// is joining, and its hello tells the joiner of the joiner's own
-    /// records it holds (see `Lb::in_grace`).
+    /// is joining, and its hello tells the joiner what of its origin
+    /// exists (see `Lb::in_grace`).
     pub fn check_ready(
         &self,
         frontier: &BTreeMap<u32, u64>,
@@ -172,23 +210,28 @@ impl Membership {
         vector: &[(u32, u64)],
         markers: &[(u32, u64)],
     ) -> Readiness {
-        let covered = self.active.iter().filter(|&&a| a != joiner).all(|&a| {
-            markers
-                .iter()
-                .find(|&&(id, _)| id == a)
-                .is_some_and(|&(_, m)| lookup(vector, a) >= m)
-        });
+        let covered = self
+            .active
+            .iter()
+            .filter(|&&a| a != joiner)
+            .filter_map(|a| self.workers.get(a))
+            .all(|a| {
+                markers
+                    .iter()
+                    .find(|&&(o, _)| o == a.origin)
+                    .is_some_and(|&(_, m)| lookup(vector, a.origin) >= m)
+            });
         let heard_joiners = self
             .workers
             .values()
             .filter(|w| w.id != joiner && w.status == Status::Joining)
-            .all(|w| markers.iter().any(|&(id, _)| id == w.id));
+            .all(|w| markers.iter().any(|&(o, _)| o == w.origin));
         if !covered || !heard_joiners {
             return Readiness::NotYet;
         }
         let floor: Vector = frontier
             .iter()
-            .filter(|&(&o, &s)| !self.workers.contains_key(&o) && lookup(vector, o) < s)
+            .filter(|&(&o, &s)| !self.is_listed_origin(o) && lookup(vector, o) < s)
             .map(|(&o, &s)| (o, s))
             .collect();
         if floor.is_empty() {
@@ -199,23 +242,33 @@ impl Membership {
     }
 
     /// Anti-entropy for origins that can no longer stream their own records
-    /// (inactive: crashed or cut off; or gone from the map): for each such
-    /// origin the floor is the most any connected worker reports holding of
-    /// it (and, for a worker that left, everything acknowledged). Returns the
-    /// connected workers below a floor, with the floor entries they lack and
-    /// that differ from what they were last told.
+    /// (the current origin of an inactive worker: crashed or cut off; or an
+    /// origin no listed worker has: gone, or an earlier process of a
+    /// restarted one): for each such origin the floor is the most any
+    /// connected worker reports holding of it (and, for an unlisted one,
+    /// everything acknowledged). Returns the connected workers whose floor
+    /// (the entries they lack) differs from what they were last told,
+    /// with the new one, which replaces it. It may be lower, or empty: the
+    /// worker whose report raised it left or came back without those
+    /// records (never acknowledged, so nobody may have them any more), and
+    /// a worker told to wait for them would wait forever.
     pub fn lagging(&self, frontier: &BTreeMap<u32, u64>) -> Vec<(u32, Vector)> {
         let connected = |w: &WorkerInfo| w.link.is_some() && w.status != Status::Inactive;
+        let live: Vec<u32> = self
+            .workers
+            .values()
+            .filter(|w| connected(w))
+            .map(|w| w.origin)
+            .collect();
         let mut floor: BTreeMap<u32, u64> = BTreeMap::new();
         for (&o, &s) in frontier {
-            if !self.workers.contains_key(&o) {
+            if !self.is_listed_origin(o) {
                 floor.insert(o, s);
             }
         }
         for w in self.workers.values().filter(|w| connected(w)) {
             for &(o, s) in &w.vector {
-                let live = self.workers.get(&o).is_some_and(connected);
-                if !live {
+                if !live.contains(&o) {
                     let f = floor.entry(o).or_insert(0);
                     *f = (*f).max(s);
                 }
@@ -225,15 +278,80 @@ impl Membership {
         for w in self.workers.values().filter(|w| connected(w)) {
             let lacks: Vector = floor
                 .iter()
-                .filter(|&(&o, &s)| o != w.id && lookup(&w.vector, o) < s)
+                .filter(|&(&o, &s)| o != w.origin && lookup(&w.vector, o) < s)
                 .map(|(&o, &s)| (o, s))
                 .collect();
-            if !lacks.is_empty() && lacks != w.behind {
+            if w.behind.as_ref() != Some(&lacks) {
                 out.push((w.id, lacks));
             }
         }
         out.sort();
         out
+    }
+
+    /// A READY showed `id` lacking `floor` (acknowledged records of origins
+    /// nobody streams): joined to what it was told before, the whole floor
+    /// to send it (BEHIND replaces a worker's floor).
+    pub fn add_behind(&mut self, id: u32, floor: &[(u32, u64)]) -> Vector {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return floor.to_vec();
+        };
+        let mut all: BTreeMap<u32, u64> = w.behind.iter().flatten().copied().collect();
+        for &(o, s) in floor {
+            let e = all.entry(o).or_insert(0);
+            *e = (*e).max(s);
+        }
+        let all: Vector = all.into_iter().collect();
+        w.behind = Some(all.clone());
+        all
+    }
+
+    /// The floor `id` was last told (see [`Membership::lagging`]).
+    pub fn behind_of(&self, id: u32) -> Vector {
+        self.workers
+            .get(&id)
+            .and_then(|w| w.behind.clone())
+            .unwrap_or_default()
+    }
+
+    /// Leaving workers that may be told DEREGISTER_OK now (marked as told).
+    /// A leaver waits for its peers to acknowledge its own records, but it
+    /// may also hold the only copies of records of origins that no process
+    /// numbers under any more (its own earlier process's, above all: a
+    /// restart numbers anew): it is released once every connected worker
+    /// that stays reports holding what it reported of those origins (the
+    /// floor of [`Membership::lagging`] has them catch up meanwhile). With
+    /// no such worker, at once.
+    pub fn leavers_to_release(&mut self) -> Vec<u32> {
+        let staying: Vec<&WorkerInfo> = self
+            .workers
+            .values()
+            .filter(|w| w.link.is_some() && matches!(w.status, Status::Joining | Status::Active))
+            .collect();
+        let live = |o: u32| {
+            self.workers
+                .values()
+                .any(|w| w.origin == o && w.link.is_some() && w.status != Status::Inactive)
+        };
+        let covered = |l: &WorkerInfo| {
+            l.vector
+                .iter()
+                .filter(|&&(o, _)| o != l.origin && !live(o))
+                .all(|&(o, s)| staying.iter().all(|w| lookup(&w.vector, o) >= s))
+        };
+        let ready: Vec<u32> = self
+            .workers
+            .values()
+            .filter(|l| l.status == Status::Leaving && l.link.is_some() && !l.released)
+            .filter(|l| covered(l))
+            .map(|l| l.id)
+            .collect();
+        for id in &ready {
+            if let Some(w) = self.workers.get_mut(id) {
+                w.released = true;
+            }
+        }
+        ready
     }
 
     /// Joining → Active: enters the round robin.
@@ -308,7 +426,7 @@ impl Membership {
             .values()
             .map(|w| Member {
                 id: w.id,
-                incarnation: w.incarnation,
+                origin: w.origin,
                 status: w.status,
                 records: w.records,
                 addr: w.addr.clone(),
@@ -331,12 +449,12 @@ impl Membership {
         self.workers.values().filter_map(|w| w.link)
     }
 
-    /// Connection keys of the joining workers.
-    pub fn joining_links(&self) -> impl Iterator<Item = usize> + '_ {
+    /// IDs and connection keys of the joining workers.
+    pub fn joining_links(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
         self.workers
             .values()
             .filter(|w| w.status == Status::Joining)
-            .filter_map(|w| w.link)
+            .filter_map(|w| Some((w.id, w.link?)))
     }
 
     pub fn count(&self, status: Status) -> usize {
@@ -352,7 +470,7 @@ mod tests {
     fn a_ready_must_name_every_other_joining_workers_marker() {
         let mut m = Membership::default();
         for i in 1..=3 {
-            m.register(i, 0, format!("a{i}"), i as usize).unwrap();
+            m.register(i, 0, 0, format!("a{i}"), i as usize).unwrap();
         }
         m.activate(1);
         let frontier = BTreeMap::new();
@@ -377,7 +495,7 @@ mod tests {
     fn round_robin_walks_active_workers_in_order() {
         let mut m = Membership::default();
         for i in 1..=3 {
-            m.register(i, 0, format!("127.0.0.1:{i}"), i as usize)
+            m.register(i, 0, 0, format!("127.0.0.1:{i}"), i as usize)
                 .unwrap();
             m.activate(i);
         }
@@ -397,7 +515,7 @@ mod tests {
     fn the_round_robin_counts_requests_and_status_changes_are_timed() {
         let mut m = Membership::default();
         for i in 1..=2 {
-            m.register(i, 0, format!("a{i}"), i as usize).unwrap();
+            m.register(i, 0, 0, format!("a{i}"), i as usize).unwrap();
         }
         let registered = m.get(1).unwrap().since;
         assert!(m.activate(1));
@@ -413,7 +531,7 @@ mod tests {
         m.lost(2);
         assert_eq!(m.get(2).unwrap().since, lost, "still the same inactivity");
         assert_eq!(m.get(2).unwrap().status, Status::Inactive);
-        m.register(2, 0, "a2".into(), 3).unwrap();
+        m.register(2, 0, 0, "a2".into(), 3).unwrap();
         assert_eq!(
             m.get(2).unwrap().dispatched,
             0,
@@ -425,33 +543,123 @@ mod tests {
     #[test]
     fn ids_are_assigned_and_duplicates_refused() {
         let mut m = Membership::default();
-        assert_eq!(m.register(0, 0, "a".into(), 1), Ok((1, 1)));
-        assert_eq!(m.register(0, 0, "b".into(), 2), Ok((2, 1)));
-        assert!(m.register(2, 0, "c".into(), 3).is_err());
+        assert_eq!(m.register(0, 0, 0, "a".into(), 1), Ok((1, 1)));
+        assert_eq!(m.register(0, 0, 0, "b".into(), 2), Ok((2, 2)));
+        assert!(m.register(2, 0, 0, "c".into(), 3).is_err());
         m.lost(2);
         assert_eq!(
-            m.register(2, 0, "c".into(), 3),
-            Ok((2, 2)),
-            "new incarnation"
+            m.register(2, 0, 0, "c".into(), 3),
+            Ok((2, 3)),
+            "a restarted process gets a fresh origin"
+        );
+        m.lost(2);
+        assert_eq!(
+            m.register(2, 3, 0, "c".into(), 3),
+            Ok((2, 3)),
+            "a process registering again keeps its origin"
         );
         m.deregister(2);
         m.lost(2);
         assert_eq!(
-            m.register(0, 0, "d".into(), 4),
-            Ok((3, 1)),
-            "ids are not reused"
+            m.register(0, 0, 0, "d".into(), 4),
+            Ok((4, 4)),
+            "neither ids nor origins are reused"
         );
         assert!(m.next_worker().is_none(), "nobody active yet");
+    }
+
+    #[test]
+    fn old_origins_of_a_restarted_worker_are_floors() {
+        let mut m = Membership::default();
+        for i in 1..=2 {
+            m.register(i, 0, 0, format!("a{i}"), i as usize).unwrap();
+            m.activate(i);
+        }
+        // Worker 2 restarts: origin 3 now; what origin 2 had acknowledged
+        // must be held by a joiner, and its markers count origin 3.
+        m.lost(2);
+        assert_eq!(m.register(2, 0, 0, "a2".into(), 3), Ok((2, 3)));
+        m.activate(2);
+        m.register(4, 0, 0, "a4".into(), 4).unwrap();
+        let frontier = BTreeMap::from([(1, 5), (2, 7), (3, 2)]);
+        let markers = [(1, 5), (3, 2)];
+        assert_eq!(
+            m.check_ready(&frontier, 4, &[(1, 5), (2, 7), (3, 1)], &markers),
+            Readiness::NotYet,
+            "worker 2's marker counts its current origin"
+        );
+        assert_eq!(
+            m.check_ready(&frontier, 4, &[(1, 5), (2, 7), (3, 2)], &[(1, 5), (2, 2)]),
+            Readiness::NotYet,
+            "a marker of its earlier origin says nothing"
+        );
+        assert_eq!(
+            m.check_ready(&frontier, 4, &[(1, 5), (2, 6), (3, 2)], &markers),
+            Readiness::Behind(vec![(2, 7)])
+        );
+        assert_eq!(
+            m.check_ready(&frontier, 4, &[(1, 5), (2, 7), (3, 2)], &markers),
+            Readiness::Complete
+        );
+        // Anti-entropy: origin 2 is nobody's now; 1 reports holding more of
+        // it than 2 (its log lost them) does.
+        m.get_mut(1).unwrap().vector = vec![(1, 5), (2, 9), (3, 2)];
+        m.get_mut(2).unwrap().vector = vec![(1, 5), (2, 6), (3, 2)];
+        let lagging = m.lagging(&frontier);
+        assert!(lagging.contains(&(2, vec![(2, 9)])), "{lagging:?}");
+    }
+
+    #[test]
+    fn a_leaver_is_released_once_those_staying_hold_its_dead_origins_records() {
+        let mut m = Membership::default();
+        for i in 1..=3 {
+            m.register(i, 0, 0, format!("a{i}"), i as usize).unwrap();
+            m.activate(i);
+        }
+        // Worker 3 restarted (origin 4) with origin 3's records up to 9,
+        // which worker 1 holds only up to 5.
+        m.lost(3);
+        m.register(3, 0, 3, "a3".into(), 3).unwrap();
+        m.activate(3);
+        m.get_mut(1).unwrap().vector = vec![(1, 2), (2, 2), (3, 5)];
+        m.get_mut(2).unwrap().vector = vec![(1, 2), (2, 2), (3, 9)];
+        m.get_mut(3).unwrap().vector = vec![(1, 2), (2, 2), (3, 9), (4, 7)];
+        m.deregister(3);
+        assert!(
+            m.leavers_to_release().is_empty(),
+            "worker 1 lacks origin 3's 6..=9"
+        );
+        assert!(m.lagging(&BTreeMap::new()).contains(&(1, vec![(3, 9)])));
+        m.get_mut(1).unwrap().vector = vec![(1, 2), (2, 2), (3, 9), (4, 7)];
+        assert_eq!(
+            m.leavers_to_release(),
+            [3],
+            "its own origin 4 its peers ack"
+        );
+        assert!(m.leavers_to_release().is_empty(), "told once");
+    }
+
+    #[test]
+    fn an_origin_in_use_is_never_given_again() {
+        let mut m = Membership::default();
+        m.register(1, 0, 0, "a1".into(), 1).unwrap();
+        // An LB that lost its counter: a worker holding records of origin 9
+        // registers; the next fresh origin is above it.
+        assert_eq!(m.register(2, 0, 9, "a2".into(), 2), Ok((2, 10)));
+        assert!(
+            m.register(3, 10, 0, "a3".into(), 3).is_err(),
+            "origin 10 is worker 2's"
+        );
     }
 
     #[test]
     fn readiness_needs_every_active_marker_and_departed_records() {
         let mut m = Membership::default();
         for i in 1..=2 {
-            m.register(i, 0, format!("a{i}"), i as usize).unwrap();
+            m.register(i, 0, 0, format!("a{i}"), i as usize).unwrap();
             m.activate(i);
         }
-        m.register(3, 0, "a3".into(), 3).unwrap();
+        m.register(3, 0, 0, "a3".into(), 3).unwrap();
         let frontier = BTreeMap::from([(1, 5), (2, 7), (9, 4)]);
         let v = [(1, 5), (2, 7), (9, 4)];
         assert_eq!(

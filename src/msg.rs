@@ -94,7 +94,10 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub id: u32,
-    pub incarnation: u32,
+    /// The origin its current process numbers its records under: given by
+    /// the LB at each process start, never to two processes (see
+    /// [`Msg::Welcome`]).
+    pub origin: u32,
     pub status: Status,
     pub records: u64,
     /// `ip:port` where the worker listens for peers and admin tools.
@@ -115,24 +118,30 @@ pub struct RecordRef<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg<'a> {
     /// W→LB: first frame on a worker's control connection. `id` 0 asks the
-    /// LB to assign one. `max_version` lets a restarted LB resume its clock.
+    /// LB to assign one; `origin` 0 (a process that just started) asks for a
+    /// fresh origin, and a process registering again sends the one it has.
+    /// `max_origin` is the highest origin the worker holds records of, so
+    /// an LB that lost its saved counter never gives out one in use;
+    /// `max_version` lets a restarted LB resume its clock.
     Register {
         id: u32,
-        incarnation: u32,
+        origin: u32,
+        max_origin: u32,
         max_version: u64,
         addr: String,
     },
     /// LB→W: registration accepted under `id`; the current membership;
     /// the LB's content limit (the worker accepts at least that); and the
-    /// highest seq of this ID the LB knows of (acknowledged or reported), so
-    /// a worker whose log lost records never numbers new ones below them.
-    /// `ack_all`: send STORED only once every active peer has acknowledged
+    /// origin this process numbers its records under: drawn from the same
+    /// never-reused counter as worker IDs, so a restarted process whose log
+    /// lost its newest records can never give a new record the identity
+    /// `(origin, seq)` of one that still exists elsewhere. `ack_all`: send STORED only once every active peer has acknowledged
     /// the record (`--ack all`), not as soon as it is logged here.
     Welcome {
         id: u32,
         members: Vec<Member>,
         max_content: u64,
-        your_seq: u64,
+        origin: u32,
         ack_all: bool,
     },
     /// LB→W on every membership change; also the reply to `MembersRequest`.
@@ -197,13 +206,12 @@ pub enum Msg<'a> {
         content: Option<&'a [u8]>,
     },
     /// Dialer→acceptor: first frame on a peer link. The dialer streams every
-    /// record of its own with seq > `marker` on this link from now on.
-    /// `your_seq` is the dialer's `V[acceptor]`.
+    /// record of its own (of origin `origin`) with seq > `marker` on this
+    /// link from now on.
     PeerHello {
         id: u32,
-        incarnation: u32,
+        origin: u32,
         marker: u64,
-        your_seq: u64,
         /// The dialer's registered address: tells a restarted process from
         /// its predecessor.
         addr: String,
@@ -282,7 +290,8 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
     let msg = match header.op {
         op::REGISTER => Msg::Register {
             id: r.u32()?,
-            incarnation: r.u32()?,
+            origin: r.u32()?,
+            max_origin: r.u32()?,
             max_version: r.u64()?,
             addr: r.string()?,
         },
@@ -290,7 +299,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
             id: r.u32()?,
             members: r.members()?,
             max_content: r.u64()?,
-            your_seq: r.u64()?,
+            origin: r.u32()?,
             ack_all: r.u8()? != 0,
         },
         op::MEMBERS => Msg::Members {
@@ -338,9 +347,8 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         }
         op::PEER_HELLO => Msg::PeerHello {
             id: r.u32()?,
-            incarnation: r.u32()?,
+            origin: r.u32()?,
             marker: r.u64()?,
-            your_seq: r.u64()?,
             addr: r.string()?,
         },
         op::RECORD => Msg::Record(RecordRef {
@@ -407,12 +415,14 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
     let op = match msg {
         Msg::Register {
             id,
-            incarnation,
+            origin,
+            max_origin,
             max_version,
             addr,
         } => {
             put_u32(out, *id);
-            put_u32(out, *incarnation);
+            put_u32(out, *origin);
+            put_u32(out, *max_origin);
             put_u64(out, *max_version);
             put_string(out, addr);
             op::REGISTER
@@ -421,13 +431,13 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
             id,
             members,
             max_content,
-            your_seq,
+            origin,
             ack_all,
         } => {
             put_u32(out, *id);
             put_members(out, members);
             put_u64(out, *max_content);
-            put_u64(out, *your_seq);
+            put_u32(out, *origin);
             out.push(u8::from(*ack_all));
             op::WELCOME
         }
@@ -499,15 +509,13 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
         }
         Msg::PeerHello {
             id,
-            incarnation,
+            origin,
             marker,
-            your_seq,
             addr,
         } => {
             put_u32(out, *id);
-            put_u32(out, *incarnation);
+            put_u32(out, *origin);
             put_u64(out, *marker);
-            put_u64(out, *your_seq);
             put_string(out, addr);
             op::PEER_HELLO
         }
@@ -618,7 +626,7 @@ fn put_members(out: &mut Vec<u8>, members: &[Member]) {
     put_u16(out, members.len() as u16);
     for m in members {
         put_u32(out, m.id);
-        put_u32(out, m.incarnation);
+        put_u32(out, m.origin);
         out.push(m.status as u8);
         put_u64(out, m.records);
         put_string(out, &m.addr);
@@ -686,13 +694,13 @@ impl<'a> Reader<'a> {
         let mut v = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
             let id = self.u32()?;
-            let incarnation = self.u32()?;
+            let origin = self.u32()?;
             let status = Status::from_u8(self.u8()?).ok_or(ErrorCode::Malformed)?;
             let records = self.u64()?;
             let addr = self.string()?;
             v.push(Member {
                 id,
-                incarnation,
+                origin,
                 status,
                 records,
                 addr,
@@ -709,7 +717,7 @@ mod tests {
     fn all_messages() -> Vec<Msg<'static>> {
         let members = vec![Member {
             id: 3,
-            incarnation: 2,
+            origin: 7,
             status: Status::Joining,
             records: 99,
             addr: "127.0.0.1:4000".into(),
@@ -718,7 +726,8 @@ mod tests {
         vec![
             Msg::Register {
                 id: 0,
-                incarnation: 1,
+                origin: 1,
+                max_origin: 3,
                 max_version: 5,
                 addr: "127.0.0.1:1".into(),
             },
@@ -726,7 +735,7 @@ mod tests {
                 id: 4,
                 members: members.clone(),
                 max_content: 1 << 20,
-                your_seq: 9,
+                origin: 9,
                 ack_all: true,
             },
             Msg::Members { members },
@@ -771,9 +780,8 @@ mod tests {
             },
             Msg::PeerHello {
                 id: 1,
-                incarnation: 1,
+                origin: 1,
                 marker: 7,
-                your_seq: 0,
                 addr: "127.0.0.1:9".into(),
             },
             Msg::Record(RecordRef {

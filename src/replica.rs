@@ -6,22 +6,30 @@
 //! over queues.
 //!
 //! The protocol (docs/ARCHITECTURE.md has the argument in full):
-//! - Every record has an identity `(origin, seq)`. A worker numbers the PUTs
-//!   it takes 1, 2, 3, … and streams each, in order, to every peer on its
-//!   outbound link to that peer. Applying is last-writer-wins on
+//! - Every record has an identity `(origin, seq)`. Each worker process has
+//!   its own origin, given by the LB when the process first registers and
+//!   never given to another process (a restart gets a new one). It numbers
+//!   the PUTs it takes 1, 2, 3, … and streams each, in order, to every peer
+//!   on its outbound link to that peer. Applying is last-writer-wins on
 //!   `(version, origin)` (see `store.rs`), so duplicates are harmless.
+//!   Because an origin dies with its process, a restart whose log lost its
+//!   newest records can never number a new record like a lost one that
+//!   survives elsewhere: those records are another, dead, origin's, spread
+//!   by the LB's floors like those of a worker that left.
 //! - When a worker's outbound link to peer P comes up it sends
-//!   `PeerHello { marker }`, where `marker` is its own last seq: every own
-//!   record above `marker` follows live on that link.
+//!   `PeerHello { origin, marker }`, where `marker` is its last seq: every
+//!   own record above `marker` follows live on that link.
 //! - A joiner asks one donor for a catch-up (everything beyond the joiner's
-//!   vector, plus the donor's vector), then asks any peer P whose `V[P]` is
-//!   still below P's marker. It is complete when `V[P] >= marker[P]` for
-//!   every peer: every record of P is then either ≤ marker (covered by a
-//!   catch-up from P itself or a donor) or > marker (live). This closes the
-//!   gap where P's record reached the donor after the donor's snapshot.
-//! - The joiner reports `Ready { vector, markers }`; the LB checks the same
-//!   rule against its own list of active workers, and that the markers name
-//!   every other joining worker, before activating it.
+//!   vector, plus the donor's vector), then asks any peer P whose
+//!   `V[origin(P)]` is still below P's marker. It is complete when
+//!   `V[origin(P)] >= marker[P]` for every peer: every record of P is then
+//!   either ≤ marker (covered by a catch-up from P itself or a donor) or >
+//!   marker (live). This closes the gap where P's record reached the donor
+//!   after the donor's snapshot.
+//! - The joiner reports `Ready { vector, markers }` (markers by origin);
+//!   the LB checks the same rule against its own list of active workers,
+//!   and that the markers name every other joining worker, before
+//!   activating it.
 //! - A leaving worker waits until every peer has acknowledged its last seq.
 
 use crate::msg::{Member, Msg, RecordRef, Status, Vector};
@@ -81,8 +89,8 @@ pub enum Phase {
 /// LB's list and comes back keeps the link, and the marker, it never closed.
 #[derive(Debug)]
 struct Hello {
-    /// The sender's registered address: tells a restarted process apart.
-    addr: String,
+    /// The sending process's origin: tells a restarted process apart.
+    origin: u32,
     /// Every own record of the sender above this follows on that link.
     marker: u64,
 }
@@ -90,10 +98,10 @@ struct Hello {
 #[derive(Debug)]
 struct Peer {
     status: Status,
-    /// Where it listens and which incarnation: a change means a restarted
-    /// process, so its links are rebuilt.
+    /// Where it listens and its process's origin: a change means a
+    /// restarted process, so its links are rebuilt.
     addr: String,
-    incarnation: u32,
+    origin: u32,
     /// Our outbound link to it is up and its Hello has been queued.
     link_up: bool,
     /// Its cumulative acknowledgement of our own records.
@@ -102,7 +110,8 @@ struct Peer {
 
 pub struct Replica {
     pub id: u32,
-    pub incarnation: u32,
+    /// The origin of the records this process numbers (see the module doc).
+    pub origin: u32,
     /// Our registered address, announced in hellos.
     pub addr: String,
     pub store: Store,
@@ -122,21 +131,11 @@ pub struct Replica {
     floor: Vector,
     /// The vector changed since the loop last reported it.
     pub vector_dirty: bool,
-    /// Our last own sequence number: at least `V[self]`, and at least what
-    /// any peer holds of us (a restart that lost the log's tail continues
-    /// above it, so new records never reuse an identity).
-    last_own: u64,
-    /// The highest `V[self]` a peer reported in its hello, and who: our
-    /// vector must reach it (catching up our own lost records) before we
-    /// are complete.
-    own_floor: (u64, u32),
     /// Per origin we lacked records of: the peers asked so far.
     asked: BTreeMap<u32, BTreeSet<u32>>,
     /// The hello of each open link of a peer to us, by `(peer, link)`
     /// (see [`Hello`], [`Replica::marker`]).
     hellos: BTreeMap<(u32, u64), Hello>,
-    /// Our own sequence rose without a PUT since our hellos went out.
-    own_raised: bool,
     /// `store` holds only what arrived since the start: the log's records
     /// are still being put into a store of their own (see
     /// [`Replica::store_built`]). The vector is whole; we are not complete.
@@ -152,20 +151,14 @@ pub struct Replica {
 
 impl Replica {
     /// A replica over a store and vector recovered from the log.
-    pub fn new(
-        id: u32,
-        incarnation: u32,
-        addr: String,
-        store: Store,
-        vv: VersionVector,
-    ) -> Replica {
-        let vv_own = vv.get(id);
+    /// `origin` is the one the LB gave this process (new to the cluster:
+    /// nothing of it exists yet).
+    pub fn new(id: u32, origin: u32, addr: String, store: Store, vv: VersionVector) -> Replica {
         Replica {
             id,
-            incarnation,
+            origin,
             addr,
             hellos: BTreeMap::new(),
-            own_raised: false,
             store,
             vv,
             phase: Phase::Joining,
@@ -177,8 +170,6 @@ impl Replica {
             last_ready: None,
             floor: Vec::new(),
             vector_dirty: true,
-            last_own: vv_own,
-            own_floor: (0, 0),
             asked: BTreeMap::new(),
             building: false,
             handover_due: false,
@@ -206,10 +197,10 @@ impl Replica {
     /// The protocol state, for diagnostics (logs, the simulation).
     pub fn describe(&self) -> String {
         format!(
-            "phase {:?} last_own {} own_floor {:?} catchup_from {:?} catchups_done {} asked {:?} floor {:?} pending_above {} peers {:?}",
+            "phase {:?} origin {} own {} catchup_from {:?} catchups_done {} asked {:?} floor {:?} pending_above {} peers {:?}",
             self.phase,
-            self.last_own,
-            self.own_floor,
+            self.origin,
+            self.own_seq(),
             self.catchup_from,
             self.catchups_done,
             self.asked,
@@ -223,22 +214,34 @@ impl Replica {
         self.phase
     }
 
-    /// Our last own sequence number.
     /// How far `peer` has acknowledged our own records, if it is a peer.
     pub fn peer_acked(&self, peer: u32) -> Option<u64> {
         self.peers.get(&peer).map(|p| p.acked)
     }
 
+    /// Our last own sequence number: every record of our origin is ours,
+    /// numbered by this process.
     pub fn own_seq(&self) -> u64 {
-        // A catch-up can bring records of an earlier process with our ID
-        // (its vector covers them): never number a new record below those.
-        self.last_own.max(self.vv.get(self.id))
+        self.vv.get(self.origin)
+    }
+
+    /// The current origin of `peer`, if it is a peer.
+    #[cfg(test)]
+    pub fn peer_origin(&self, peer: u32) -> Option<u32> {
+        self.peers.get(&peer).map(|p| p.origin)
+    }
+
+    /// Whether `origin` is ours or a peer's current one: it still streams
+    /// its own records.
+    fn is_live_origin(&self, origin: u32) -> bool {
+        origin == self.origin || self.peers.values().any(|p| p.origin == origin)
     }
 
     /// The LB's membership (at welcome and on every change).
     pub fn on_members(&mut self, members: &[Member], out: &mut impl Outbox) {
         self.others_listed = members.iter().any(|m| m.id != self.id);
         let mut seen = Vec::with_capacity(members.len());
+        let mut dropped = false;
         for m in members {
             if m.id == self.id {
                 if m.status == Status::Active && self.phase == Phase::Joining {
@@ -255,9 +258,11 @@ impl Replica {
             let restarted = self
                 .peers
                 .get(&m.id)
-                .is_some_and(|p| p.addr != m.addr || p.incarnation != m.incarnation);
+                .is_some_and(|p| p.addr != m.addr || p.origin != m.origin);
             if restarted {
+                // Its earlier process's origin streams no more.
                 self.drop_peer(m.id, out);
+                dropped = true;
             }
             match self.peers.get_mut(&m.id) {
                 Some(p) => p.status = m.status,
@@ -267,7 +272,7 @@ impl Replica {
                         Peer {
                             status: m.status,
                             addr: m.addr.clone(),
-                            incarnation: m.incarnation,
+                            origin: m.origin,
                             link_up: false,
                             acked: 0,
                         },
@@ -292,7 +297,7 @@ impl Replica {
         if leaving && !self.peers.is_empty() && gone.len() == self.peers.len() {
             gone.clear();
         }
-        let dropped = !gone.is_empty();
+        dropped |= !gone.is_empty();
         for id in gone {
             self.drop_peer(id, out);
         }
@@ -303,8 +308,8 @@ impl Replica {
         self.maybe_ready(out);
     }
 
-    /// Records we hold above a gap of an origin that is not a peer now
-    /// (crashed, cut off, or gone): the gap may never fill, so no vector
+    /// Records we hold above a gap of an origin that is no peer's now
+    /// (crashed, cut off, gone, or an earlier process of a peer): the gap may never fill, so no vector
     /// will ever ask for them, and a store that lacks them would stay
     /// different for good. They go to `to`, or to every peer whose link is
     /// up, which apply them as any record. Costs a scan of the store when
@@ -330,7 +335,7 @@ impl Replica {
         let stranded: Vec<u32> = self
             .vv
             .gapped()
-            .filter(|&o| o != self.id && !self.peers.contains_key(&o))
+            .filter(|&o| !self.is_live_origin(o))
             .collect();
         if stranded.is_empty() {
             return;
@@ -368,7 +373,6 @@ impl Replica {
     /// Our outbound link to `peer` connected: announce our marker. From now
     /// on the loop includes this link in every [`Outbox::broadcast`].
     pub fn on_link_up(&mut self, peer: u32, out: &mut impl Outbox) {
-        let your_seq = self.vv.get(peer);
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -379,9 +383,8 @@ impl Replica {
             peer,
             &Msg::PeerHello {
                 id: self.id,
-                incarnation: self.incarnation,
+                origin: self.origin,
                 marker: self.own_seq(),
-                your_seq,
                 addr: self.addr.clone(),
             },
         );
@@ -411,64 +414,18 @@ impl Replica {
             .is_some_and(|p| !p.link_up && p.addr == addr)
     }
 
-    /// `PeerHello` on `from`'s link to us.
+    /// `PeerHello` on `from`'s link to us, from its process of `origin`.
     pub fn on_hello(
         &mut self,
         from: u32,
         link: u64,
-        addr: &str,
+        origin: u32,
         marker: u64,
-        your_seq: u64,
         out: &mut impl Outbox,
     ) {
-        let own_before = self.own_seq();
-        if your_seq > self.vv.get(self.id) {
-            // The peer holds records of ours that our log lost (a new
-            // incarnation, or a crash before fdatasync): number new records
-            // above them, and catch them up before we count as complete.
-            self.last_own = self.last_own.max(your_seq);
-            if your_seq > self.own_floor.0 {
-                self.own_floor = (your_seq, from);
-            }
-        }
-        self.hellos.insert(
-            (from, link),
-            Hello {
-                addr: addr.to_string(),
-                marker,
-            },
-        );
-        self.own_raised |= self.own_seq() > own_before;
-        self.announce_if_raised(out);
+        self.hellos.insert((from, link), Hello { origin, marker });
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
-    }
-
-    /// Our own sequence rose without a PUT (we learned of, or caught up,
-    /// records of ours that our log lacked). Peers that got our hello
-    /// before hold a marker below them, and our links never carried them:
-    /// a fresh hello on every link tells each peer to catch them up.
-    fn announce_if_raised(&mut self, out: &mut impl Outbox) {
-        if !std::mem::take(&mut self.own_raised) {
-            return;
-        }
-        let now = self.own_seq();
-        let up: Vec<u32> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.link_up)
-            .map(|(&id, _)| id)
-            .collect();
-        for peer in up {
-            let hello = Msg::PeerHello {
-                id: self.id,
-                incarnation: self.incarnation,
-                marker: now,
-                your_seq: self.vv.get(peer),
-                addr: self.addr.clone(),
-            };
-            out.to_peer(peer, &hello);
-        }
     }
 
     /// The link `link` from `from` to us closed: its live stream ended, so
@@ -478,7 +435,7 @@ impl Replica {
     }
 
     /// The marker of `peer`'s current link to us, if that link comes from
-    /// the process the membership lists.
+    /// the process the membership lists (its origin).
     ///
     /// A peer has one outbound link to us at a time, but the one it closed
     /// may still be open here: its last frames, even its hello, can be read
@@ -495,7 +452,7 @@ impl Replica {
         let p = self.peers.get(&peer)?;
         self.hellos
             .range((peer, 0)..=(peer, u64::MAX))
-            .filter(|(_, h)| h.addr == p.addr)
+            .filter(|(_, h)| h.origin == p.origin)
             .map(|(_, h)| h.marker)
             .max()
     }
@@ -506,12 +463,9 @@ impl Replica {
         if self.vv.has(rec.origin, rec.seq) {
             return false;
         }
-        let own_before = self.own_seq();
         self.store.apply(rec);
         self.vv.observe(rec.origin, rec.seq);
         self.vector_dirty = true;
-        // Our own records come back only in a catch-up; announced at its end.
-        self.own_raised |= self.own_seq() > own_before;
         out.persist_record(rec);
         self.release_gets(out);
         // The record may be the last one a joiner lacked: a catch-up stream
@@ -526,16 +480,22 @@ impl Replica {
     /// hands over (see [`Replica::hand_over_stranded`]).
     pub fn on_link_record(&mut self, from: u32, rec: &RecordRef<'_>, out: &mut impl Outbox) {
         let new = self.on_record(rec, out);
-        // The live stream of an origin that is not a peer any more (its
-        // connection still delivers after it died), landing above a gap:
-        // stranded as it arrives, so it is passed on at once. Only the
-        // origin's own stream: a catch-up, or a hand-over from a third
-        // worker, reaches every peer from where it came.
+        // The live stream of an origin that is not a peer's any more (its
+        // connection still delivers after its process died), landing above
+        // a gap: stranded as it arrives, so it is passed on at once. Only
+        // the origin's own stream: a catch-up, or a hand-over from a third
+        // worker, reaches every peer from where it came. Not an origin
+        // newer than the one our membership lists for `from`: its next
+        // process, whose hello overtook the membership (origins grow).
+        let superseded = self.peers.get(&from).is_none_or(|p| rec.origin < p.origin);
         if new
-            && from == rec.origin
-            && rec.origin != self.id
+            && superseded
             && rec.seq > self.vv.get(rec.origin)
-            && !self.peers.contains_key(&rec.origin)
+            && !self.is_live_origin(rec.origin)
+            && self
+                .hellos
+                .range((from, 0)..=(from, u64::MAX))
+                .any(|(_, h)| h.origin == rec.origin)
         {
             for (&peer, p) in &self.peers {
                 if p.link_up {
@@ -547,7 +507,6 @@ impl Replica {
 
     /// The donor finished: we hold everything its `vector` covers.
     pub fn on_catchup_done(&mut self, from: u32, vector: &[(u32, u64)], out: &mut impl Outbox) {
-        let own_before = self.own_seq();
         let merged = self.vv.merge(vector);
         if merged {
             self.vector_dirty = true;
@@ -569,8 +528,6 @@ impl Replica {
             // Unchanged, replay would merge it to no effect too.
             out.persist_vector(vector);
         }
-        self.own_raised |= self.own_seq() > own_before;
-        self.announce_if_raised(out);
         if self.catchup_from == Some(from) {
             self.catchup_from = None;
         }
@@ -602,10 +559,9 @@ impl Replica {
         content: &[u8],
         out: &mut impl Outbox,
     ) {
-        self.last_own = self.own_seq().saturating_add(1);
         let rec = RecordRef {
-            origin: self.id,
-            seq: self.last_own,
+            origin: self.origin,
+            seq: self.own_seq().saturating_add(1),
             version,
             id,
             content,
@@ -648,36 +604,21 @@ impl Replica {
         });
     }
 
-    /// The LB says we lack records of workers that cannot send them any more
-    /// (gone, or inactive): catch them up from peers (and, joining, before
-    /// we count as complete).
+    /// The LB says we lack records of origins that cannot send them any
+    /// more (their process is gone, or its worker inactive): catch them up
+    /// from peers (and, joining, before we count as complete). `floor` is
+    /// the whole floor, and replaces the last: it may be lower (the worker
+    /// that reported holding those records is gone, and they with it).
+    /// Also the LB's way of asking for a READY again.
     pub fn on_behind(&mut self, floor: &[(u32, u64)], out: &mut impl Outbox) {
-        for &(o, s) in floor {
-            match self.floor.binary_search_by_key(&o, |&(x, _)| x) {
-                Ok(i) => self.floor[i].1 = self.floor[i].1.max(s),
-                Err(i) => self.floor.insert(i, (o, s)),
-            }
-        }
+        self.floor = floor.to_vec();
+        // Sorted by origin, the highest first should one repeat.
+        self.floor
+            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        self.floor.dedup_by_key(|&mut (o, _)| o);
         self.last_ready = None;
         self.maybe_request_catchup(out);
         self.maybe_ready(out);
-    }
-
-    /// The LB knows of records of ours up to `your_seq` (acknowledged, or
-    /// reported by us before): treated like a peer's `your_seq`, except
-    /// that any peer may be asked for them.
-    pub fn on_lb_floor(&mut self, your_seq: u64, out: &mut impl Outbox) {
-        if your_seq <= self.vv.get(self.id) {
-            return;
-        }
-        let before = self.own_seq();
-        self.last_own = self.last_own.max(your_seq);
-        if your_seq > self.own_floor.0 {
-            self.own_floor = (your_seq, 0);
-        }
-        self.own_raised |= self.own_seq() > before;
-        self.announce_if_raised(out);
-        self.maybe_request_catchup(out);
     }
 
     /// The LB connection is gone: GETs it sent can no longer be answered
@@ -687,11 +628,14 @@ impl Replica {
     }
 
     /// Registered again with a (restarted) LB, which lists us as joining:
-    /// prove again that we hold everything, exactly as a joiner does.
+    /// prove again that we hold everything, exactly as a joiner does. The
+    /// floor the last LB connection gave us goes: the report that raised
+    /// it may have gone, and this LB sends the floor it finds.
     pub fn on_lb_welcome(&mut self, members: &[Member], out: &mut impl Outbox) {
         if self.phase == Phase::Active {
             self.phase = Phase::Joining;
         }
+        self.floor.clear();
         self.last_ready = None;
         self.vector_dirty = true;
         self.on_members(members, out);
@@ -761,10 +705,10 @@ impl Replica {
     /// What we still lack that a peer can give, most urgent first, as
     /// `(origin we lack records of, the peer to ask first)`:
     /// 1. a joiner's first, full catch-up (from an active peer if possible);
-    /// 2. records of a peer `P` at or below the marker `P` announced (we
-    ///    joined after them, or `P` restarted with records we never got);
-    /// 3. our own records that a peer holds and our log lost;
-    /// 4. a joiner's records of workers that have left (the LB's floor).
+    /// 2. records of a peer `P`'s origin at or below the marker `P`
+    ///    announced (we joined after them, or our link to it broke);
+    /// 3. records of origins that stream no more (workers that left, died,
+    ///    or restarted: the LB's floor).
     fn lacking(&self) -> Vec<(Option<u32>, u32)> {
         if self.phase == Phase::Joining && self.catchups_done == 0 {
             return self
@@ -779,13 +723,9 @@ impl Replica {
         let mut needs: Vec<(Option<u32>, u32)> = self
             .peers
             .iter()
-            .filter(|(&id, _)| self.marker(id).is_some_and(|m| self.vv.get(id) < m))
-            .map(|(&id, _)| (Some(id), id))
+            .filter(|(&id, p)| self.marker(id).is_some_and(|m| self.vv.get(p.origin) < m))
+            .map(|(&id, p)| (Some(p.origin), id))
             .collect();
-        let (floor, from) = self.own_floor;
-        if self.vv.get(self.id) < floor {
-            needs.push((Some(self.id), from));
-        }
         {
             // Each origin of the LB's floor (workers gone or inactive) is its
             // own need, so every peer is tried for it once rather than the
@@ -870,23 +810,24 @@ impl Replica {
         self.maybe_request_catchup(out);
     }
 
-    /// The markers of all peers, if every one is known and covered.
+    /// The markers of all peers, by their origins, if every one is known
+    /// and covered.
     fn complete_markers(&self) -> Option<Vector> {
         if self.building
             || (self.catchups_done == 0 && !self.peers.is_empty())
             || !self.vv.covers(&self.floor)
-            || self.vv.get(self.id) < self.own_floor.0
         {
             return None;
         }
         let mut markers = Vec::with_capacity(self.peers.len());
-        for &id in self.peers.keys() {
+        for (&id, p) in &self.peers {
             let m = self.marker(id)?;
-            if self.vv.get(id) < m {
+            if self.vv.get(p.origin) < m {
                 return None;
             }
-            markers.push((id, m));
+            markers.push((p.origin, m));
         }
+        markers.sort_unstable();
         Some(markers)
     }
 

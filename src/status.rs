@@ -51,7 +51,7 @@ pub const DIVERGED_AFTER: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerRow {
     pub id: u32,
-    pub incarnation: u32,
+    pub origin: u32,
     pub addr: String,
     pub status: Status,
     /// How long it has had this status.
@@ -283,7 +283,7 @@ impl Tracker {
                     .map_or(w.dispatched, |(_, d)| *d);
                 json!({
                     "id": w.id,
-                    "incarnation": w.incarnation,
+                    "origin": w.origin,
                     "addr": w.addr,
                     "status": w.status.name(),
                     "since_s": w.since.as_secs(),
@@ -348,7 +348,7 @@ mod tests {
     fn row(id: u32, status: Status, digest: u8, vector: Vector) -> WorkerRow {
         WorkerRow {
             id,
-            incarnation: 1,
+            origin: 1,
             addr: format!("127.0.0.1:{}", 7000 + id),
             status,
             since: Duration::from_secs(3),

@@ -41,6 +41,11 @@ impl VersionVector {
         VersionVector::default()
     }
 
+    /// The highest origin named (0 if none).
+    pub fn max_origin(&self) -> u32 {
+        self.origins.keys().next_back().copied().unwrap_or(0)
+    }
+
     pub fn get(&self, origin: u32) -> u64 {
         self.origins.get(&origin).map_or(0, |o| o.contiguous)
     }

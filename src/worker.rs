@@ -188,7 +188,7 @@ impl Worker {
     pub fn start(config: WorkerConfig) -> Result<Worker, Box<dyn Error>> {
         let data = DataDir::open(&config.data_dir)?;
         let identity = data.identity()?;
-        if let (Some((stored, _)), Some(flag)) = (identity, config.id) {
+        if let (Some(stored), Some(flag)) = (identity, config.id) {
             if stored != flag {
                 return Err(format!(
                     "--id {flag} does not match id {stored} stored in {}",
@@ -225,30 +225,29 @@ impl Worker {
                 None => local.to_string(),
             };
 
-        let (wanted_id, incarnation) = match identity {
-            Some((id, inc)) => (id, inc),
-            None => (config.id.unwrap_or(0), 0),
-        };
+        // A new origin for every process: whatever our log lost of the
+        // previous one's records is that origin's, never renumbered.
+        let wanted_id = identity.or(config.id).unwrap_or(0);
         let Registration {
             stream: lb_stream,
             early,
             id,
-            incarnation,
+            origin,
             members,
             max_content,
-            your_seq,
             ack_all,
         } = register(
             &config.lb,
             config.connect_timeout,
             Duration::from_secs(10),
             wanted_id,
-            incarnation,
+            0,
+            vv.max_origin(),
             max_version,
             &advertise,
             config.secret.as_ref(),
         )?;
-        data.save_identity(id, incarnation)?;
+        data.save_identity(id)?;
         let mut config = config;
         config.max_content = config.max_content.max(max_content);
         // The one line on stdout: tools that start workers read it.
@@ -256,7 +255,7 @@ impl Worker {
         io::stdout().flush()?;
         LOG_ID.store(id, std::sync::atomic::Ordering::Relaxed);
         log::info!(
-            "registered with LB {} as {advertise} (incarnation {incarnation}, {} log entries replayed{})",
+            "registered with LB {} as {advertise} (origin {origin}, {} log entries replayed{})",
             config.lb,
             stats.entries,
             if building.is_some() {
@@ -313,11 +312,10 @@ impl Worker {
             let peers_hold = members.iter().map(|m| m.records).max().unwrap_or(0);
             store.reserve_total(usize::try_from(peers_hold).unwrap_or(0));
         }
-        let mut replica = Replica::new(id, incarnation, advertise.clone(), store, vv);
+        let mut replica = Replica::new(id, origin, advertise.clone(), store, vv);
         if building.is_some() {
             replica.store_building();
         }
-        replica.on_lb_floor(your_seq, &mut io);
         replica.on_members(&members, &mut io);
         let compactor = Compactor::start(data.path().to_path_buf())?;
         let metrics = match config.metrics {
@@ -817,18 +815,21 @@ impl Worker {
             (
                 2,
                 Msg::PeerHello {
-                    id,
-                    marker,
-                    your_seq,
-                    addr,
-                    ..
+                    id, origin, marker, ..
                 },
             ) => {
-                // A fresh marker on the same link (the peer's own sequence rose).
-                if let Some(Role::In { serial, peer, .. }) = io.links.get(key).map(|l| &l.role) {
-                    if *peer == id {
+                // A second hello on a link (none is sent now): it counts only
+                // from the same process, whose acks the link already counts.
+                if let Some(Role::In {
+                    serial,
+                    peer,
+                    origin: on_link,
+                    ..
+                }) = io.links.get(key).map(|l| &l.role)
+                {
+                    if *peer == id && *on_link == origin {
                         let serial = *serial;
-                        r.on_hello(id, serial, &addr, marker, your_seq, io);
+                        r.on_hello(id, serial, origin, marker, io);
                     }
                 }
             }
@@ -843,10 +844,9 @@ impl Worker {
                 4,
                 Msg::PeerHello {
                     id,
+                    origin,
                     marker,
-                    your_seq,
                     addr,
-                    ..
                 },
             ) => {
                 if let Some(who) = io.links.get(key).and_then(|l| l.verified.as_ref()) {
@@ -864,12 +864,13 @@ impl Worker {
                 if let Some(link) = io.links.get_mut(key) {
                     link.role = Role::In {
                         peer: id,
+                        origin,
                         serial,
                         acked: 0,
                         cursor: None,
                     };
                 }
-                r.on_hello(id, serial, &addr, marker, your_seq, io);
+                r.on_hello(id, serial, origin, marker, io);
             }
             (3 | 4, Msg::DigestRequest) => {
                 let reply = Msg::Digest {
@@ -946,12 +947,12 @@ impl Worker {
         for (_, link) in self.io.links.iter_mut() {
             match &mut link.role {
                 Role::In {
-                    peer,
+                    origin,
                     acked,
                     cursor,
                     ..
                 } => {
-                    let have = replica.vv.get(*peer);
+                    let have = replica.vv.get(*origin);
                     if have > *acked {
                         *acked = have;
                         msg::encode(link.conn.out(), &Msg::PeerAck { seq: have });

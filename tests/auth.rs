@@ -148,15 +148,15 @@ fn unauthenticated_connections_get_no_records() {
     let worker = c.workers[&c.ids[0]].addr.clone();
     let register = Msg::Register {
         id: 0,
-        incarnation: 0,
+        origin: 0,
+        max_origin: 0,
         max_version: 0,
         addr: "127.0.0.1:1".into(),
     };
     let peer_hello = Msg::PeerHello {
         id: c.ids[1],
-        incarnation: 1,
+        origin: 1,
         marker: 0,
-        your_seq: 0,
         addr: c.workers[&c.ids[1]].addr.clone(),
     };
     let catchup = Msg::CatchupRequest { vector: Vec::new() };

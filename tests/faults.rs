@@ -366,3 +366,75 @@ fn a_restarted_lb_activates_no_one_until_the_workers_it_listed_are_back() {
         "{log}"
     );
 }
+
+/// Cuts a worker's log at its first record of an id in `ids`: as if a
+/// machine crash had lost an unsynced tail holding those writes.
+fn cut_log_at_first_of(log: &std::path::Path, ids: std::ops::Range<u64>) {
+    let bytes = std::fs::read(log).expect("read the log");
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let kind = bytes[at + 8];
+        // A record: kind 1, then origin:u32 seq:u64 version:u64 id:u64.
+        if kind == 1 && at + 9 + 28 <= bytes.len() {
+            let id = u64::from_be_bytes(bytes[at + 9 + 20..at + 9 + 28].try_into().unwrap());
+            if ids.contains(&id) {
+                break;
+            }
+        }
+        at += 8 + len;
+    }
+    assert!(
+        at < bytes.len(),
+        "no record of {ids:?} in {}",
+        log.display()
+    );
+    std::fs::write(log, &bytes[..at]).expect("cut the log");
+}
+
+/// The worker that restarts has lost the tail of its log (its newest
+/// records, its own among them) while the only worker holding them is
+/// down and the LB restarted (so nobody reachable knows what it lost).
+/// It numbers its new records under a new origin, so the lost ones, which
+/// the other worker brings back, are never taken for duplicates of new
+/// ones: every write survives, in both stores.
+#[test]
+fn a_worker_that_lost_its_log_tail_never_reuses_the_identities_of_its_lost_records() {
+    let mut c = TestCluster::start("lost_tail_origin", 2);
+    let (first, second) = (c.ids[0], c.ids[1]);
+    let batch = |ids: std::ops::Range<u64>, salt| -> Vec<(u64, Vec<u8>)> {
+        ids.map(|id| (id, content(id, salt))).collect()
+    };
+    let (a, b, later) = (batch(0..200, 6), batch(200..400, 6), batch(400..600, 6));
+    for records in [&a, &b] {
+        put_all(&mut c.client(), records, 16);
+        c.converged(&c.ids.clone());
+    }
+    let gone_first = c.kill_worker(first).expect("kill -9");
+    cut_log_at_first_of(&gone_first.data_dir.join("records.log"), 200..400);
+    let gone_second = c.kill_worker(second).expect("kill -9");
+    c.restart_lb().expect("a new LB on the same ports");
+
+    assert_eq!(
+        c.add_worker_at(&gone_first.data_dir).expect("restart"),
+        first
+    );
+    c.wait_active(&[first], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = c.lb_log_of(2);
+    assert!(
+        !log.contains(&format!("worker {first} (origin {first})")),
+        "the restarted process numbers under its old origin: {log}"
+    );
+    put_all(&mut c.client(), &later, 16);
+    assert_eq!(
+        c.add_worker_at(&gone_second.data_dir).expect("restart"),
+        second
+    );
+    c.wait_active(&[first, second], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut expected = last_writes(&a);
+    expected.extend(last_writes(&b));
+    expected.extend(last_writes(&later));
+    assert_records(&c.converged(&[first, second]), &expected);
+}

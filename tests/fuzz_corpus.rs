@@ -112,7 +112,7 @@ fn write_seed_corpus() {
     };
     let members = vec![Member {
         id: 1,
-        incarnation: 1,
+        origin: 1,
         status: Status::Active,
         records: 3,
         addr: "127.0.0.1:7000".into(),
@@ -122,7 +122,8 @@ fn write_seed_corpus() {
             "register",
             Msg::Register {
                 id: 0,
-                incarnation: 0,
+                origin: 0,
+                max_origin: 2,
                 max_version: 5,
                 addr: "127.0.0.1:7000".into(),
             },

@@ -121,7 +121,7 @@ fn worker_joins_while_a_client_writes_20000_records() {
     // It was registered as joining, then activated once caught up.
     let log = c.lb_log();
     let joining = log
-        .find(&format!("worker {joiner} (incarnation 1) registered"))
+        .find(&format!("worker {joiner} (origin {joiner}) registered"))
         .unwrap_or_else(|| panic!("no registration of {joiner} in the LB log:\n{log}"));
     assert!(
         log[joining..]
@@ -615,7 +615,7 @@ fn a_joiner_absorbing_a_large_catch_up_keeps_its_heartbeats() {
     assert!(!log.contains("declaring it dead"), "{log}");
     let registrations = log
         .lines()
-        .filter(|l| l.contains(&format!("worker {joiner} (incarnation")))
+        .filter(|l| l.contains(&format!("worker {joiner} (origin")))
         .count();
     assert_eq!(registrations, 1, "the joiner re-registered: {log}");
     let data = c.converged(&c.ids);

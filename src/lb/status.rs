@@ -89,7 +89,7 @@ impl Lb {
                 });
                 Some(WorkerRow {
                     id: w.id,
-                    incarnation: w.incarnation,
+                    origin: w.origin,
                     addr: w.addr.clone(),
                     status: w.status,
                     since: now.saturating_duration_since(w.since),

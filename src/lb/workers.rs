@@ -27,6 +27,16 @@ pub(super) fn saved_ids(processed_log: &std::path::Path) -> (Option<u32>, Option
     (next, members)
 }
 
+/// A worker's REGISTER, as held during a restarted LB's grace.
+pub(super) struct Registration {
+    pub(super) key: usize,
+    pub(super) id: u32,
+    pub(super) origin: u32,
+    pub(super) max_origin: u32,
+    pub(super) max_version: u64,
+    pub(super) addr: String,
+}
+
 impl Lb {
     /// Handles every whole frame from a worker or admin tool on `key`.
     pub(super) fn control_frames(&mut self, key: usize) {
@@ -79,8 +89,11 @@ impl Lb {
                 let Some(p) = self.take_pending(req, w) else {
                     return;
                 };
-                let f = self.frontier.entry(w).or_insert(0);
-                *f = (*f).max(seq);
+                // `seq` numbers a record of the worker's current origin.
+                if let Some(origin) = self.members.origin_of(w) {
+                    let f = self.frontier.entry(origin).or_insert(0);
+                    *f = (*f).max(seq);
+                }
                 self.counters.stored += 1;
                 self.plog.push(Confirmed {
                     id: p.id,
@@ -139,8 +152,8 @@ impl Lb {
                     self.members
                         .check_ready(&self.frontier, w, &vector, &markers)
                 };
-                // What it holds counts as reported (see `highest_reported`)
-                // before its first REPORT.
+                // What it holds counts as reported (see `lagging`) before
+                // its first REPORT.
                 if let Some(info) = self.members.get_mut(w) {
                     info.vector = vector;
                 }
@@ -150,6 +163,7 @@ impl Lb {
                     // asked again at the next membership change.
                     Readiness::NotYet => self.held_ready = true,
                     Readiness::Behind(floor) => {
+                        let floor = self.members.add_behind(w, &floor);
                         if let Some(link) = self.links.get_mut(key) {
                             msg::encode(link.conn.out(), &Msg::Behind { floor });
                         }
@@ -175,15 +189,14 @@ impl Lb {
                 self.status_event(w, "deregistered: leaving".into());
                 self.members.deregister(w);
                 self.membership_changed = true;
-                if let Some(link) = self.links.get_mut(key) {
-                    msg::encode(link.conn.out(), &Msg::DeregisterOk);
-                }
+                self.release_leavers();
             }
             (
                 None,
                 Msg::Register {
                     id,
-                    incarnation,
+                    origin,
+                    max_origin,
                     max_version,
                     addr,
                 },
@@ -199,13 +212,25 @@ impl Lb {
                         return;
                     }
                 }
-                if id == 0 && self.in_grace() {
-                    // Just restarted: workers that already have IDs come
-                    // back first, so a newcomer cannot be given one of theirs.
-                    self.deferred.push((key, incarnation, max_version, addr));
+                let registration = Registration {
+                    key,
+                    id,
+                    origin,
+                    max_origin,
+                    max_version,
+                    addr,
+                };
+                // Just restarted: workers that already have IDs come back
+                // first, so a newcomer cannot be given one of theirs; and
+                // without the saved list (so without the saved counter,
+                // likely) processes that have origins too, before a new
+                // process is given one.
+                let wants_new = id == 0 || (origin == 0 && self.awaited.is_none());
+                if wants_new && self.in_grace() {
+                    self.deferred.push(registration);
                     return;
                 }
-                self.register_worker(key, id, incarnation, max_version, addr);
+                self.register_worker(registration);
             }
             (None, Msg::MembersRequest) => {
                 let members = self.members.members();
@@ -231,34 +256,42 @@ impl Lb {
     /// Registers a worker on connection `key`: assigns an ID if it asked
     /// for one (and remembers the highest ID ever given, see
     /// [`Lb::persist_ids`]), answers WELCOME, or REFUSED and closes.
-    pub(super) fn register_worker(
-        &mut self,
-        key: usize,
-        id: u32,
-        incarnation: u32,
-        max_version: u64,
-        addr: String,
-    ) {
+    pub(super) fn register_worker(&mut self, r: Registration) {
+        let Registration {
+            key,
+            id,
+            origin,
+            max_origin,
+            max_version,
+            addr,
+        } = r;
         self.clock = self.clock.max(max_version);
-        // Before `register` resets this worker's own entry.
-        let reported = self.members.highest_reported(id);
-        match self.members.register(id, incarnation, addr.clone(), key) {
-            Ok((id, incarnation)) => {
+        let registered = self
+            .members
+            .register(id, origin, max_origin, addr.clone(), key)
+            .and_then(|(id, origin)| match self.persist_ids() {
+                Ok(()) => Ok((id, origin)),
+                Err(e) => {
+                    // Its ID or origin could be given again after a restart.
+                    self.members.lost(id);
+                    Err(format!("cannot save the ID counter: {e}"))
+                }
+            });
+        match registered {
+            Ok((id, origin)) => {
                 if let Some(awaited) = &mut self.awaited {
                     awaited.remove(&id);
                 }
-                log::info!(
-                    "worker {id} (incarnation {incarnation}) registered from {addr}; joining"
-                );
+                log::info!("worker {id} (origin {origin}) registered from {addr}; joining");
                 self.status_event(
                     id,
-                    format!("registered from {addr} (incarnation {incarnation}): joining"),
+                    format!("registered from {addr} (origin {origin}): joining"),
                 );
                 let welcome = Msg::Welcome {
                     id,
                     members: self.members.members(),
                     max_content: self.config.max_content as u64,
-                    your_seq: reported.max(self.frontier.get(&id).copied().unwrap_or(0)),
+                    origin,
                     ack_all: self.config.ack_all,
                 };
                 if let Some(link) = self.links.get_mut(key) {
@@ -279,15 +312,17 @@ impl Lb {
                 self.close(key);
             }
         }
-        self.persist_ids();
+        // Its earlier process's origin may be one nobody streams now.
+        self.repair_lagging();
     }
 
     /// Writes the next unused worker ID and the IDs of the workers listed
     /// next to the processed log when they change, so that a restarted LB
     /// never gives a new worker the ID of one that has not re-registered
     /// yet, and knows whom its grace waits for. A rare, small, synchronous
-    /// write.
-    pub(super) fn persist_ids(&mut self) {
+    /// write: at every registration of a new process (each one takes an
+    /// origin from the counter) and when a worker leaves.
+    pub(super) fn persist_ids(&mut self) -> std::io::Result<()> {
         let next = self.members.next_id();
         let mut listed = self.members.listed();
         if !self.grace_over {
@@ -300,7 +335,7 @@ impl Lb {
             }
         }
         if next <= self.persisted_next_id && listed == self.persisted_members {
-            return;
+            return Ok(());
         }
         let path = ids_path(&self.config.processed_log);
         let tmp = path.with_extension("ids.tmp");
@@ -313,8 +348,12 @@ impl Lb {
             Ok(()) => {
                 self.persisted_next_id = next;
                 self.persisted_members = listed;
+                Ok(())
             }
-            Err(e) => log::warn!("cannot save worker IDs in {}: {e}", path.display()),
+            Err(e) => {
+                log::warn!("cannot save worker IDs in {}: {e}", path.display());
+                Err(e)
+            }
         }
     }
 
@@ -344,9 +383,9 @@ impl Lb {
                 missing.iter().collect::<Vec<_>>()
             ),
         }
-        for (key, incarnation, max_version, addr) in std::mem::take(&mut self.deferred) {
-            if self.links.contains(key) {
-                self.register_worker(key, 0, incarnation, max_version, addr);
+        for registration in std::mem::take(&mut self.deferred) {
+            if self.links.contains(registration.key) {
+                self.register_worker(registration);
             }
         }
         if self.held_ready {
@@ -355,7 +394,8 @@ impl Lb {
         }
     }
 
-    /// Asks every joining worker for its READY again with an empty BEHIND,
+    /// Asks every joining worker for its READY again with a BEHIND that
+    /// repeats its floor,
     /// after one was not acted on (held in the grace, or incomplete by
     /// the membership then: a joiner it lacked a marker of may have died
     /// since, and the worker has no reason to send it again). Queued after
@@ -366,10 +406,12 @@ impl Lb {
         if !self.grace_over || !std::mem::take(&mut self.held_ready) {
             return;
         }
-        let joining: Vec<usize> = self.members.joining_links().collect();
-        for key in joining {
+        let joining: Vec<(u32, usize)> = self.members.joining_links().collect();
+        for (id, key) in joining {
+            // Its floor as it stands: BEHIND replaces it.
+            let floor = self.members.behind_of(id);
             if let Some(link) = self.links.get_mut(key) {
-                msg::encode(link.conn.out(), &Msg::Behind { floor: Vec::new() });
+                msg::encode(link.conn.out(), &Msg::Behind { floor });
             }
         }
     }
@@ -381,9 +423,23 @@ impl Lb {
             let Some(info) = self.members.get_mut(w) else {
                 continue;
             };
-            info.behind = floor.clone();
+            info.behind = Some(floor.clone());
             if let Some(link) = info.link.and_then(|k| self.links.get_mut(k)) {
                 msg::encode(link.conn.out(), &Msg::Behind { floor });
+            }
+        }
+        self.release_leavers();
+    }
+
+    /// DEREGISTER_OK to each leaving worker whose records of origins
+    /// nobody streams any more are held by every worker that stays (see
+    /// `Membership::leavers_to_release`); until then it keeps serving
+    /// catch-ups.
+    pub(super) fn release_leavers(&mut self) {
+        for w in self.members.leavers_to_release() {
+            let link = self.members.get(w).and_then(|i| i.link);
+            if let Some(link) = link.and_then(|k| self.links.get_mut(k)) {
+                msg::encode(link.conn.out(), &Msg::DeregisterOk);
             }
         }
     }

@@ -41,17 +41,18 @@ impl Outbox for Recorded {
 fn member(id: u32, status: Status) -> Member {
     Member {
         id,
-        incarnation: 1,
+        origin: id,
         status,
         records: 0,
         addr: format!("w{id}"),
     }
 }
 
-/// Worker 1 restarted having lost its own records 5..=7 (its log kept
-/// 1..=4); the LB knows of 7. Peers 2 and 3 are both asked once while
-/// neither holds them yet; they arrive at the peers later. Without a retry
-/// nothing would ever ask again.
+/// Worker 1 restarted (its new process numbers as origin 4) having lost
+/// records 5..=7 of its previous process, origin 1 (its log kept 1..=4);
+/// the LB's floor says 7. Peers 2 and 3 are both asked once while neither
+/// holds them yet; they arrive at the peers later. Without a retry nothing
+/// would ever ask again.
 #[test]
 fn a_gap_every_peer_was_asked_about_is_asked_about_again() {
     let mut vv = VersionVector::new();
@@ -59,9 +60,9 @@ fn a_gap_every_peer_was_asked_about_is_asked_about_again() {
     vv.observe(1, 2);
     vv.observe(1, 3);
     vv.observe(1, 4);
-    let mut r = Replica::new(1, 1, "w1".into(), Store::new(), vv);
+    let mut r = Replica::new(1, 4, "w1".into(), Store::new(), vv);
     let mut out = Recorded::default();
-    r.on_lb_floor(7, &mut out);
+    r.on_behind(&[(1, 7)], &mut out);
     r.on_members(
         &[
             member(1, Status::Joining),
@@ -72,9 +73,9 @@ fn a_gap_every_peer_was_asked_about_is_asked_about_again() {
     );
     for peer in [2, 3] {
         r.on_link_up(peer, &mut out);
-        r.on_hello(peer, u64::from(peer), &format!("w{peer}"), 0, 4, &mut out);
+        r.on_hello(peer, u64::from(peer), peer, 0, &mut out);
     }
-    // The first, full catch-up, then each peer once about our own gap.
+    // The first, full catch-up, then each peer once about the old gap.
     let mut donors = Vec::new();
     while let Some((peer, _)) = out.catchups.pop() {
         donors.push(peer);
@@ -106,7 +107,7 @@ fn record(origin: u32, seq: u64, id: u64) -> RecordRef<'static> {
 /// Worker 3, active with the workers `peers` (all active), its links to
 /// them up.
 fn active_worker_3(peers: &[u32]) -> (Replica, Recorded, Vec<Member>) {
-    let mut r = Replica::new(3, 1, "w3".into(), Store::new(), VersionVector::new());
+    let mut r = Replica::new(3, 3, "w3".into(), Store::new(), VersionVector::new());
     let mut out = Recorded::default();
     let mut all: Vec<Member> = peers.iter().map(|&p| member(p, Status::Active)).collect();
     all.push(member(3, Status::Active));
@@ -114,8 +115,32 @@ fn active_worker_3(peers: &[u32]) -> (Replica, Recorded, Vec<Member>) {
     r.on_members(&all, &mut out);
     for &peer in peers {
         r.on_link_up(peer, &mut out);
+        r.on_hello(peer, u64::from(peer), peer, 0, &mut out);
     }
     (r, out, all)
+}
+
+/// Worker 2 restarts (its new process numbers as origin 6): what 3 holds
+/// above a gap of origin 2 is stranded as if 2 had died, and its new
+/// process's records are a fresh sequence that no old record shares.
+#[test]
+fn a_restarted_peers_earlier_origin_is_stranded_like_a_dead_one() {
+    let (mut r, mut out, all) = active_worker_3(&[1, 2]);
+    r.on_link_record(2, &record(2, 1, 10), &mut out);
+    r.on_link_record(2, &record(2, 5, 11), &mut out);
+    assert!(out.records.is_empty(), "its origin still streams them");
+    let mut restarted = all.clone();
+    restarted[1].origin = 6;
+    r.on_members(&restarted, &mut out);
+    assert_eq!(r.peer_origin(2), Some(6));
+    assert_eq!(out.records, [(1, 2, 5)], "to the peer whose link is up");
+    out.records.clear();
+    r.on_link_up(2, &mut out);
+    assert_eq!(out.records, [(2, 2, 5)], "and to the new process");
+    // The new process's first record: origin 6, seq 1, beside origin 2's.
+    r.on_hello(2, 9, 6, 0, &mut out);
+    r.on_link_record(2, &record(6, 1, 12), &mut out);
+    assert_eq!((r.vv.get(2), r.vv.get(6)), (1, 1));
 }
 
 /// Worker 3 holds records of worker 2 above a gap when 2 dies: the gap's
@@ -172,7 +197,7 @@ fn a_worker_whose_store_is_still_being_built_is_not_ready_until_it_is() {
         &mut out,
     );
     r.on_link_up(2, &mut out);
-    r.on_hello(2, 1, "w2", 5, 0, &mut out);
+    r.on_hello(2, 1, 2, 5, &mut out);
     // The catch-up: a record the log had (ignored: the vector covers it),
     // two new ones, one overwriting id 3.
     r.on_record(&record(2, 3, 3), &mut out);
@@ -210,7 +235,7 @@ fn a_leaving_worker_hands_over_stranded_records_before_it_is_done() {
 
     // 1's hello says we lack its records: a catch-up from 1 in flight
     // when 2 dies.
-    r.on_hello(1, 1, "w1", 5, 0, &mut out);
+    r.on_hello(1, 1, 1, 5, &mut out);
     assert_eq!(out.catchups.len(), 1, "asked 1 for its records");
     // (Listed inactive: a leaver keeps a peer that is just not listed.)
     r.on_members(

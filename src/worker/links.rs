@@ -40,6 +40,8 @@ pub(super) enum Role {
     /// A peer's link to us, identified by its Hello.
     In {
         peer: u32,
+        /// The origin its hello announced: what our PEER_ACKs count.
+        origin: u32,
         /// Unique per connection, unlike slab keys (see `Replica::on_inbound_down`).
         serial: u64,
         acked: u64,

@@ -160,7 +160,8 @@ impl Worker {
             Duration::ZERO,
             LB_ATTEMPT_TIMEOUT,
             r.id,
-            r.incarnation,
+            r.origin,
+            r.vv.max_origin(),
             r.store.max_version().max(self.log_max_version),
             &r.addr,
             self.config.secret.as_ref(),
@@ -193,7 +194,6 @@ impl Worker {
         log::info!("re-registered with the LB");
         self.config.max_content = self.config.max_content.max(reg.max_content);
         self.io.ack_all = reg.ack_all;
-        self.replica.on_lb_floor(reg.your_seq, &mut self.io);
         self.replica.on_lb_welcome(&reg.members, &mut self.io);
         if matches!(self.replica.phase(), Phase::Leaving { .. }) {
             // Listed as leaving, so its peers keep it until it is done.

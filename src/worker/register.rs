@@ -9,17 +9,16 @@ use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 /// What registration yields: the LB link (and any bytes already read from
-/// it), our ID and incarnation, and the membership at that moment.
+/// it), our ID and origin, and the membership at that moment.
 pub(super) struct Registration {
     pub(super) stream: TcpStream,
     pub(super) early: Vec<u8>,
     pub(super) id: u32,
-    pub(super) incarnation: u32,
+    /// The origin this process numbers its records under.
+    pub(super) origin: u32,
     pub(super) members: Vec<msg::Member>,
     /// The LB's content limit.
     pub(super) max_content: usize,
-    /// The highest seq of our ID the LB knows of.
-    pub(super) your_seq: u64,
     /// The LB runs `--ack all`.
     pub(super) ack_all: bool,
 }
@@ -30,13 +29,16 @@ pub(super) struct Registration {
 /// loop starts; a re-registration from the loop passes a short `attempt`,
 /// so an unreachable or stopped LB stalls the loop only that long. With a
 /// cluster secret the connection authenticates first (as `id`, `advertise`).
+/// `origin` 0 (a process registering for the first time) asks for one;
+/// `max_origin` is the highest origin our vector names.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn register(
     lb: &str,
     patience: Duration,
     attempt: Duration,
     id: u32,
-    incarnation: u32,
+    origin: u32,
+    max_origin: u32,
     max_version: u64,
     advertise: &str,
     secret: Option<&Secret>,
@@ -70,7 +72,8 @@ pub(super) fn register(
         &mut out,
         &Msg::Register {
             id,
-            incarnation,
+            origin,
+            max_origin,
             max_version,
             addr: advertise.to_string(),
         },
@@ -86,13 +89,15 @@ pub(super) fn register(
                     id,
                     members,
                     max_content,
-                    your_seq,
+                    origin: given,
                     ack_all,
                 } => {
-                    let inc = members
-                        .iter()
-                        .find(|m| m.id == id)
-                        .map_or(1, |m| m.incarnation);
+                    if origin != 0 && given != origin {
+                        return Err(format!(
+                            "the LB gave origin {given}, but this process numbers its records as {origin}"
+                        )
+                        .into());
+                    }
                     stream.set_read_timeout(None)?;
                     stream.set_write_timeout(None)?;
                     stream.set_nonblocking(true)?;
@@ -105,10 +110,9 @@ pub(super) fn register(
                         stream: TcpStream::from_std(stream),
                         early: buf,
                         id,
-                        incarnation: inc,
+                        origin: given,
                         members,
                         max_content: usize::try_from(max_content).unwrap_or(usize::MAX),
-                        your_seq,
                         ack_all,
                     });
                 }

@@ -3,12 +3,12 @@
 //! - `kill`: kill -9 for good. What the process wrote to its sockets still
 //!   arrives (the kernel sends it); nothing else of it is ever seen again.
 //! - `crash` + `restart`: the process dies and is started again on its data
-//!   directory: the same ID and incarnation, the store and vector that
-//!   replaying its log gives, at the same address or (as `--listen :0`
-//!   gives) a new one. After a machine crash (`--fsync interval`) the log
-//!   has lost a tail; sometimes the directory is gone altogether (a new
-//!   incarnation of the ID, empty). What is lost is decided at the restart:
-//!   nothing reads the log in between.
+//!   directory: the same ID, a new origin from the LB, the store and vector
+//!   that replaying its log gives, at the same address or (as `--listen
+//!   :0` gives) a new one. After a machine crash (`--fsync interval`) the
+//!   log has lost a tail; sometimes the directory is gone altogether
+//!   (empty). What is lost is decided at the restart: nothing reads the
+//!   log in between.
 //! - `break_link`: a peer connection breaks; a prefix of each direction
 //!   arrives, then each end notices (the dialer re-dials).
 //! - `lb_drop`: the LB declares a live worker dead (paused past
@@ -37,21 +37,21 @@
 //! `all`), which reproduces it:
 //! - (fixed, was `lb-ids`: a restarted LB assigned IDs from 1 again; the
 //!   LB now saves its next unused ID, which `lb_restart` models.)
-//! - `renumber`: a worker whose log lacks own records that exist elsewhere
-//!   (lost tail or directory, or a new incarnation that had not caught them
-//!   up) learns where to number from only from the LB's WELCOME (the most
-//!   any worker reported holding of it) and from the hellos of the peers
-//!   the LB lists. A restarted LB activates nobody until the workers its
-//!   predecessor listed are back, or its grace (2 s) ends; if the workers
-//!   that hold those records are down past the grace, or cut off, it
-//!   becomes active and numbers new records with identities that older
-//!   records still have (they are dropped as duplicates where those are).
-//! - `lost-reported`: the LB's WELCOME `your_seq` includes what the worker
-//!   reported, not only what was acknowledged. If those records are lost
-//!   everywhere (an unsynced tail, never acknowledged because the LB
-//!   connection had dropped, reported after re-registering), the worker
-//!   waits forever for them, and its hellos' markers make every joiner
-//!   wait too.
+//! - (fixed, was `renumber`: a restarted worker whose log had lost its
+//!   own newest records, with the workers holding them down or cut off
+//!   past a restarted LB's grace, numbered new records with identities
+//!   that those records still had. Each process now numbers under an
+//!   origin of its own, given by the LB from the counter it saves; the
+//!   check that no identity is created twice is absolute.)
+//! - `lost-reported`: the LB's floors (BEHIND) follow what workers report
+//!   holding, and a floor of an origin that streams no more counts every
+//!   seq up to it. If records a worker reported are then lost everywhere
+//!   (an unsynced tail, never acknowledged), or lost below one that was
+//!   acknowledged (the floor is the highest acknowledged seq, and vectors
+//!   are contiguous), a worker told that floor waits for them forever.
+//!   A floor is lowered when the report that raised it goes (its worker
+//!   restarted, left, or died), which removed most of these (52 seeds in
+//!   10,000 before origins per process and lowered floors, 2 now).
 //! - (fixed, was `gaps`: a worker asked each peer once about a gap and
 //!   asked again only when the gap shrank or links or members changed, so
 //!   records that reached a peer after it was asked, or were held only
@@ -98,11 +98,10 @@ impl Budget {
 
 /// A crashed worker's data directory, waiting for the worker to restart.
 pub struct Crashed {
-    pub incarnation: u32,
     pub addr: String,
     pub disk: Vec<Logged>,
     /// The directory will be gone (if that loses nothing; else as
-    /// `machine`): it comes back as a new incarnation.
+    /// `machine`).
     pub lost_dir: bool,
     /// A machine crash: an unsynced tail of the log will be gone.
     pub machine: bool,
@@ -115,11 +114,13 @@ pub struct Crashed {
 enum Loss {
     /// For good: killed, or leaving without its peers' acknowledgements.
     ForGood,
-    /// It leaves: its peers hold its own records, not others' it has.
+    /// It leaves: its peers hold its own records (its peers acknowledge
+    /// them), and those of origins no other live process numbers under (the
+    /// LB sends DEREGISTER_OK once the workers that stay report them), not
+    /// others' it has.
     Foreign,
-    /// It restarts with part of its log; the LB that welcomes it back
-    /// knows of its own records up to `knows`.
-    Restart { knows: u64 },
+    /// It restarts with part of its log.
+    Restart,
 }
 
 /// Whether `SIM_KNOWN_BUGS` (a comma-separated list of the names in the
@@ -143,33 +144,6 @@ impl Sim {
             .filter(|(_, n)| n.replica.phase() == Phase::Active)
             .map(|(&id, _)| id)
             .collect()
-    }
-
-    /// What the LB that would welcome `w` back knows of `w`'s records.
-    pub fn lb_knows(&self, w: u32) -> u64 {
-        self.lb.as_ref().map_or(0, |lb| {
-            lb.members
-                .highest_reported(w)
-                .max(lb.frontier.get(&w).copied().unwrap_or(0))
-        })
-    }
-
-    /// Whether a record of `w`'s own above `from` exists elsewhere: started
-    /// again with only `from` of its own records and told `knows` by the
-    /// LB, it would number new records over them before a peer's hello
-    /// could tell it otherwise if that peer has not registered with the LB
-    /// yet (a known bug, see the module doc).
-    fn would_renumber(&self, w: u32, from: u64, knows: u64) -> bool {
-        let created = self
-            .hist
-            .identities
-            .keys()
-            .filter(|(o, _)| *o == w)
-            .map(|&(_, s)| s)
-            .max()
-            .unwrap_or(0);
-        !known_bug("renumber")
-            && (from.max(knows) + 1..=created).any(|s| self.held_elsewhere(w, w, s, None))
     }
 
     /// Workers that are not leaving, but not the last one that a leaver
@@ -203,17 +177,9 @@ impl Sim {
 
     /// Workers that may crash: not leaving ones; not the last one staying
     /// while another leaves (the leaver would be the last worker, whose
-    /// records live on only in its data directory); not one whose log
-    /// lacks own records held elsewhere that the LB does not know of (see
-    /// `would_renumber`).
+    /// records live on only in its data directory).
     pub fn crashable(&self) -> Vec<u32> {
         self.not_last_staying()
-            .into_iter()
-            .filter(|&w| {
-                let own = self.nodes[&w].replica.vv.get(w);
-                !self.would_renumber(w, own, self.lb_knows(w))
-            })
-            .collect()
     }
 
     /// A registered process starts its loop.
@@ -233,8 +199,9 @@ impl Sim {
             self.seed,
             self.log
         );
-        self.max_id = self.max_id.max(id);
-        let replica = Replica::new(id, welcome.incarnation, addr.clone(), store, vv);
+        // IDs and origins come from one counter, saved by the LB.
+        self.max_id = self.max_id.max(id).max(welcome.origin);
+        let replica = Replica::new(id, welcome.origin, addr.clone(), store, vv);
         self.nodes.insert(
             id,
             Node {
@@ -245,10 +212,7 @@ impl Sim {
             },
         );
         self.addrs.insert(id, addr);
-        self.with_node(id, |r, out| {
-            r.on_lb_floor(welcome.your_seq, out);
-            r.on_members(&welcome.members, out);
-        });
+        self.with_node(id, |r, out| r.on_members(&welcome.members, out));
     }
 
     /// A new worker with an empty data directory registers. Sometimes it
@@ -264,7 +228,6 @@ impl Sim {
                 !self.nodes.contains_key(&id)
                     && !self.crashed.contains_key(&id)
                     && lb.members.get(id).is_none()
-                    && !self.would_renumber(id, 0, self.lb_knows(id))
             })
             .collect();
         let wanted = if !departed.is_empty() && self.rng.chance(50) {
@@ -273,7 +236,7 @@ impl Sim {
             0
         };
         let welcome = self
-            .lb_register(wanted, 0, 0, &addr)
+            .lb_register(wanted, 0, 0, 0, &addr)
             .expect("free ids register");
         self.note(format!("join {}", welcome.id));
         self.start_node(
@@ -397,13 +360,10 @@ impl Sim {
     ///   it registers again), that no other worker holds durably (a worker
     ///   that may itself lose it does not count). Coverage counts, not just
     ///   records: a catch-up's vector covers records superseded at the
-    ///   donor;
-    /// - ([`Loss::Restart`]) an own record that exists elsewhere above what
-    ///   it keeps and what the LB that welcomes it back knows (see
-    ///   `would_renumber`).
+    ///   donor.
     ///
-    /// `SIM_KNOWN_BUGS=1` drops the parts that avoid known bugs (reported
-    /// records, what the LB knows; see the module doc).
+    /// `SIM_KNOWN_BUGS=lost-reported` drops the part that avoids a known
+    /// bug (reported records; see the module doc).
     fn loses_too_much(
         &self,
         w: u32,
@@ -426,9 +386,16 @@ impl Sim {
                 || self.hist.stored_emitted.contains(&(o, s))
         };
         let held = |o: u32, s: u64| self.held_durably(w, o, s, false, false);
+        // What a leaver hands over: everything but the records of origins
+        // another live process numbers under (which that process streams).
+        let streamed = |o: u32| {
+            self.nodes
+                .iter()
+                .any(|(&id, n)| id != w && n.replica.origin == o)
+        };
         let (_, after) = replay(&disk[..cut]);
         for (o, top) in before.to_vec() {
-            if foreign_only && o == w {
+            if foreign_only && !streamed(o) {
                 continue;
             }
             // Each one: a record held above a gap vouches for no other.
@@ -439,14 +406,13 @@ impl Sim {
         }
         let lost_record = disk[cut..].iter().any(|e| match e {
             Logged::Record(r) => {
-                !(foreign_only && r.origin == w)
+                (!foreign_only || streamed(r.origin))
                     && must_keep(r.origin, r.seq)
                     && !held(r.origin, r.seq)
             }
             Logged::Vector(_) => false,
         });
         lost_record
-            || matches!(loss, Loss::Restart { knows } if self.would_renumber(w, after.get(w), knows))
     }
 
     /// Workers that may leave: active, also to the LB, and not the last
@@ -512,7 +478,6 @@ impl Sim {
         self.crashed.insert(
             w,
             Crashed {
-                incarnation: node.replica.incarnation,
                 addr: node.replica.addr.clone(),
                 disk: node.disk,
                 lost_dir,
@@ -525,26 +490,21 @@ impl Sim {
     /// The crashed worker `w` starts again on its data directory.
     pub fn restart(&mut self, w: u32) {
         let c = self.crashed.remove(&w).expect("crashed");
-        let knows = self.lb_knows(w);
         let mut disk = c.disk;
-        let mut incarnation = c.incarnation;
         let mut lost = 0;
         let lossy = c.machine || c.lost_dir;
         self.stats.lossy_restarts += lossy as u64;
         if !lossy {
             // Restarts with its whole log.
-        } else if c.lost_dir && !self.loses_too_much(w, &c.vv, &disk, 0, Loss::Restart { knows }) {
+        } else if c.lost_dir && !self.loses_too_much(w, &c.vv, &disk, 0, Loss::Restart) {
             // Everything it held is elsewhere: it may lose it all.
             self.stats.lost_dirs += 1;
             lost = disk.len();
             disk.clear();
-            incarnation = 0;
         } else {
             let want = self.rng.below(disk.len().min(16) + 1);
             let mut cut = disk.len() - want;
-            while cut < disk.len()
-                && self.loses_too_much(w, &c.vv, &disk, cut, Loss::Restart { knows })
-            {
+            while cut < disk.len() && self.loses_too_much(w, &c.vv, &disk, cut, Loss::Restart) {
                 cut += 1;
             }
             lost = disk.len() - cut;
@@ -559,17 +519,14 @@ impl Sim {
         } else {
             c.addr
         };
+        // A new process: a new origin.
         let welcome = self
-            .lb_register(w, incarnation, store.max_version(), &addr)
+            .lb_register(w, 0, vv.max_origin(), store.max_version(), &addr)
             .expect("the LB no longer has the old connection");
         self.stats.restarts += 1;
         self.note(format!(
-            "restart {w} at {addr}, {lost} log entries lost{}",
-            if incarnation == 0 {
-                " (new incarnation)"
-            } else {
-                ""
-            }
+            "restart {w} at {addr} as origin {}, {lost} log entries lost",
+            welcome.origin
         ));
         self.start_node(welcome, addr, store, vv, disk);
     }
@@ -577,17 +534,22 @@ impl Sim {
     /// The worker re-registers after losing its LB connection.
     pub fn register_again(&mut self, w: u32) {
         let r = &self.nodes[&w].replica;
-        let (inc, max_version, addr) = (r.incarnation, r.store.max_version(), r.addr.clone());
+        let (origin, max_origin, max_version, addr) = (
+            r.origin,
+            r.vv.max_origin(),
+            r.store.max_version(),
+            r.addr.clone(),
+        );
         let welcome = self
-            .lb_register(w, inc, max_version, &addr)
+            .lb_register(w, origin, max_origin, max_version, &addr)
             .expect("the LB no longer has the old connection");
         assert_eq!(welcome.id, w, "re-registered under another ID");
+        assert_eq!(welcome.origin, origin, "the same process keeps its origin");
         self.note(format!("register {w}"));
         let node = self.nodes.get_mut(&w).expect("live");
         node.conn = Some(welcome.conn);
         node.last_report = None;
         self.with_node(w, |r, out| {
-            r.on_lb_floor(welcome.your_seq, out);
             r.on_lb_welcome(&welcome.members, out);
             if matches!(r.phase(), Phase::Leaving { .. }) {
                 out.to_lb(&Msg::Deregister);
@@ -627,16 +589,6 @@ impl Sim {
         c.lb_open = false;
         c.to_lb.clear();
         c.from_lb.truncate(keep);
-    }
-
-    /// Not while a crashed worker's log lacks own records held elsewhere
-    /// that only the LB knows of (see `would_renumber`): a known bug (see
-    /// the module doc).
-    pub fn lb_may_crash(&self) -> bool {
-        !self
-            .crashed
-            .iter()
-            .any(|(&w, c)| self.would_renumber(w, c.vv.get(w), 0))
     }
 
     /// The LB process dies with everything it held in memory.

@@ -136,9 +136,8 @@ impl Lb {
 /// What a registration yields to the worker.
 pub struct Welcome {
     pub id: u32,
-    pub incarnation: u32,
+    pub origin: u32,
     pub members: Vec<Member>,
-    pub your_seq: u64,
     pub conn: u64,
 }
 
@@ -173,19 +172,18 @@ impl Sim {
     pub fn lb_register(
         &mut self,
         wanted: u32,
-        incarnation: u32,
+        origin: u32,
+        max_origin: u32,
         max_version: u64,
         addr: &str,
     ) -> Result<Welcome, String> {
         let key = self.next_conn;
         let lb = self.lb.as_mut().expect("the LB is up");
         lb.clock = lb.clock.max(max_version);
-        let reported = lb.members.highest_reported(wanted);
-        let (id, incarnation) =
+        let (id, origin) =
             lb.members
-                .register(wanted, incarnation, addr.to_string(), key as usize)?;
+                .register(wanted, origin, max_origin, addr.to_string(), key as usize)?;
         self.next_conn += 1;
-        let your_seq = reported.max(lb.frontier.get(&id).copied().unwrap_or(0));
         lb.changed = true;
         if let Some(awaited) = &mut lb.grace {
             awaited.remove(&id);
@@ -206,9 +204,8 @@ impl Sim {
         );
         Ok(Welcome {
             id,
-            incarnation,
+            origin,
             members: lb.members.members(),
-            your_seq,
             conn: key,
         })
     }
@@ -310,8 +307,10 @@ impl Sim {
                     ..
                 }) => {
                     assert_eq!(worker, w, "STORED from the wrong worker; seed {seed}");
-                    let f = lb.frontier.entry(w).or_insert(0);
-                    *f = (*f).max(seq);
+                    if let Some(origin) = lb.members.origin_of(w) {
+                        let f = lb.frontier.entry(origin).or_insert(0);
+                        *f = (*f).max(seq);
+                    }
                     let a = lb.acked.entry(id).or_insert(0);
                     *a = (*a).max(version);
                     let a = self.hist.acked.entry(id).or_insert(0);
@@ -363,7 +362,10 @@ impl Sim {
                 }
                 match readiness {
                     Readiness::NotYet => lb.held_ready = true,
-                    Readiness::Behind(floor) => self.lb_send(w, ToWorker::Behind(floor)),
+                    Readiness::Behind(floor) => {
+                        let floor = lb.members.add_behind(w, &floor);
+                        self.lb_send(w, ToWorker::Behind(floor));
+                    }
                     Readiness::Complete => {
                         if lb.members.activate(w) {
                             lb.changed = true;
@@ -377,7 +379,7 @@ impl Sim {
             ToLb::Deregister => {
                 lb.members.deregister(w);
                 lb.changed = true;
-                self.lb_send(w, ToWorker::DeregisterOk);
+                self.release_leavers();
             }
         }
     }
@@ -388,9 +390,18 @@ impl Sim {
         let lagging = lb.members.lagging(&lb.frontier);
         for (x, floor) in lagging {
             if let Some(info) = self.lb().members.get_mut(x) {
-                info.behind = floor.clone();
+                info.behind = Some(floor.clone());
             }
             self.lb_send(x, ToWorker::Behind(floor));
+        }
+        self.release_leavers();
+    }
+
+    /// DEREGISTER_OK to leavers whose records of dead origins every
+    /// staying worker holds (`Membership::leavers_to_release`).
+    fn release_leavers(&mut self) {
+        for x in self.lb().members.leavers_to_release() {
+            self.lb_send(x, ToWorker::DeregisterOk);
         }
     }
 
@@ -440,7 +451,8 @@ impl Sim {
         }
         if ask_ready {
             for m in members.iter().filter(|m| m.status == Status::Joining) {
-                self.lb_send(m.id, ToWorker::Behind(Vec::new()));
+                let floor = self.lb().members.behind_of(m.id);
+                self.lb_send(m.id, ToWorker::Behind(floor));
             }
         }
     }

@@ -11,9 +11,9 @@
 //!   peer is a member, and the old connection may still drain while the new
 //!   one carries frames;
 //! - a worker crashes (kill -9: what it wrote to its sockets still arrives);
-//!   most come back from their data directory with the same ID and
-//!   incarnation, some after a machine crash that lost an unsynced tail of
-//!   the log, some with the directory lost (a new incarnation); one may be
+//!   most come back from their data directory with the same ID (and a new
+//!   origin, as every process), some after a machine crash that lost an
+//!   unsynced tail of the log, some with the directory lost; one may be
 //!   gone for good;
 //! - the LB declares a live worker dead (a pause past `--worker-timeout-ms`):
 //!   the worker keeps its store and links and registers again;
@@ -35,7 +35,7 @@
 //! version at least as new as every write this LB acknowledged before the
 //! GET arrived, that a PUT is stamped above every write acknowledged before
 //! it (by any LB), and that a record identity `(origin, seq)` is never
-//! reused while an older record with it still exists.
+//! created twice.
 //!
 //! Faults are injected only as far as the system promises to survive them,
 //! and fault combinations that hit known bugs are left out (`faults.rs` has
@@ -85,6 +85,9 @@ fn run_seed(seed: u64) -> Stats {
     // Quiet: no new requests or faults; recover and deliver everything.
     while sim.step(true) {
         steps += 1;
+        if steps >= 2_000_000 {
+            sim.dump();
+        }
         assert!(
             steps < 2_000_000,
             "no quiescence; seed {seed}; {:?}",

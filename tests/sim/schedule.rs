@@ -111,7 +111,7 @@ impl Sim {
             let key = *self.links.keys().nth(i).expect("in range");
             self.break_link(key);
             return true;
-        } else if r < 19 && b.lb_crashes > 0 && self.lb.is_some() && self.lb_may_crash() {
+        } else if r < 19 && b.lb_crashes > 0 && self.lb.is_some() {
             self.budget.lb_crashes -= 1;
             self.lb_crash();
             return true;

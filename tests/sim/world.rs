@@ -57,11 +57,7 @@ impl Rec {
 /// A frame on a peer connection.
 #[derive(Debug, Clone)]
 pub enum Wire {
-    Hello {
-        marker: u64,
-        your_seq: u64,
-        addr: String,
-    },
+    Hello { origin: u32, marker: u64 },
     Record(Rec),
     Ack(u64),
     CatchupRequest(Vector),
@@ -114,6 +110,8 @@ pub struct Link {
     pub acked: u64,
     /// The acceptor's serial, given at the first hello; 0 before.
     pub serial: u64,
+    /// The dialer's origin, from its first hello: what acks count.
+    pub origin: u32,
 }
 
 /// A peer connection that is closed or broken: what is left of each queue
@@ -186,6 +184,8 @@ pub struct Sim {
 /// The replica's effects, into the simulated queues and log.
 pub struct SimOut<'a> {
     me: u32,
+    /// The origin of `me`'s process.
+    origin: u32,
     links: &'a mut BTreeMap<(u32, u32), Link>,
     dying: &'a mut Vec<Dying>,
     redials: &'a mut BTreeMap<(u32, u32), String>,
@@ -234,15 +234,9 @@ impl Outbox for SimOut<'_> {
             return;
         };
         let wire = match msg {
-            Msg::PeerHello {
-                marker,
-                your_seq,
-                addr,
-                ..
-            } => Wire::Hello {
+            Msg::PeerHello { origin, marker, .. } => Wire::Hello {
+                origin: *origin,
                 marker: *marker,
-                your_seq: *your_seq,
-                addr: addr.clone(),
             },
             Msg::CatchupRequest { vector } => Wire::CatchupRequest(vector.clone()),
             Msg::Record(r) => Wire::Record(Rec::of(r)),
@@ -283,7 +277,7 @@ impl Outbox for SimOut<'_> {
     fn stored(&mut self, req: u64, seq: u64) {
         if let Some(q) = self.to_lb.as_mut() {
             q.push_back(ToLb::Stored { req, seq });
-            self.hist.stored_emitted.insert((self.me, seq));
+            self.hist.stored_emitted.insert((self.origin, seq));
         }
     }
     fn value(&mut self, req: u64, content: Option<&[u8]>) {
@@ -327,6 +321,7 @@ impl Sim {
             .map(|c| &mut c.to_lb);
         let mut out = SimOut {
             me: id,
+            origin: node.replica.origin,
             links: &mut self.links,
             dying: &mut self.dying,
             redials: &mut self.redials,
@@ -337,9 +332,9 @@ impl Sim {
             closed: Vec::new(),
         };
         f(&mut node.replica, &mut out);
-        for ((from, to), link) in out.links.iter_mut() {
+        for ((_, to), link) in out.links.iter_mut() {
             if *to == id && link.serial != 0 {
-                let have = node.replica.vv.get(*from);
+                let have = node.replica.vv.get(link.origin);
                 if have > link.acked {
                     link.acked = have;
                     link.back.push_back(Wire::Ack(have));
@@ -419,9 +414,12 @@ impl Sim {
             self.hand_to_dialer(a, b, wire);
             return;
         }
-        if matches!(wire, Wire::Hello { .. }) && link.serial == 0 {
-            self.serials += 1;
-            link.serial = self.serials;
+        if let Wire::Hello { origin, .. } = wire {
+            if link.serial == 0 {
+                self.serials += 1;
+                link.serial = self.serials;
+                link.origin = origin;
+            }
         }
         if let Wire::CatchupRequest(filter) = wire {
             let node = &self.nodes[&b];
@@ -472,13 +470,9 @@ impl Sim {
 
     fn hand_to_acceptor(&mut self, a: u32, b: u32, serial: u64, wire: Wire) {
         match wire {
-            Wire::Hello {
-                marker,
-                your_seq,
-                addr,
-            } => self.with_node(b, |r, out| {
-                r.on_hello(a, serial, &addr, marker, your_seq, out)
-            }),
+            Wire::Hello { origin, marker } => {
+                self.with_node(b, |r, out| r.on_hello(a, serial, origin, marker, out))
+            }
             Wire::Record(rec) => {
                 self.with_node(b, |r, out| r.on_link_record(a, &rec.as_ref(), out))
             }
@@ -567,7 +561,7 @@ impl Sim {
     /// Whether record `(origin, seq)` is held durably but by worker `not`:
     /// applied (or covered) by another live worker, or in the data
     /// directory of one that will restart. `contiguous`: covered by its
-    /// vector, as a hello's `your_seq`, a REPORT or a `CatchupDone` says;
+    /// vector, as a REPORT or a `CatchupDone` says;
     /// else also applied above a gap.
     ///
     /// A crashed worker that is to lose its directory counts only for
@@ -587,38 +581,13 @@ impl Sim {
         // it waits only for its own records to reach its peers.
         self.nodes.iter().any(|(&id, n)| {
             id != not
-                && (exists || id == origin || !matches!(n.replica.phase(), Phase::Leaving { .. }))
+                && (exists
+                    || n.replica.origin == origin
+                    || !matches!(n.replica.phase(), Phase::Leaving { .. }))
                 && holds(&n.replica.vv)
         }) || self
             .crashed
             .iter()
             .any(|(&id, c)| id != not && (exists || !c.lost_dir) && holds(&c.vv))
-    }
-
-    /// Whether record `(origin, seq)` exists anywhere but at worker `not`:
-    /// held durably, or on its way on a connection that will deliver it. A
-    /// frame of the record `except` (id, version) does not count.
-    pub fn held_elsewhere(
-        &self,
-        not: u32,
-        origin: u32,
-        seq: u64,
-        except: Option<(u64, u64)>,
-    ) -> bool {
-        let live = |w: u32| self.nodes.contains_key(&w) && w != not;
-        let old = |w: &Wire| match w {
-            Wire::Record(r) => {
-                r.origin == origin && r.seq == seq && except != Some((r.id, r.version))
-            }
-            _ => false,
-        };
-        self.held_durably(not, origin, seq, false, true)
-            || self.links.iter().any(|(&(a, b), l)| {
-                (live(b) && l.fwd.iter().any(old)) || (live(a) && l.back.iter().any(old))
-            })
-            || self.dying.iter().any(|d| {
-                (live(d.to) && !d.acceptor_done && d.fwd.iter().any(old))
-                    || (live(d.from) && !d.dialer_done && d.back.iter().any(old))
-            })
     }
 }
