@@ -37,6 +37,15 @@ impl Entry {
     }
 }
 
+/// A position in a [`Store::walk`].
+#[derive(Debug)]
+pub struct StoreWalk {
+    shard: usize,
+    pos: usize,
+    /// Each shard's length when the walk began.
+    ends: Vec<usize>,
+}
+
 /// One part of the store: the records whose id maps to it (see
 /// [`shard_of`]), with its own digest and counters.
 ///
@@ -289,7 +298,36 @@ impl Store {
         sum.to_be_bytes()
     }
 
-    /// Every id, unsorted: the frozen key list a catch-up walks.
+    /// A walk over the records held now, in the store's dense order (see
+    /// [`Store::next_in`]): nothing is copied, and a record is read when
+    /// the walk reaches it, so it may be newer than when the walk began.
+    pub fn walk(&self) -> StoreWalk {
+        StoreWalk {
+            shard: 0,
+            pos: 0,
+            ends: self.shards.iter().map(|s| s.ids.len()).collect(),
+        }
+    }
+
+    /// The next record of `walk`, or `None` once it has visited every
+    /// record the store held when it began (records are never removed, so
+    /// their positions stay; later ones are not visited). A walk of
+    /// another store ends at once wherever its positions do not exist.
+    pub fn next_in(&self, walk: &mut StoreWalk) -> Option<(u64, &Entry)> {
+        loop {
+            let end = *walk.ends.get(walk.shard)?;
+            let shard = self.shards.get(walk.shard)?;
+            if walk.pos < end.min(shard.ids.len()) {
+                let at = walk.pos;
+                walk.pos += 1;
+                return Some((shard.ids[at], &shard.entries[at]));
+            }
+            walk.shard += 1;
+            walk.pos = 0;
+        }
+    }
+
+    /// Every id, unsorted.
     pub fn ids(&self) -> Vec<u64> {
         let mut ids = Vec::with_capacity(self.len());
         for s in self.shards.iter() {
@@ -393,6 +431,32 @@ mod tests {
                 assert_eq!(many.get(id), one.get(id), "id {id}");
             }
         }
+    }
+
+    #[test]
+    fn a_walk_visits_the_records_held_when_it_began_once_each() {
+        let mut s = Store::with_shards(4, 0);
+        for id in 0..100u64 {
+            s.apply(&rec(1, id + 1, 1, id, b"a"));
+        }
+        let mut walk = s.walk();
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let (id, _) = s.next_in(&mut walk).expect("a record");
+            seen.push(id);
+        }
+        // Overwrites are read as they are when reached; newer ids are not.
+        for id in 0..100u64 {
+            s.apply(&rec(2, id + 1, 2, id, b"b"));
+        }
+        s.apply(&rec(2, 101, 3, 1_000, b"new"));
+        while let Some((id, e)) = s.next_in(&mut walk) {
+            assert_eq!(&e.content[..], b"b", "id {id}");
+            seen.push(id);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..100).collect::<Vec<u64>>());
+        assert!(s.next_in(&mut walk).is_none(), "a walk ends for good");
     }
 
     #[test]

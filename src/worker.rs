@@ -32,7 +32,7 @@ use crate::msg::{self, Msg, Vector};
 use crate::replica::{Outbox, Phase, Replica};
 use crate::segments::{self, Compactor};
 use crate::wire;
-use links::{pump, Cursor, Io, Link, Role};
+use links::{pump, Cursor, Io, Link, Role, Walk};
 use liveness::LinkWatch;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -480,8 +480,7 @@ impl Worker {
     /// above `vector`, then our vector.
     fn start_catchup(&mut self, key: usize, vector: Vector) {
         let cursor = Cursor {
-            ids: self.replica.store.ids(),
-            pos: 0,
+            walk: Walk::Store(self.replica.store.walk()),
             filter: vector,
             done: Some(self.replica.vv.to_vec()),
         };
@@ -889,8 +888,7 @@ impl Worker {
                 if let Some(link) = io.links.get_mut(key) {
                     link.role = Role::Admin {
                         cursor: Some(Cursor {
-                            ids,
-                            pos: 0,
+                            walk: Walk::Ids { ids, pos: 0 },
                             filter: Vec::new(),
                             done: None,
                         }),

@@ -8,7 +8,7 @@ use crate::fsync::Syncer;
 use crate::log::{FsyncPolicy, LogWriter};
 use crate::msg::{self, Msg, RecordRef, Vector};
 use crate::replica::Outbox;
-use crate::store::Store;
+use crate::store::{Entry, Store, StoreWalk};
 use crate::vector::lookup;
 use mio::net::TcpStream;
 use mio::{Interest, Poll, Token};
@@ -20,13 +20,24 @@ use std::time::Instant;
 /// Stop refilling a link's output from a catch-up or dump above this.
 const STREAM_HIGH_WATER: usize = 4 << 20;
 
-/// A frozen list of ids being streamed to a peer (catch-up) or a tool (dump).
+/// Records a stream looks at per loop turn, sent or skipped: a catch-up
+/// that skips almost everything (a peer lacking a few records of a store
+/// of millions) would otherwise walk the whole store in one turn.
+const STREAM_STEP: usize = 65_536;
+
+/// What a stream walks: a catch-up, the store in place (records held when
+/// it began); a dump, a frozen list of ids in ascending order.
+pub(super) enum Walk {
+    Store(StoreWalk),
+    Ids { ids: Vec<u64>, pos: usize },
+}
+
+/// A stream to a peer (catch-up) or a tool (dump).
 pub(super) struct Cursor {
-    pub(super) ids: Vec<u64>,
-    pub(super) pos: usize,
+    pub(super) walk: Walk,
     /// Catch-up: skip entries the requester already covers; dump: empty.
     pub(super) filter: Vector,
-    /// Catch-up: our vector when the ids were frozen, sent at the end.
+    /// Catch-up: our vector when the walk began, sent at the end.
     pub(super) done: Option<Vector>,
 }
 
@@ -207,13 +218,28 @@ impl Outbox for Io {
     }
 }
 
-/// Streams the next entries of a catch-up or dump while the link has room;
+/// Streams the next entries of a catch-up or dump while the link has room,
+/// looking at most [`STREAM_STEP`] of them (the loop calls again next turn);
 /// returns true when the stream is complete.
 pub(super) fn pump(c: &mut Cursor, store: &Store, conn: &mut Conn) -> bool {
-    while conn.pending_out() < STREAM_HIGH_WATER && c.pos < c.ids.len() {
-        let id = c.ids[c.pos];
-        c.pos += 1;
-        let Some(e) = store.get(id) else { continue };
+    for _ in 0..STREAM_STEP {
+        if conn.pending_out() >= STREAM_HIGH_WATER {
+            return false;
+        }
+        let (id, e): (u64, Option<&Entry>) = match &mut c.walk {
+            Walk::Store(w) => match store.next_in(w) {
+                Some((id, e)) => (id, Some(e)),
+                None => return finish(c, conn),
+            },
+            Walk::Ids { ids, pos } => match ids.get(*pos) {
+                Some(&id) => {
+                    *pos += 1;
+                    (id, store.get(id))
+                }
+                None => return finish(c, conn),
+            },
+        };
+        let Some(e) = e else { continue };
         match &c.done {
             Some(_) if e.seq <= lookup(&c.filter, e.origin) => {}
             Some(_) => msg::encode_record(conn.out(), &e.as_record(id)),
@@ -226,9 +252,11 @@ pub(super) fn pump(c: &mut Cursor, store: &Store, conn: &mut Conn) -> bool {
             ),
         }
     }
-    if c.pos < c.ids.len() {
-        return false;
-    }
+    false
+}
+
+/// The stream's last frame; true (complete).
+fn finish(c: &mut Cursor, conn: &mut Conn) -> bool {
     match c.done.take() {
         Some(vector) => msg::encode(conn.out(), &Msg::CatchupDone { vector }),
         None => msg::encode(conn.out(), &Msg::DumpEnd),
