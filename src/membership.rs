@@ -162,6 +162,31 @@ impl Membership {
         self.workers.get_mut(&id)
     }
 
+    /// Keeps `id`'s reported vector. Returns whether the floors of
+    /// [`Membership::lagging`] may have moved: an entry of an origin that
+    /// no connected worker numbers under changed, or `id` was told a floor
+    /// (it may have caught up), or none yet. A REPORT comes every loop turn
+    /// of a busy worker, and its own and its peers' live origins move in
+    /// every one: those alone change no floor.
+    pub fn note_report(&mut self, id: u32, vector: Vector) -> bool {
+        let live = |o: u32| {
+            self.workers
+                .values()
+                .any(|w| w.origin == o && w.link.is_some() && w.status != Status::Inactive)
+        };
+        let Some(w) = self.workers.get(&id) else {
+            return false;
+        };
+        let moved = vector
+            .iter()
+            .any(|&(o, s)| lookup(&w.vector, o) != s && !live(o));
+        let told = w.behind.as_ref().is_none_or(|b| !b.is_empty());
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.vector = vector;
+        }
+        moved || told
+    }
+
     /// The current origin of worker `id`, if it is in the map.
     pub fn origin_of(&self, id: u32) -> Option<u32> {
         self.workers.get(&id).map(|w| w.origin)

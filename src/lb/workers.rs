@@ -139,10 +139,11 @@ impl Lb {
                 if let Some(info) = self.members.get_mut(w) {
                     info.records = records;
                     info.digest = Some(digest);
-                    info.vector = vector;
                 }
                 self.status.reported(w, records);
-                self.repair_lagging();
+                if self.members.note_report(w, vector) {
+                    self.repair_lagging();
+                }
             }
             (Some(w), Msg::Ready { vector, markers }) => {
                 let readiness = if self.in_grace() {
@@ -154,8 +155,8 @@ impl Lb {
                 };
                 // What it holds counts as reported (see `lagging`) before
                 // its first REPORT.
-                if let Some(info) = self.members.get_mut(w) {
-                    info.vector = vector;
+                if self.members.note_report(w, vector) {
+                    self.repair_lagging();
                 }
                 match readiness {
                     // It sends no new READY unless its own view changes,

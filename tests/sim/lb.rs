@@ -346,10 +346,9 @@ impl Sim {
                 max_version,
             } => {
                 lb.clock = lb.clock.max(max_version);
-                if let Some(info) = lb.members.get_mut(w) {
-                    info.vector = vector;
+                if lb.members.note_report(w, vector) {
+                    self.repair_lagging();
                 }
-                self.repair_lagging();
             }
             ToLb::Ready { vector, markers } => {
                 let readiness = if lb.grace.is_some() {
@@ -357,9 +356,10 @@ impl Sim {
                 } else {
                     lb.members.check_ready(&lb.frontier, w, &vector, &markers)
                 };
-                if let Some(info) = lb.members.get_mut(w) {
-                    info.vector = vector;
+                if lb.members.note_report(w, vector) {
+                    self.repair_lagging();
                 }
+                let lb = self.lb.as_mut().expect("the LB is up");
                 match readiness {
                     Readiness::NotYet => lb.held_ready = true,
                     Readiness::Behind(floor) => {
