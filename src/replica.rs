@@ -126,7 +126,11 @@ pub struct Replica {
     requested_at: Vector,
     /// GETs waiting for the vector to cover what the LB required.
     parked_gets: Vec<(u64, u64, Vector)>,
-    last_ready: Option<(Vector, Vector)>,
+    /// The markers of the last READY, until the LB asks again (BEHIND) or
+    /// a new LB welcomes us: a READY goes out when they change, not each
+    /// time a live record moves the vector (the LB's answer would be the
+    /// same; a joiner complete for a while sent one per loop turn).
+    last_ready: Option<Vector>,
     /// What the LB says we must cover of workers that have left.
     floor: Vector,
     /// The vector changed since the loop last reported it.
@@ -838,13 +842,12 @@ impl Replica {
         let Some(markers) = self.complete_markers() else {
             return;
         };
-        let ready = (self.vv.to_vec(), markers);
-        if self.last_ready.as_ref() != Some(&ready) {
+        if self.last_ready.as_ref() != Some(&markers) {
             out.to_lb(&Msg::Ready {
-                vector: ready.0.clone(),
-                markers: ready.1.clone(),
+                vector: self.vv.to_vec(),
+                markers: markers.clone(),
             });
-            self.last_ready = Some(ready);
+            self.last_ready = Some(markers);
         }
     }
 }
