@@ -665,6 +665,31 @@ mod tests {
     }
 
     #[test]
+    fn only_reports_that_can_move_a_floor_ask_for_one() {
+        let mut m = Membership::default();
+        for i in 1..=3 {
+            m.register(i, 0, 0, format!("a{i}"), i as usize).unwrap();
+            m.activate(i);
+        }
+        assert!(m.note_report(1, vec![(1, 1)]), "no floor told yet");
+        m.get_mut(1).unwrap().behind = Some(Vec::new());
+        assert!(
+            !m.note_report(1, vec![(1, 5), (2, 3)]),
+            "live origins move every turn"
+        );
+        m.lost(3);
+        assert!(
+            m.note_report(1, vec![(1, 5), (2, 3), (3, 2)]),
+            "origin 3 streams no more"
+        );
+        m.get_mut(1).unwrap().behind = Some(vec![(3, 4)]);
+        assert!(
+            m.note_report(1, vec![(1, 6), (2, 3), (3, 2)]),
+            "it lacks a floor"
+        );
+    }
+
+    #[test]
     fn an_origin_in_use_is_never_given_again() {
         let mut m = Membership::default();
         m.register(1, 0, 0, "a1".into(), 1).unwrap();

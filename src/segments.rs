@@ -263,6 +263,23 @@ pub fn compact(dir: &Path, segs: &[(u64, PathBuf)]) -> io::Result<u64> {
     Ok(size)
 }
 
+/// What a process starting on an existing log takes for the last
+/// compaction's output: its largest sealed segment (an earlier
+/// compaction's output, or one plain segment). Counting from 0, every
+/// restart rewrote the whole sealed log at once, while the store was being
+/// rebuilt from it (under chaos's kill every 2 s, a third of the VM's CPU).
+fn last_output_at_start(dir: &Path) -> u64 {
+    sealed(dir)
+        .ok()
+        .and_then(|segs| {
+            segs.iter()
+                .filter_map(|(_, p)| fs::metadata(p).ok())
+                .map(|m| m.len())
+                .max()
+        })
+        .unwrap_or(0)
+}
+
 /// The compaction thread.
 pub struct Compactor {
     sealed: Producer<u64>,
@@ -276,21 +293,8 @@ impl Compactor {
             .name("rrstore-compact".into())
             .spawn(move || {
                 // What the last compaction produced: compact again once the
-                // sealed data has doubled. A process that starts on an old
-                // log takes its largest sealed segment for it (an earlier
-                // compaction's output, or one plain segment): starting from
-                // 0, every restart rewrote the whole sealed log at once,
-                // while the store was being rebuilt from it (under chaos's
-                // kill every 2 s, a third of the machine's CPU went to it).
-                let mut last_output = sealed(&dir)
-                    .ok()
-                    .and_then(|segs| {
-                        segs.iter()
-                            .filter_map(|(_, p)| fs::metadata(p).ok())
-                            .map(|m| m.len())
-                            .max()
-                    })
-                    .unwrap_or(0);
+                // sealed data has doubled.
+                let mut last_output = last_output_at_start(&dir);
                 loop {
                     while inbox.pop().is_some() {}
                     if inbox.is_abandoned() {
@@ -395,6 +399,23 @@ mod tests {
             content: b"late",
         });
         log.flush().unwrap();
+    }
+
+    #[test]
+    fn a_restart_counts_its_largest_sealed_segment_as_the_last_output() {
+        let dir = tmpdir("start");
+        assert_eq!(last_output_at_start(&dir), 0);
+        write(&dir);
+        let segs = sealed(&dir).unwrap();
+        compact(&dir, &segs).unwrap();
+        let output = sealed_bytes(&sealed(&dir).unwrap());
+        // Then one plain segment more: not yet double the output.
+        fs::write(sealed_path(&dir, 10_000), b"later").unwrap();
+        let now = sealed(&dir).unwrap();
+        assert_eq!(now.len(), 2);
+        assert_eq!(last_output_at_start(&dir), output);
+        assert!(sealed_bytes(&now) < 2 * last_output_at_start(&dir));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -311,8 +311,11 @@ impl Store {
 
     /// The next record of `walk`, or `None` once it has visited every
     /// record the store held when it began (records are never removed, so
-    /// their positions stay; later ones are not visited). A walk of
-    /// another store ends at once wherever its positions do not exist.
+    /// their positions stay; later ones are not visited). A walk belongs
+    /// to the store it came from: given another, it reads whatever sits at
+    /// its positions there. The worker starts catch-ups only once its store
+    /// is whole, and never replaces it afterwards (see `Worker`'s deferred
+    /// catch-ups), so that never happens.
     pub fn next_in(&self, walk: &mut StoreWalk) -> Option<(u64, &Entry)> {
         loop {
             let end = *walk.ends.get(walk.shard)?;

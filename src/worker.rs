@@ -451,6 +451,15 @@ impl Worker {
             return Ok(());
         };
         let store = building.join()?;
+        // The store is replaced: no stream may be walking it (catch-ups
+        // and dumps wait for this; see `Store::next_in`).
+        debug_assert!(!self.io.links.iter().any(|(_, l)| matches!(
+            &l.role,
+            Role::In {
+                cursor: Some(_),
+                ..
+            } | Role::Admin { cursor: Some(_) }
+        )));
         let arrived = self.replica.store.len();
         let merging = Instant::now();
         self.replica.store_built(store, &mut self.io);

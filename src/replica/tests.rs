@@ -221,6 +221,28 @@ fn a_worker_whose_store_is_still_being_built_is_not_ready_until_it_is() {
     );
 }
 
+/// A joiner that is complete sends READY once; records that move its
+/// vector change nothing the LB would answer, a BEHIND asks again.
+#[test]
+fn a_joiner_sends_ready_when_its_markers_change_not_its_vector() {
+    let mut r = Replica::new(3, 3, "w3".into(), Store::new(), VersionVector::new());
+    let mut out = Recorded::default();
+    r.on_members(
+        &[member(1, Status::Active), member(3, Status::Joining)],
+        &mut out,
+    );
+    r.on_link_up(1, &mut out);
+    r.on_hello(1, 1, 1, 0, &mut out);
+    let (from, _) = out.catchups.pop().expect("the first catch-up");
+    r.on_catchup_done(from, &[], &mut out);
+    assert_eq!(out.readies, 1);
+    r.on_link_record(1, &record(1, 1, 10), &mut out);
+    r.on_link_record(1, &record(1, 2, 11), &mut out);
+    assert_eq!(out.readies, 1, "the vector moved, nothing else");
+    r.on_behind(&[], &mut out);
+    assert_eq!(out.readies, 2, "asked again");
+}
+
 /// A leaving worker still hands records stranded above a dead origin's
 /// gap to its peers (it may hold the only copies), and does not count as
 /// done while a hand-over waits for a catch-up in flight.

@@ -27,6 +27,8 @@ pub struct History {
     pub acked: HashMap<u64, u64>,
     /// Records whose STORED their origin sent on an open LB connection.
     pub stored_emitted: HashSet<(u32, u64)>,
+    /// Per origin, the highest seq in `stored_emitted`.
+    pub stored_max: HashMap<u32, u64>,
     /// `(worker, origin)`: the most the worker ever reported holding of
     /// the origin (an LB may have told others to catch up to it).
     pub reported: HashMap<(u32, u32), u64>,

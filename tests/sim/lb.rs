@@ -202,12 +202,16 @@ impl Sim {
                 clean_exit: false,
             },
         );
-        Ok(Welcome {
+        let welcome = Welcome {
             id,
             origin,
             members: lb.members.members(),
             conn: key,
-        })
+        };
+        // As the LB: its earlier process's origin may be one nobody
+        // streams now (a BEHIND queued after the WELCOME).
+        self.repair_lagging();
+        Ok(welcome)
     }
 
     /// A client request reaches the LB.

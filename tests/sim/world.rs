@@ -278,6 +278,8 @@ impl Outbox for SimOut<'_> {
         if let Some(q) = self.to_lb.as_mut() {
             q.push_back(ToLb::Stored { req, seq });
             self.hist.stored_emitted.insert((self.origin, seq));
+            let top = self.hist.stored_max.entry(self.origin).or_insert(0);
+            *top = (*top).max(seq);
         }
     }
     fn value(&mut self, req: u64, content: Option<&[u8]>) {
