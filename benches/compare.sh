@@ -600,6 +600,9 @@ rss_of_workers() { # every rrstore worker's VmRSS, kB: "ROLE KB" lines
 phase_catchup() { # FILL_KEYS records into 3 workers; a 4th joins; RSS throughout
     log "== catch-up and memory: $FILL_KEYS records of $VALUE B, then a 4th worker joins"
     budget_allows "catch-up" 45 || return 0
+    # A fresh cluster: the phase before may have left its own running
+    # (`PHASES="defaults catchup"` did, and this start failed on the port).
+    [[ -z ${ROLE_PID[rr-lb]:-} ]] || stop_rrstore
     quiet_gate
     start_rrstore interval 3
     rss_of_workers >"$tmp/rss.empty"
