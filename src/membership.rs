@@ -17,6 +17,12 @@ use crate::vector::lookup;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+/// Connected and not declared dead: its reports count, and its process
+/// streams its origin's records.
+fn connected(w: &WorkerInfo) -> bool {
+    w.link.is_some() && w.status != Status::Inactive
+}
+
 /// The LB's verdict on a joiner's READY.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
@@ -169,17 +175,12 @@ impl Membership {
     /// of a busy worker, and its own and its peers' live origins move in
     /// every one: those alone change no floor.
     pub fn note_report(&mut self, id: u32, vector: Vector) -> bool {
-        let live = |o: u32| {
-            self.workers
-                .values()
-                .any(|w| w.origin == o && w.link.is_some() && w.status != Status::Inactive)
-        };
         let Some(w) = self.workers.get(&id) else {
             return false;
         };
         let moved = vector
             .iter()
-            .any(|&(o, s)| lookup(&w.vector, o) != s && !live(o));
+            .any(|&(o, s)| lookup(&w.vector, o) != s && !self.streams(o));
         let told = w.behind.as_ref().is_none_or(|b| !b.is_empty());
         if let Some(w) = self.workers.get_mut(&id) {
             w.vector = vector;
@@ -196,6 +197,14 @@ impl Membership {
     /// (in any state): its process may still stream its own records.
     fn is_listed_origin(&self, origin: u32) -> bool {
         self.workers.values().any(|w| w.origin == origin)
+    }
+
+    /// Whether `origin` is the current origin of a [`connected`] worker:
+    /// its process streams its own records now.
+    fn streams(&self, origin: u32) -> bool {
+        self.workers
+            .values()
+            .any(|w| w.origin == origin && connected(w))
     }
 
     /// The IDs of the workers in the map, but those leaving: whom a
@@ -278,13 +287,6 @@ impl Membership {
     /// records (never acknowledged, so nobody may have them any more), and
     /// a worker told to wait for them would wait forever.
     pub fn lagging(&self, frontier: &BTreeMap<u32, u64>) -> Vec<(u32, Vector)> {
-        let connected = |w: &WorkerInfo| w.link.is_some() && w.status != Status::Inactive;
-        let live: Vec<u32> = self
-            .workers
-            .values()
-            .filter(|w| connected(w))
-            .map(|w| w.origin)
-            .collect();
         let mut floor: BTreeMap<u32, u64> = BTreeMap::new();
         for (&o, &s) in frontier {
             if !self.is_listed_origin(o) {
@@ -293,7 +295,7 @@ impl Membership {
         }
         for w in self.workers.values().filter(|w| connected(w)) {
             for &(o, s) in &w.vector {
-                if !live.contains(&o) {
+                if !self.streams(o) {
                     let f = floor.entry(o).or_insert(0);
                     *f = (*f).max(s);
                 }
@@ -353,15 +355,10 @@ impl Membership {
             .values()
             .filter(|w| w.link.is_some() && matches!(w.status, Status::Joining | Status::Active))
             .collect();
-        let live = |o: u32| {
-            self.workers
-                .values()
-                .any(|w| w.origin == o && w.link.is_some() && w.status != Status::Inactive)
-        };
         let covered = |l: &WorkerInfo| {
             l.vector
                 .iter()
-                .filter(|&&(o, _)| o != l.origin && !live(o))
+                .filter(|&&(o, _)| o != l.origin && !self.streams(o))
                 .all(|&(o, s)| staying.iter().all(|w| lookup(&w.vector, o) >= s))
         };
         let ready: Vec<u32> = self

@@ -166,10 +166,14 @@ pub fn log_bytes(dir: &Path) -> u64 {
 
 /// Size of the sealed segments, in bytes.
 fn sealed_bytes(segs: &[(u64, PathBuf)]) -> u64 {
+    segment_sizes(segs).sum()
+}
+
+/// The size of each segment that can be read.
+fn segment_sizes(segs: &[(u64, PathBuf)]) -> impl Iterator<Item = u64> + '_ {
     segs.iter()
         .filter_map(|(_, p)| fs::metadata(p).ok())
         .map(|m| m.len())
-        .sum()
 }
 
 /// Rewrites `segs` (sealed, oldest first, at least one) as one segment under
@@ -271,12 +275,7 @@ pub fn compact(dir: &Path, segs: &[(u64, PathBuf)]) -> io::Result<u64> {
 fn last_output_at_start(dir: &Path) -> u64 {
     sealed(dir)
         .ok()
-        .and_then(|segs| {
-            segs.iter()
-                .filter_map(|(_, p)| fs::metadata(p).ok())
-                .map(|m| m.len())
-                .max()
-        })
+        .and_then(|segs| segment_sizes(&segs).max())
         .unwrap_or(0)
 }
 

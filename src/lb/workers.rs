@@ -258,18 +258,11 @@ impl Lb {
     /// for one (and remembers the highest ID ever given, see
     /// [`Lb::persist_ids`]), answers WELCOME, or REFUSED and closes.
     pub(super) fn register_worker(&mut self, r: Registration) {
-        let Registration {
-            key,
-            id,
-            origin,
-            max_origin,
-            max_version,
-            addr,
-        } = r;
-        self.clock = self.clock.max(max_version);
+        let (key, addr) = (r.key, r.addr);
+        self.clock = self.clock.max(r.max_version);
         let registered = self
             .members
-            .register(id, origin, max_origin, addr.clone(), key)
+            .register(r.id, r.origin, r.max_origin, addr.clone(), key)
             .and_then(|(id, origin)| match self.persist_ids() {
                 Ok(()) => Ok((id, origin)),
                 Err(e) => {
