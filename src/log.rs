@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 
 const KIND_RECORD: u8 = 1;
 const KIND_VECTOR: u8 = 2;
+/// Log bytes of a record entry besides its content: `len`, `crc32c`,
+/// `kind`, `origin`, `seq`, `version` and `id`.
+pub const RECORD_ENTRY_OVERHEAD: u64 = 4 + 4 + 1 + 4 + 8 + 8 + 8;
 /// Entries longer than this are corrupt by definition (content limit + slack).
 const MAX_ENTRY: usize = 64 << 20;
 

@@ -92,14 +92,18 @@ pub fn recover_in_background(dir: &Path, threads: usize) -> io::Result<Recovered
         // overwritten ones are compacted away, so this rarely over-reserves.
         let estimate = usize::try_from(segments::log_bytes(dir) / 64).unwrap_or(0);
         let mut store = Store::with_capacity(estimate);
-        let stats = segments::replay_all(dir, |entry| match entry {
-            LogEntry::Record(r) => {
-                store.apply(&r);
-                vv.observe(r.origin, r.seq);
-            }
-            LogEntry::Vector(v) => {
-                vv.merge(&v);
-            }
+        let mut stats = ReplayStats::default();
+        store.build(|apply| {
+            stats = segments::replay_all(dir, |entry| match entry {
+                LogEntry::Record(r) => {
+                    apply(&r);
+                    vv.observe(r.origin, r.seq);
+                }
+                LogEntry::Vector(v) => {
+                    vv.merge(&v);
+                }
+            })?;
+            Ok::<(), io::Error>(())
         })?;
         return Ok(Recovered {
             vv,

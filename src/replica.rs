@@ -359,7 +359,7 @@ impl Replica {
             };
             if stranded.contains(&e.origin) && e.seq > self.vv.get(e.origin) {
                 for &peer in &targets {
-                    out.to_peer(peer, &Msg::Record(e.as_record(id)));
+                    out.to_peer(peer, &Msg::Record(e));
                 }
             }
         }
@@ -582,7 +582,7 @@ impl Replica {
     /// A GET from the LB, answered once our vector covers `min`.
     pub fn on_get(&mut self, req: u64, id: u64, min: Vector, out: &mut impl Outbox) {
         if self.vv.covers(&min) {
-            out.value(req, self.store.get(id).map(|e| &e.content[..]));
+            out.value(req, self.store.get(id).map(|r| r.content));
         } else {
             if self.parked_gets.len() >= MAX_PARKED_GETS {
                 // The oldest has long been answered TIMEOUT by the LB.
@@ -600,7 +600,7 @@ impl Replica {
         let store = &self.store;
         self.parked_gets.retain(|(req, id, min)| {
             if vv.covers(min) {
-                out.value(*req, store.get(*id).map(|e| &e.content[..]));
+                out.value(*req, store.get(*id).map(|r| r.content));
                 false
             } else {
                 true

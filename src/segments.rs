@@ -18,7 +18,12 @@
 //! leaves a set of files whose replay gives the same store (records are
 //! idempotent), never less. It runs when sealed data has grown to twice the
 //! last compacted size, so total rewriting stays proportional to what is
-//! written (geometric), and disk use and replay time to the live data.
+//! written (geometric), and when at least half of the sealed bytes are
+//! expected to go ([`worth_compacting`]: the loop tells the thread how much
+//! log its live set takes), so disk use and replay time stay within about
+//! twice the live data, and a log of records that are all still live (no
+//! overwrites) is never rewritten for nothing. Until the loop has told it
+//! once (a restarted worker tells it when its store is built), it waits.
 //!
 //! Replay reads every segment in order; the first torn or corrupt entry ends
 //! the log: that segment is truncated there and every later one removed, so
@@ -279,9 +284,19 @@ fn last_output_at_start(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether to compact `sealed` bytes of sealed segments, given the active
+/// segment's size, the last compaction's output and the bytes the live set
+/// takes in log format: when the sealed data has doubled since the last
+/// output, and at least half of it is expected to go (the log holds at
+/// least `sealed / 2` bytes more than the live set needs).
+pub fn worth_compacting(sealed: u64, active: u64, last_output: u64, live: u64) -> bool {
+    let garbage = (sealed + active).saturating_sub(live);
+    sealed >= last_output.saturating_mul(2) && garbage >= sealed / 2
+}
+
 /// The compaction thread.
 pub struct Compactor {
-    sealed: Producer<u64>,
+    live: Producer<u64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -294,13 +309,29 @@ impl Compactor {
                 // What the last compaction produced: compact again once the
                 // sealed data has doubled.
                 let mut last_output = last_output_at_start(&dir);
+                // The live set's size in log bytes, as the loop last said.
+                let mut live = None;
                 loop {
-                    while inbox.pop().is_some() {}
+                    while let Some(bytes) = inbox.pop() {
+                        live = Some(bytes);
+                    }
                     if inbox.is_abandoned() {
                         return;
                     }
+                    let Some(live) = live else {
+                        thread::park_timeout(Duration::from_secs(1));
+                        continue;
+                    };
                     match sealed(&dir) {
-                        Ok(segs) if segs.len() >= 2 && sealed_bytes(&segs) >= 2 * last_output => {
+                        Ok(segs)
+                            if segs.len() >= 2
+                                && worth_compacting(
+                                    sealed_bytes(&segs),
+                                    fs::metadata(dir.join(ACTIVE)).map_or(0, |m| m.len()),
+                                    last_output,
+                                    live,
+                                ) =>
+                        {
                             match compact(&dir, &segs) {
                                 Ok(size) => last_output = size,
                                 Err(e) => log::warn!("compaction failed: {e}"),
@@ -313,14 +344,16 @@ impl Compactor {
                 }
             })?;
         Ok(Compactor {
-            sealed: notify,
+            live: notify,
             thread: Some(thread),
         })
     }
 
-    /// A segment was sealed: look again.
-    pub fn sealed(&mut self, n: u64) {
-        let _ = self.sealed.push(n);
+    /// The live set now takes about `bytes` of log (see
+    /// [`crate::store::Store::log_bytes`]); a segment was just sealed, or
+    /// the store was built: look again.
+    pub fn live(&mut self, bytes: u64) {
+        let _ = self.live.push(bytes);
         if let Some(t) = &self.thread {
             t.thread().unpark();
         }
@@ -331,7 +364,7 @@ impl Drop for Compactor {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
             let (dead, _) = channel::<u64>(1);
-            drop(std::mem::replace(&mut self.sealed, dead));
+            drop(std::mem::replace(&mut self.live, dead));
             t.thread().unpark();
             let _ = t.join();
         }
@@ -398,6 +431,22 @@ mod tests {
             content: b"late",
         });
         log.flush().unwrap();
+    }
+
+    #[test]
+    fn compaction_waits_for_doubled_sealed_data_of_which_half_would_go() {
+        const MB: u64 = 1 << 20;
+        // Overwrites: 256 MB sealed for a 10 MB live set.
+        assert!(worth_compacting(256 * MB, 8 * MB, 100 * MB, 10 * MB));
+        // ... but not before the sealed data has doubled since last time.
+        assert!(!worth_compacting(256 * MB, 8 * MB, 200 * MB, 10 * MB));
+        // Every record still live (unique ids): nothing to gain.
+        assert!(!worth_compacting(256 * MB, 8 * MB, 64 * MB, 262 * MB));
+        // Just under and just at half of the sealed bytes expected to go.
+        assert!(!worth_compacting(200 * MB, 0, 64 * MB, 101 * MB));
+        assert!(worth_compacting(200 * MB, 0, 64 * MB, 100 * MB));
+        // The first compaction (no output yet) follows the same rule.
+        assert!(worth_compacting(128 * MB, 0, 0, 0));
     }
 
     #[test]

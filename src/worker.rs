@@ -317,7 +317,10 @@ impl Worker {
             replica.store_building();
         }
         replica.on_members(&members, &mut io);
-        let compactor = Compactor::start(data.path().to_path_buf())?;
+        let mut compactor = Compactor::start(data.path().to_path_buf())?;
+        if building.is_none() {
+            compactor.live(replica.store.log_bytes());
+        }
         let metrics = match config.metrics {
             Some(addr) => {
                 let m = crate::metrics::Metrics::start(addr, "worker")?;
@@ -463,6 +466,7 @@ impl Worker {
         let arrived = self.replica.store.len();
         let merging = Instant::now();
         self.replica.store_built(store, &mut self.io);
+        self.compactor.live(self.replica.store.log_bytes());
         log::info!(
             "store built: {} records ({arrived} of them arrived meanwhile, joined in {} ms)",
             self.replica.store.len(),
@@ -1026,11 +1030,16 @@ impl Worker {
             _ => self.io.durable = written,
         }
         if self.io.log.segment_len() >= self.config.segment_bytes {
-            let (old, n) = segments::roll(&self.config.data_dir, &mut self.io.log)?;
+            let (old, _) = segments::roll(&self.config.data_dir, &mut self.io.log)?;
             if let Some(s) = self.io.syncer.as_mut() {
                 s.seal(old, self.io.log.sync_handle()?);
             }
-            self.compactor.sealed(n);
+            // A store still being built is only what arrived meanwhile:
+            // its size says nothing of the log's live set (see
+            // `finish_building`).
+            if self.building.is_none() {
+                self.compactor.live(replica.store.log_bytes());
+            }
         }
         let lb = self.io.lb;
         // Under `--ack all`, also every active peer must hold the record.

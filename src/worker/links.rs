@@ -8,7 +8,7 @@ use crate::fsync::Syncer;
 use crate::log::{FsyncPolicy, LogWriter};
 use crate::msg::{self, Msg, RecordRef, Vector};
 use crate::replica::Outbox;
-use crate::store::{Entry, Store, StoreWalk};
+use crate::store::{Store, StoreWalk};
 use crate::vector::lookup;
 use mio::net::TcpStream;
 use mio::{Interest, Poll, Token};
@@ -226,28 +226,28 @@ pub(super) fn pump(c: &mut Cursor, store: &Store, conn: &mut Conn) -> bool {
         if conn.pending_out() >= STREAM_HIGH_WATER {
             return false;
         }
-        let (id, e): (u64, Option<&Entry>) = match &mut c.walk {
+        let record = match &mut c.walk {
             Walk::Store(w) => match store.next_in(w) {
-                Some((id, e)) => (id, Some(e)),
+                Some(r) => Some(r),
                 None => return finish(c, conn),
             },
             Walk::Ids { ids, pos } => match ids.get(*pos) {
                 Some(&id) => {
                     *pos += 1;
-                    (id, store.get(id))
+                    store.get(id)
                 }
                 None => return finish(c, conn),
             },
         };
-        let Some(e) = e else { continue };
+        let Some(r) = record else { continue };
         match &c.done {
-            Some(_) if e.seq <= lookup(&c.filter, e.origin) => {}
-            Some(_) => msg::encode_record(conn.out(), &e.as_record(id)),
+            Some(_) if r.seq <= lookup(&c.filter, r.origin) => {}
+            Some(_) => msg::encode_record(conn.out(), &r),
             None => msg::encode(
                 conn.out(),
                 &Msg::DumpEntry {
-                    id,
-                    content: &e.content,
+                    id: r.id,
+                    content: r.content,
                 },
             ),
         }

@@ -526,7 +526,7 @@ impl Sim {
             c.pos += 1;
             if let Some(e) = store.get(id) {
                 if e.seq > lookup(&c.filter, e.origin) {
-                    link.back.push_back(Wire::Record(Rec::of(&e.as_record(id))));
+                    link.back.push_back(Wire::Record(Rec::of(&e)));
                 }
             }
         }
