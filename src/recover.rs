@@ -7,15 +7,17 @@
 //!    It does not touch the store, so it runs at the speed of reading.
 //! 2. [`Store::apply_sharded`]: one thread per shard re-reads the repaired
 //!    log ([`segments::scan_all`], read-only, up to the lengths pass 1
-//!    left) and inserts the records of its shard, into a store sized from
-//!    pass 1's count. [`recover_in_background`] returns after pass 1 with
-//!    pass 2 still running ([`Building`]): the worker registers and
-//!    catches up meanwhile, into a second store it merges in at the end.
+//!    left) and builds its shard in bulk (records laid out, then indexed
+//!    in bucket order, a chunk at a time: see `Shard::index_pending` in
+//!    [`crate::store`]), into a store sized from pass 1's count.
+//!    [`recover_in_background`] returns after pass 1 with pass 2 still
+//!    running ([`Building`]): the worker registers and catches up
+//!    meanwhile, into a second store it merges in at the end.
 //!
-//! Inserting is what costs (a hash-map insert, an allocation and a digest
-//! per record); reading twice costs one more sequential read of files the
-//! first pass just brought into the page cache. With one core, one pass
-//! does everything.
+//! Building is what costs (the index, and writing 88 bytes or more per
+//! record into fresh memory); reading twice costs one more sequential read
+//! of files the first pass just brought into the page cache. With one
+//! core, one pass does everything, with the same bulk build.
 //!
 //! Invariant: the result is the same store and vector whatever the thread
 //! count, because applying records is a join (see [`crate::store`]).
@@ -88,8 +90,8 @@ pub fn recover_in_background(dir: &Path, threads: usize) -> io::Result<Recovered
     let mut vv = VersionVector::new();
     let mut max_version = 0;
     if threads <= 1 {
-        // A record takes at least 37 bytes of log; most take more, and
-        // overwritten ones are compacted away, so this rarely over-reserves.
+        // A record takes at least 37 bytes of log; most take more. Room
+        // for overwritten ones is given back after the build.
         let estimate = usize::try_from(segments::log_bytes(dir) / 64).unwrap_or(0);
         let mut store = Store::with_capacity(estimate);
         let mut stats = ReplayStats::default();

@@ -18,12 +18,15 @@
 //! leaves a set of files whose replay gives the same store (records are
 //! idempotent), never less. It runs when sealed data has grown to twice the
 //! last compacted size, so total rewriting stays proportional to what is
-//! written (geometric), and when at least half of the sealed bytes are
-//! expected to go ([`worth_compacting`]: the loop tells the thread how much
-//! log its live set takes), so disk use and replay time stay within about
-//! twice the live data, and a log of records that are all still live (no
-//! overwrites) is never rewritten for nothing. Until the loop has told it
-//! once (a restarted worker tells it when its store is built), it waits.
+//! written (geometric), and when at least half of the sealed bytes are sure
+//! to go ([`worth_compacting`]: the loop tells the thread how much log its
+//! live set takes). So the sealed segments stay below about twice the
+//! larger of the live set and the last output, plus one segment (it needs
+//! two to compact), and a log whose records are all still live (no
+//! overwrites) is never rewritten for nothing. Records above a gap, which
+//! compaction keeps, are not counted as live: while many wait, it may
+//! rewrite for less gain. Until the loop has told it once (a restarted
+//! worker tells it when its store is built), it waits.
 //!
 //! Replay reads every segment in order; the first torn or corrupt entry ends
 //! the log: that segment is truncated there and every later one removed, so
@@ -284,14 +287,15 @@ fn last_output_at_start(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether to compact `sealed` bytes of sealed segments, given the active
-/// segment's size, the last compaction's output and the bytes the live set
-/// takes in log format: when the sealed data has doubled since the last
-/// output, and at least half of it is expected to go (the log holds at
-/// least `sealed / 2` bytes more than the live set needs).
-pub fn worth_compacting(sealed: u64, active: u64, last_output: u64, live: u64) -> bool {
-    let garbage = (sealed + active).saturating_sub(live);
-    sealed >= last_output.saturating_mul(2) && garbage >= sealed / 2
+/// Whether to compact `sealed` bytes of sealed segments, given the last
+/// compaction's output and the bytes the live set takes in log format:
+/// when the sealed data has doubled since the last output, and at least
+/// half of it is sure to go. The live set may sit anywhere in the log, so
+/// `sealed - live` is the least the sealed segments can be holding in
+/// overwritten records: this waits until the sealed data is twice the
+/// live set, whatever the active segment holds.
+pub fn worth_compacting(sealed: u64, last_output: u64, live: u64) -> bool {
+    sealed >= last_output.saturating_mul(2) && sealed.saturating_sub(live) >= sealed / 2
 }
 
 /// The compaction thread.
@@ -325,12 +329,7 @@ impl Compactor {
                     match sealed(&dir) {
                         Ok(segs)
                             if segs.len() >= 2
-                                && worth_compacting(
-                                    sealed_bytes(&segs),
-                                    fs::metadata(dir.join(ACTIVE)).map_or(0, |m| m.len()),
-                                    last_output,
-                                    live,
-                                ) =>
+                                && worth_compacting(sealed_bytes(&segs), last_output, live) =>
                         {
                             match compact(&dir, &segs) {
                                 Ok(size) => last_output = size,
@@ -351,7 +350,10 @@ impl Compactor {
 
     /// The live set now takes about `bytes` of log (see
     /// [`crate::store::Store::log_bytes`]); a segment was just sealed, or
-    /// the store was built: look again.
+    /// the store was built: look again. Should the ring be full, this
+    /// value is lost and the thread keeps an older one: compaction then
+    /// starts a little early or late, never wrongly (the rule only weighs
+    /// the gain; what compaction keeps does not depend on it).
     pub fn live(&mut self, bytes: u64) {
         let _ = self.live.push(bytes);
         if let Some(t) = &self.thread {
@@ -437,16 +439,16 @@ mod tests {
     fn compaction_waits_for_doubled_sealed_data_of_which_half_would_go() {
         const MB: u64 = 1 << 20;
         // Overwrites: 256 MB sealed for a 10 MB live set.
-        assert!(worth_compacting(256 * MB, 8 * MB, 100 * MB, 10 * MB));
+        assert!(worth_compacting(256 * MB, 100 * MB, 10 * MB));
         // ... but not before the sealed data has doubled since last time.
-        assert!(!worth_compacting(256 * MB, 8 * MB, 200 * MB, 10 * MB));
+        assert!(!worth_compacting(256 * MB, 200 * MB, 10 * MB));
         // Every record still live (unique ids): nothing to gain.
-        assert!(!worth_compacting(256 * MB, 8 * MB, 64 * MB, 262 * MB));
-        // Just under and just at half of the sealed bytes expected to go.
-        assert!(!worth_compacting(200 * MB, 0, 64 * MB, 101 * MB));
-        assert!(worth_compacting(200 * MB, 0, 64 * MB, 100 * MB));
+        assert!(!worth_compacting(256 * MB, 64 * MB, 262 * MB));
+        // Just under and just at half of the sealed bytes sure to go.
+        assert!(!worth_compacting(200 * MB, 64 * MB, 101 * MB));
+        assert!(worth_compacting(200 * MB, 64 * MB, 100 * MB));
         // The first compaction (no output yet) follows the same rule.
-        assert!(worth_compacting(128 * MB, 0, 0, 0));
+        assert!(worth_compacting(128 * MB, 0, 0));
     }
 
     #[test]

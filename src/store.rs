@@ -17,6 +17,11 @@ use crate::msg::RecordRef;
 use std::hash::{BuildHasher, RandomState};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
+/// Records a bulk build lays out before indexing them ([`Shard::index_pending`]):
+/// 262,144, about 29 MB beside the live set at most (97 in unit tests, so
+/// that their few thousand records cross chunk boundaries).
+const BUILD_CHUNK: usize = if cfg!(test) { 97 } else { 1 << 18 };
+
 /// Contents up to this many bytes live inside their [`Entry`]; longer
 /// ones in their shard's `overflow` slab. 64 B covers the small values a
 /// record store mostly holds (and the benchmarks' 64 B records) with no
@@ -26,8 +31,9 @@ use xxhash_rust::xxh3::xxh3_128_with_seed;
 pub const INLINE_CONTENT: usize = 64;
 
 /// One live record, without its id (that sits beside it in `Shard::ids`).
-/// 88 bytes: the 24 B header and the inline bytes.
-#[derive(Debug, Clone)]
+/// 88 bytes: the 24 B header and the inline bytes. Not `Clone`: a copy
+/// of a long entry would share its overflow slot.
+#[derive(Debug)]
 struct Entry {
     version: u64,
     seq: u64,
@@ -52,12 +58,14 @@ pub struct StoreWalk {
 /// [`shard_of`]), with its own digest and counters.
 ///
 /// Layout: the records sit densely in `ids` and `entries` (same index;
-/// records are never removed, only overwritten in place), and `index` is
+/// a live record is never removed, only overwritten in place; a bulk
+/// build drops the duplicates it laid out), and `index` is
 /// an open-addressing table of 4-byte positions into them, hashed by id.
 /// A map of `id -> Entry` would keep whole entries in its buckets, about
 /// half of them empty at any time; this keeps 4 bytes per bucket.
 /// Contents longer than [`INLINE_CONTENT`] sit in `overflow`, one slot per
-/// such entry, freed when its entry is overwritten by a shorter content.
+/// such entry, freed when its entry is overwritten by a shorter content
+/// or dropped as a duplicate by a bulk build.
 #[derive(Debug, Default)]
 struct Shard {
     index: hashbrown::HashTable<u32>,
@@ -100,7 +108,8 @@ fn content_of<'a>(overflow: &'a slab::Slab<Box<[u8]>>, e: &'a Entry) -> &'a [u8]
         return &e.inline[..len];
     }
     // Every entry longer than INLINE_CONTENT holds a live key: `Shard::store`
-    // puts one there and only it (or dropping the shard) frees the slot.
+    // puts one there, and only it and `Shard::drop_losers` (which removes
+    // the entry too) free a slot.
     match overflow.get(overflow_key(e)) {
         Some(content) => content,
         None => unreachable!("an entry's overflow slot is missing"),
@@ -180,9 +189,12 @@ impl Shard {
                 *slot = content.into();
             }
         } else {
-            let key = overflow.insert(content.into());
-            // Keys are dense: one per long entry, and positions are u32.
-            let key = u32::try_from(key).unwrap_or(u32::MAX);
+            // Keys are dense (one per long entry) and entries are fewer
+            // than 2^32 per shard, so this always fits.
+            let Ok(key) = u32::try_from(overflow.insert(content.into())) else {
+                log::error!("a store shard holds 2^32 long contents; stopping");
+                std::process::exit(2);
+            };
             e.inline[..4].copy_from_slice(&key.to_le_bytes());
         }
         e.len = len;
@@ -248,15 +260,17 @@ impl Shard {
     }
 
     /// Lays `r` out densely as [`Shard::apply`] would for a new id, but
-    /// leaves it out of the index (and the digest): [`Shard::index_pushed`]
-    /// does both for all of them at once. `pushed` collects each record's
-    /// hash and position for it.
-    fn push_unindexed(&mut self, r: &RecordRef<'_>, pushed: &mut Vec<(u64, u32)>) {
+    /// leaves it out of the index: [`Shard::index_pending`] indexes the
+    /// records `pending` collects (hash and position), a chunk of
+    /// [`BUILD_CHUNK`] at a time. Its content counts in the digest at once
+    /// (read here, while it is in cache); a duplicate id's loser is taken
+    /// out again when the chunk is indexed.
+    fn push_unindexed(&mut self, r: &RecordRef<'_>, pending: &mut Vec<(u64, u32)>) {
         let Ok(position) = u32::try_from(self.ids.len()) else {
             log::error!("a store shard holds 2^32 records; stopping");
             std::process::exit(2);
         };
-        pushed.push((self.hasher.hash_one(r.id), position));
+        pending.push((self.hasher.hash_one(r.id), position));
         self.ids.push(r.id);
         let mut e = Entry {
             version: r.version,
@@ -267,29 +281,36 @@ impl Shard {
         };
         Shard::store(&mut self.overflow, &mut e, r.content);
         self.entries.push(e);
+        self.digest = self.digest.wrapping_add(entry_hash(r.id, r.content));
+        self.content_bytes += r.content.len() as u64;
+        self.max_version = self.max_version.max(r.version);
+        if pending.len() >= BUILD_CHUNK {
+            self.index_pending(pending);
+        }
     }
 
-    /// Indexes the records [`Shard::push_unindexed`] laid out in this
-    /// shard, which held nothing before them. The result is the shard
-    /// applying them one by one gives, built in about half the time.
+    /// Indexes the records [`Shard::push_unindexed`] laid out since the
+    /// last call (`pending`, emptied): the shard is then the one applying
+    /// every record pushed so far one by one would give.
     ///
     /// Inserting into the index in the order records arrive touches a
     /// random bucket each time: at millions of records, a cache miss per
-    /// record that took 60 % of a rebuild. Here they are indexed in the
-    /// order of their buckets, so the table fills front to back. Hashbrown
-    /// starts probing at `hash & (buckets - 1)`; were that ever not so,
-    /// the result would be the same, only slower. Of records with the same
-    /// id, the last-writer-wins winner stays and the others are dropped.
-    fn index_pushed(&mut self, mut pushed: Vec<(u64, u32)>) {
-        debug_assert!(self.index.is_empty() && pushed.len() == self.ids.len());
+    /// record that took 60 % of a rebuild. Here a chunk is indexed in the
+    /// order of its buckets, so the table is written front to back.
+    /// Hashbrown starts probing at `hash & (buckets - 1)`; were that ever
+    /// not so, the result would be the same, only slower. Of records with
+    /// the same id, the last-writer-wins winner stays; the others leave
+    /// the dense arrays (so an overwritten log needs room for its live set
+    /// and one chunk, not for every record it holds).
+    fn index_pending(&mut self, pending: &mut Vec<(u64, u32)>) {
         let (ids, hasher, entries) = (&self.ids, &self.hasher, &self.entries);
         self.index
-            .reserve(ids.len(), |&i| hasher.hash_one(ids[i as usize]));
+            .reserve(pending.len(), |&i| hasher.hash_one(ids[i as usize]));
         // Buckets are the power of two above the capacity (7/8 of them).
         let mask = (self.index.capacity() as u64 + 1).next_power_of_two() - 1;
-        pushed.sort_unstable_by_key(|&(hash, _)| hash & mask);
+        pending.sort_unstable_by_key(|&(hash, _)| hash & mask);
         let mut losers = Vec::new();
-        for (hash, position) in pushed {
+        for (hash, position) in pending.drain(..) {
             let id = ids[position as usize];
             match self.index.entry(
                 hash,
@@ -311,17 +332,11 @@ impl Shard {
             }
         }
         self.drop_losers(losers);
-        for (&id, e) in self.ids.iter().zip(&self.entries) {
-            self.digest = self
-                .digest
-                .wrapping_add(entry_hash(id, content_of(&self.overflow, e)));
-            self.content_bytes += u64::from(e.len);
-            self.max_version = self.max_version.max(e.version);
-        }
     }
 
-    /// Removes the entries at `losers` (positions no bucket points to) and
-    /// moves the later ones down, renumbering the index to match.
+    /// Removes the entries at `losers` (positions no bucket points to)
+    /// from the dense arrays, the digest and the byte count, moving later
+    /// entries down and renumbering the index to match.
     fn drop_losers(&mut self, mut losers: Vec<u32>) {
         if losers.is_empty() {
             return;
@@ -331,7 +346,10 @@ impl Shard {
         let (mut kept, mut next_loser) = (0u32, losers.iter().peekable());
         for position in 0..self.ids.len() {
             if next_loser.next_if_eq(&&(position as u32)).is_some() {
-                let e = &self.entries[position];
+                let (id, e) = (self.ids[position], &self.entries[position]);
+                let content = content_of(&self.overflow, e);
+                self.digest = self.digest.wrapping_sub(entry_hash(id, content));
+                self.content_bytes -= u64::from(e.len);
                 if e.len as usize > INLINE_CONTENT {
                     self.overflow.remove(overflow_key(e));
                 }
@@ -347,6 +365,22 @@ impl Shard {
         self.entries.truncate(kept as usize);
         for position in self.index.iter_mut() {
             *position = renumber[*position as usize];
+        }
+    }
+
+    /// After a build: gives back what was sized for records that turned
+    /// out to be overwritten (replay sizes the shard for every record in
+    /// the log). Nothing happens when most of them were live.
+    fn trim_after_build(&mut self) {
+        let live = self.ids.len();
+        if self.ids.capacity() > live + live / 4 + BUILD_CHUNK {
+            self.ids.shrink_to(live);
+            self.entries.shrink_to(live);
+        }
+        if self.index.capacity() > 4 * live.max(BUILD_CHUNK) {
+            let (ids, hasher) = (&self.ids, &self.hasher);
+            self.index
+                .shrink_to(live, |&i| hasher.hash_one(ids[i as usize]));
         }
     }
 }
@@ -394,10 +428,11 @@ impl Store {
 
     /// Applies every record `feed` produces, one thread per shard: each
     /// thread runs `feed` itself (a replay re-reads the log) and keeps the
-    /// records of its own shard, so no two threads touch one map. The
-    /// result is the store a single thread would build from the same
-    /// records (applying is a join: order does not matter). The first
-    /// error any thread meets is returned.
+    /// records of its own shard, so no two threads touch one map; each
+    /// builds in bulk, as [`Store::build`]. The result is the store a
+    /// single thread would build from the same records (applying is a
+    /// join: order does not matter). The first error any thread meets is
+    /// returned.
     pub fn apply_sharded<E: Send>(
         &mut self,
         feed: impl Fn(&mut dyn FnMut(&RecordRef<'_>)) -> Result<(), E> + Sync,
@@ -411,21 +446,15 @@ impl Store {
                 .enumerate()
                 .map(|(i, shard)| {
                     scope.spawn(move || {
-                        if !shard.ids.is_empty() {
-                            return feed(&mut |r: &RecordRef<'_>| {
-                                if shard_of(r.id, n) == i {
-                                    shard.apply(r);
-                                }
-                            });
-                        }
-                        let mut pushed = Vec::with_capacity(shard.ids.capacity());
+                        let mut pending = Vec::with_capacity(BUILD_CHUNK);
                         let fed = feed(&mut |r: &RecordRef<'_>| {
                             if shard_of(r.id, n) == i {
-                                shard.push_unindexed(r, &mut pushed);
+                                shard.push_unindexed(r, &mut pending);
                             }
                         });
                         // Even after an error the shard stays consistent.
-                        shard.index_pushed(pushed);
+                        shard.index_pending(&mut pending);
+                        shard.trim_after_build();
                         fed
                     })
                 })
@@ -446,33 +475,25 @@ impl Store {
         })
     }
 
-    /// The live record of `id`, if any.
-    /// Applies every record `feed` produces to this store, which must be
-    /// empty, on this thread: the bulk build of [`Store::apply_sharded`]
-    /// (see `Shard::index_pushed`) without its threads. A non-empty store
-    /// applies them one by one instead.
+    /// Applies every record `feed` produces, on this thread, in bulk: the
+    /// same store as applying them one by one, built faster (see
+    /// `Shard::index_pending`). [`Store::apply_sharded`] is the same on a
+    /// thread per shard. After an error from `feed` the store holds what
+    /// came before it.
     pub fn build<E>(
         &mut self,
         feed: impl FnOnce(&mut dyn FnMut(&RecordRef<'_>)) -> Result<(), E>,
     ) -> Result<(), E> {
-        if !self.is_empty() {
-            return feed(&mut |r: &RecordRef<'_>| {
-                self.apply(r);
-            });
-        }
         let n = self.shards.len();
-        let mut pushed: Vec<Vec<(u64, u32)>> = self
-            .shards
-            .iter()
-            .map(|s| Vec::with_capacity(s.ids.capacity()))
-            .collect();
+        let mut pending: Vec<Vec<(u64, u32)>> = (0..n).map(|_| Vec::new()).collect();
         let shards = &mut self.shards;
         let fed = feed(&mut |r: &RecordRef<'_>| {
             let i = shard_of(r.id, n);
-            shards[i].push_unindexed(r, &mut pushed[i]);
+            shards[i].push_unindexed(r, &mut pending[i]);
         });
-        for (shard, pushed) in self.shards.iter_mut().zip(pushed) {
-            shard.index_pushed(pushed);
+        for (shard, pending) in self.shards.iter_mut().zip(&mut pending) {
+            shard.index_pending(pending);
+            shard.trim_after_build();
         }
         fed
     }
@@ -535,8 +556,10 @@ impl Store {
     }
 
     /// The next record of `walk`, or `None` once it has visited every
-    /// record the store held when it began (records are never removed, so
-    /// their positions stay; later ones are not visited). A walk belongs
+    /// record the store held when it began (applying never removes a
+    /// record, so their positions stay; later ones are not visited; only a
+    /// bulk build moves records, and the worker builds only a store of its
+    /// own, before it serves from it). A walk belongs
     /// to the store it came from: given another, it reads whatever sits at
     /// its positions there. The worker starts catch-ups only once its store
     /// is whole, and never replaces it afterwards (see `Worker`'s deferred
@@ -721,6 +744,19 @@ mod tests {
                 .unwrap();
             check(&mut sharded, &format!("apply_sharded, {shards} shards"));
         }
+        // Built on top of records already applied (a duplicate of a held
+        // id may win or lose against the one held).
+        let mut on_top = Store::with_shards(2, 0);
+        for r in &records[..1_000] {
+            on_top.apply(r);
+        }
+        on_top
+            .build(|apply| {
+                records[1_000..].iter().for_each(&mut *apply);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        check(&mut on_top, "build on a non-empty store");
         // A feed that fails midway leaves a consistent (partial) store.
         let mut partial = Store::with_shards(2, 0);
         let r = partial.build(|apply| {

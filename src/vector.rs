@@ -8,26 +8,162 @@
 //! everything it covers has been applied.
 //!
 //! Invariant: every seq in `above[O]` is `> V[O] + 1`.
+//!
+//! `above` is a bitmap from just below `V[O] + 1` ([`Above`]): a catch-up
+//! delivers an origin's records in its donor's store order, so hundreds of
+//! thousands of them can wait above a gap at once, at one bit each instead
+//! of a tree node's share (about 10 B) each. Seqs further than
+//! [`BITMAP_SPAN`] above go to a sorted set, so a worker that missed a
+//! long stretch of an origin does not allocate a bit per missed seq.
 
 use crate::msg::Vector;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// How far above its base the bitmap reaches: 2^20 seqs, 128 KiB.
+const BITMAP_SPAN: u64 = 1 << 20;
+
+/// A set of seqs, all above some floor the owner keeps: bits for the
+/// seqs from `base` (a multiple of 64, at most the floor + 1) up to
+/// `base + BITMAP_SPAN`, and a sorted set for any beyond.
+#[derive(Debug, Default, Clone)]
+struct Above {
+    base: u64,
+    /// Bit `i` of `words[w]` is seq `base + 64 * w + i`.
+    words: VecDeque<u64>,
+    /// Bits set in `words`.
+    bits: usize,
+    far: BTreeSet<u64>,
+}
+
+impl Above {
+    fn len(&self) -> usize {
+        self.bits + self.far.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The word and bit of `seq`, if the bitmap's range holds it.
+    fn slot(&self, seq: u64) -> Option<(usize, u64)> {
+        let offset = seq.checked_sub(self.base)?;
+        (offset < BITMAP_SPAN).then(|| ((offset / 64) as usize, 1 << (offset % 64)))
+    }
+
+    /// A seq lives in one place: its bit if the bitmap's range held it
+    /// when it came, else `far` (where it stays when the range moves up).
+    fn contains(&self, seq: u64) -> bool {
+        let in_bits = self
+            .slot(seq)
+            .is_some_and(|(w, bit)| self.words.get(w).is_some_and(|&word| word & bit != 0));
+        in_bits || self.far.contains(&seq)
+    }
+
+    fn insert(&mut self, seq: u64) {
+        if self.far.contains(&seq) {
+            return;
+        }
+        let Some((w, bit)) = self.slot(seq) else {
+            self.far.insert(seq);
+            return;
+        };
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+        }
+        if self.words[w] & bit == 0 {
+            self.words[w] |= bit;
+            self.bits += 1;
+        }
+    }
+
+    /// Takes `seq` out; returns whether it was in.
+    fn remove(&mut self, seq: u64) -> bool {
+        if let Some((w, bit)) = self.slot(seq) {
+            if let Some(word) = self.words.get_mut(w) {
+                if *word & bit != 0 {
+                    *word &= !bit;
+                    self.bits -= 1;
+                    return true;
+                }
+            }
+        }
+        !self.far.is_empty() && self.far.remove(&seq)
+    }
+
+    /// Drops every seq `<= floor` and moves the bitmap's base up to the
+    /// word holding `floor + 1`.
+    fn drop_through(&mut self, floor: u64) {
+        let next = floor.saturating_add(1);
+        if self.far.first().is_some_and(|&s| s < next) {
+            self.far = self.far.split_off(&next);
+        }
+        let new_base = next & !63;
+        while self.base < new_base {
+            match self.words.pop_front() {
+                Some(word) => self.bits -= word.count_ones() as usize,
+                None => {
+                    self.base = new_base;
+                    break;
+                }
+            }
+            self.base += 64;
+        }
+        if let Some(first) = self.words.front_mut() {
+            // Seqs base..=floor within the first word.
+            let below = (next - self.base) as u32;
+            let keep = if below >= 64 { 0 } else { u64::MAX << below };
+            self.bits -= (*first & !keep).count_ones() as usize;
+            *first &= keep;
+        }
+        if self.words.is_empty() {
+            // Nothing waits: the bitmap starts over at the floor.
+            self.base = new_base;
+        }
+    }
+
+    /// Empties the set (which holds nothing) and bases it at `floor + 1`.
+    fn restart_at(&mut self, floor: u64) {
+        debug_assert!(self.is_empty());
+        self.words.clear();
+        self.base = floor.saturating_add(1) & !63;
+    }
+
+    /// The smallest seq held (for assertions).
+    fn first(&self) -> Option<u64> {
+        let in_bits = self
+            .words
+            .iter()
+            .enumerate()
+            .find(|(_, &word)| word != 0)
+            .map(|(w, &word)| self.base + 64 * w as u64 + u64::from(word.trailing_zeros()));
+        match (in_bits, self.far.first()) {
+            (Some(a), Some(&b)) => Some(a.min(b)),
+            (a, b) => a.or(b.copied()),
+        }
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 struct OriginState {
     contiguous: u64,
-    above: BTreeSet<u64>,
+    above: Above,
 }
 
 impl OriginState {
     fn advance(&mut self) {
-        while self.above.first() == Some(&self.contiguous.saturating_add(1)) {
-            self.above.pop_first();
+        if self.above.is_empty() {
+            // The common case, records in order: nothing waits.
+            self.above.restart_at(self.contiguous);
+            return;
+        }
+        while self.above.remove(self.contiguous.saturating_add(1)) {
             self.contiguous += 1;
         }
+        self.above.drop_through(self.contiguous);
         debug_assert!(self
             .above
             .first()
-            .is_none_or(|&s| s > self.contiguous.saturating_add(1)));
+            .is_none_or(|s| s > self.contiguous.saturating_add(1)));
     }
 }
 
@@ -54,7 +190,7 @@ impl VersionVector {
     pub fn has(&self, origin: u32, seq: u64) -> bool {
         self.origins
             .get(&origin)
-            .is_some_and(|o| seq <= o.contiguous || o.above.contains(&seq))
+            .is_some_and(|o| seq <= o.contiguous || o.above.contains(seq))
     }
 
     /// Notes that record `(origin, seq)` has been applied. Returns true if
@@ -80,7 +216,6 @@ impl VersionVector {
             let o = self.origins.entry(origin).or_default();
             if seq > o.contiguous {
                 o.contiguous = seq;
-                o.above = o.above.split_off(&seq.saturating_add(1));
                 o.advance();
                 moved = true;
             }
@@ -155,5 +290,77 @@ mod tests {
         assert!(!v.covers(&[(3, 1)]));
         assert_eq!(lookup(&v.to_vec(), 2), 3);
         assert_eq!(lookup(&v.to_vec(), 7), 0);
+    }
+
+    /// The vector as it was before the bitmap: a sorted set above a gap.
+    #[derive(Default)]
+    struct Model(BTreeMap<u32, (u64, BTreeSet<u64>)>);
+
+    impl Model {
+        fn settle(o: &mut (u64, BTreeSet<u64>)) {
+            o.1 = o.1.split_off(&(o.0 + 1));
+            while o.1.first() == Some(&(o.0 + 1)) {
+                o.1.pop_first();
+                o.0 += 1;
+            }
+        }
+        fn observe(&mut self, origin: u32, seq: u64) {
+            let o = self.0.entry(origin).or_default();
+            if seq > o.0 {
+                o.1.insert(seq);
+                Model::settle(o);
+            }
+        }
+        fn merge(&mut self, origin: u32, seq: u64) {
+            let o = self.0.entry(origin).or_default();
+            o.0 = o.0.max(seq);
+            Model::settle(o);
+        }
+    }
+
+    #[test]
+    fn the_bitmap_holds_what_a_sorted_set_would() {
+        // Seqs in bursts around the vector, far jumps past BITMAP_SPAN,
+        // duplicates and merges; checked against the sorted-set model.
+        for seed in 0..8u64 {
+            let mut rng = crate::rng::SplitMix64::new(seed);
+            let (mut v, mut m) = (VersionVector::new(), Model::default());
+            for step in 0..1_500 {
+                let origin = 1 + rng.below(2) as u32;
+                let floor = v.get(origin);
+                let seq = match rng.below(10) {
+                    0 => floor + 1 + rng.below(3 * BITMAP_SPAN),
+                    1 => floor.saturating_sub(rng.below(100)),
+                    _ => floor + 1 + rng.below(200),
+                };
+                if rng.below(40) == 0 {
+                    v.merge(&[(origin, seq)]);
+                    m.merge(origin, seq);
+                } else {
+                    v.observe(origin, seq);
+                    m.observe(origin, seq);
+                }
+                let want = m.0.get(&origin).cloned().unwrap_or_default();
+                assert_eq!(v.get(origin), want.0, "seed {seed} step {step}");
+                let pending: usize = m.0.values().map(|o| o.1.len()).sum();
+                assert_eq!(v.pending_above(), pending, "seed {seed} step {step}");
+                for probe in [seq, seq + 1, want.0 + 1, want.0 + 2] {
+                    let held = probe <= want.0 || want.1.contains(&probe);
+                    assert_eq!(
+                        v.has(origin, probe),
+                        held,
+                        "seed {seed} step {step} seq {probe}"
+                    );
+                }
+            }
+            // A donor's vector covering everything leaves nothing waiting.
+            for (&origin, (_, above)) in &m.0 {
+                if let Some(&top) = above.last() {
+                    v.merge(&[(origin, top)]);
+                    assert_eq!(v.get(origin), top, "seed {seed}");
+                }
+            }
+            assert_eq!(v.pending_above(), 0, "seed {seed}");
+        }
     }
 }
