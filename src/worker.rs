@@ -71,6 +71,8 @@ const LB_SILENCE: Duration = Duration::from_millis(1500);
 /// queue, so it is left alone.
 const PEER_SILENCE: Duration = Duration::from_secs(2);
 pub(crate) const REDIAL_PAUSE: Duration = Duration::from_millis(100);
+/// How often links' empty buffers beyond `conn::KEEP_BUFFER` are freed.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// How often the loop looks whether the log's store is built yet.
 const BUILD_CHECK: Duration = Duration::from_millis(5);
 /// How long a gap every peer was asked about waits before they are asked
@@ -139,6 +141,8 @@ pub struct Worker {
     compactor: Compactor,
     /// When the next heartbeat to the LB is due.
     next_heartbeat: Instant,
+    /// When links' idle buffers are next given back ([`TRIM_EVERY`]).
+    next_trim: Instant,
     /// When the LB link was last readable (the LB sends heartbeats too).
     lb_heard: Instant,
     /// The LB link's input is left unread: its output passed `LB_OUT_CAP`.
@@ -342,6 +346,7 @@ impl Worker {
             lb_retry: None,
             compactor,
             next_heartbeat: Instant::now(),
+            next_trim: Instant::now() + TRIM_EVERY,
             lb_heard: Instant::now(),
             lb_paused: false,
             lb_resume: false,
@@ -1011,6 +1016,14 @@ impl Worker {
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + msg::HEARTBEAT_EVERY;
             self.io.to_lb(&Msg::Heartbeat);
+        }
+        if now >= self.next_trim {
+            // A catch-up stream or a burst grew a link's buffers to
+            // megabytes; once they are empty, they need not stay.
+            self.next_trim = now + TRIM_EVERY;
+            for (_, link) in self.io.links.iter_mut() {
+                link.conn.trim();
+            }
         }
         // The log first, so every STORED below follows its record's write.
         let written = self.io.log.flush()?;
