@@ -1024,13 +1024,16 @@ def section_catchup(d, cu):
               f"{l_ / raw:.2f}× | {grow} | {mb(j) if j is not None else '–'} |")
         w()
 
-def hash_table_estimate(n):
-    """Bytes of a hashbrown table holding n (u64, Entry) pairs grown by inserts:
-    a power of two of buckets at most 7/8 full, 48 B slot + 1 control byte each."""
+def hash_table_estimate(n, shards=2):
+    """The id index of a store of n records in `shards` shards (the replay
+    threads: the VM's cores, at most 4): per shard a hashbrown table of u32
+    positions, a power of two of buckets at most 7/8 full, 4 B + 1 control
+    byte each. Returns (buckets in all, bytes in all)."""
+    each = -(-n // shards)
     buckets = 1
-    while buckets * 7 // 8 < n:
+    while buckets * 7 // 8 < each:
         buckets *= 2
-    return buckets, buckets * 49
+    return buckets * shards, buckets * shards * 5
 
 def reading_new(d, b1, b4, b5, scale, cu):
     """Bullets for targets 4, 5 and 7 (computed; the wording follows the data)."""
@@ -1122,7 +1125,7 @@ def reading_new(d, b1, b4, b5, scale, cu):
             f"store (hashed for the digest) and appended to the log by one thread of the joiner, "
             f"and read out of the donor's store and framed by one thread of the donor.")
     if cu and cu.get("rss_bytes", {}).get("loaded"):
-        top, role, _ = catchup_rss(cu)
+        top, role, phase = catchup_rss(cu)
         raw, n = cu["raw_bytes"], cu["records"]
         rss = cu["rss_bytes"]
         grows = [(rss["loaded"][r] - rss["empty"][r]) / n
@@ -1133,15 +1136,18 @@ def reading_new(d, b1, b4, b5, scale, cu):
         out.append(
             f"**Memory (target 7c, {'met' if met else 'missed'}: {top / raw:.2f}×).** A loaded "
             f"worker's RSS grew by {g:.0f} B per record against {8 + cu['value_size']} B of raw "
-            f"data. By its layout a record costs a 48 B hash-table slot (the 8 B id and a 40 B "
-            f"`Entry`: version, origin, seq and the boxed content's pointer and length) plus a "
-            f"control byte, in a table grown by powers of two and kept at most 7/8 full "
-            f"({buckets:,} buckets for {fmt_int(n)} records, {table / n:.0f} B per record), and "
-            f"the {cu['value_size']} B content in its own heap allocation "
-            f"({max(32, (cu['value_size'] + 8 + 15) // 16 * 16)} B with glibc malloc's header and "
-            f"rounding)."
+            f"data. By its layout a record costs its 8 B id and an 88 B entry (version, seq, "
+            f"origin, length and {cu['value_size']} B of content inline: contents up to 64 B need "
+            f"no allocation of their own), plus the id index, a table of 4 B positions and a "
+            f"control byte per bucket in each of the store's shards, grown by powers of two and "
+            f"kept at most 7/8 full ({buckets:,} buckets in all for {fmt_int(n)} records, "
+            f"{table / n:.1f} B per record)."
             + (f" The joiner, filled by its catch-up, held the most: {mb(top)} MB after it."
-               if role == joiner_role(cu) else ""))
+               if role == joiner_role(cu) else "")
+            + (f" The largest figure ({mb(top)} MB) was taken the moment the joiner became "
+               f"active, while a donor still held its catch-up stream's buffers; a worker frees "
+               f"its links' idle buffers every second."
+               if phase == "joined" and role != joiner_role(cu) else ""))
     return out
 
 def census_total(c, prefix, key):
