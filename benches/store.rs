@@ -18,6 +18,11 @@
 //!   replay did before. Three million, because the difference is in cache
 //!   misses on the id index: at 1,000,000 records its 10 MB fit in this
 //!   machine's 32 MB L3 and both take the same time.
+//! * `compact`: the background compaction of two sealed segments holding
+//!   730,000 records of 64 B over 100,000 ids (what workload 2's
+//!   overwrites leave): two passes over the segments, the winners and the
+//!   vector written out and fsynced. Baseline: one plain read of the same
+//!   segments (`log::replay`), the least any compaction must do.
 //! * `recover`: a worker's start-up replay of a 500,000-record log (40 B
 //!   contents) into its store, on one thread and on
 //!   [`rrstore::recover::default_threads`] threads (one shard each).
@@ -207,6 +212,55 @@ fn build(c: &mut Criterion) {
     g.finish();
 }
 
+fn compact(c: &mut Criterion) {
+    const RECORDS: u64 = 730_000;
+    let dir = std::env::temp_dir().join(format!("rrstore-bench-compact-{}", std::process::id()));
+    let content = [7u8; 64];
+    let write_segments = || {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        let mut seq = 0;
+        for n in 1..=2u64 {
+            let path = rrstore::segments::sealed_path(&dir, n);
+            let mut log = rrstore::log::LogWriter::open(&path).expect("segment");
+            for _ in 0..RECORDS / 2 {
+                seq += 1;
+                let id = (seq * 7919) % 100_000;
+                log.append_record(&record(id, seq, &content));
+                if seq % 10_000 == 0 {
+                    log.flush().expect("flush");
+                }
+            }
+            log.flush().expect("flush");
+        }
+        rrstore::segments::sealed(&dir).expect("segments")
+    };
+    let mut g = c.benchmark_group("compact");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(RECORDS));
+    g.bench_function("rrstore segments::compact", |b| {
+        b.iter_batched(
+            write_segments,
+            |segs| rrstore::segments::compact(&dir, &segs).expect("compact"),
+            BatchSize::PerIteration,
+        )
+    });
+    let segs = write_segments();
+    g.bench_function("one read of the segments (log::replay)", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for (_, path) in &segs {
+                rrstore::log::replay(path, |_| n += 1).expect("replay");
+            }
+            assert_eq!(n, RECORDS);
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn recover(c: &mut Criterion) {
     const RECORDS: u64 = 500_000;
     let dir = std::env::temp_dir().join(format!("rrstore-bench-recover-{}", std::process::id()));
@@ -250,6 +304,7 @@ criterion_group!(
     apply_overwrite,
     observe_in_order,
     build,
+    compact,
     recover
 );
 criterion_main!(benches);

@@ -33,7 +33,6 @@
 //! no vector entry written after lost records can claim them.
 
 use crate::log::{replay, LogEntry, LogWriter, ReplayStats};
-use crate::msg::RecordRef;
 use crate::ringbuf::{channel, Producer};
 use crate::vector::VersionVector;
 use std::collections::{HashMap, HashSet};
@@ -157,12 +156,15 @@ pub fn roll(dir: &Path, log: &mut LogWriter) -> io::Result<(File, u64)> {
     Ok((old, n))
 }
 
-/// A live record while compacting.
-struct Live {
+/// Which record of an id wins, while compacting: its content is not
+/// kept, the second pass copies it from the log.
+#[derive(Clone, Copy)]
+struct Winner {
     version: u64,
     origin: u32,
     seq: u64,
-    content: Vec<u8>,
+    /// Already copied (a record can be in the log twice).
+    written: bool,
 }
 
 /// Size of the whole log (sealed segments and the active one), in bytes;
@@ -190,9 +192,10 @@ pub fn compact(dir: &Path, segs: &[(u64, PathBuf)]) -> io::Result<u64> {
     let Some((last, _)) = segs.last() else {
         return Ok(0);
     };
-    // Pass 1: the live set and the vector these segments give. A plain map
-    // with the store's last-writer-wins rule: no digest is needed here.
-    let mut live: HashMap<u64, Live> = HashMap::new();
+    // Pass 1: which record of each id wins, and the vector these segments
+    // give. A plain map with the store's last-writer-wins rule, holding no
+    // contents: no digest and no copy is needed here.
+    let mut live: HashMap<u64, Winner> = HashMap::new();
     let mut vv = VersionVector::new();
     let replay_segments = |apply: &mut dyn FnMut(LogEntry<'_>)| -> io::Result<()> {
         for (_, path) in segs {
@@ -202,20 +205,19 @@ pub fn compact(dir: &Path, segs: &[(u64, PathBuf)]) -> io::Result<u64> {
     };
     replay_segments(&mut |e| match e {
         LogEntry::Record(r) => {
-            let newer = live
-                .get(&r.id)
-                .is_none_or(|w| (r.version, r.origin) > (w.version, w.origin));
-            if newer {
-                live.insert(
-                    r.id,
-                    Live {
-                        version: r.version,
-                        origin: r.origin,
-                        seq: r.seq,
-                        content: r.content.to_vec(),
-                    },
-                );
-            }
+            let winner = Winner {
+                version: r.version,
+                origin: r.origin,
+                seq: r.seq,
+                written: false,
+            };
+            live.entry(r.id)
+                .and_modify(|w| {
+                    if (r.version, r.origin) > (w.version, w.origin) {
+                        *w = winner;
+                    }
+                })
+                .or_insert(winner);
             vv.observe(r.origin, r.seq);
         }
         LogEntry::Vector(v) => {
@@ -225,40 +227,31 @@ pub fn compact(dir: &Path, segs: &[(u64, PathBuf)]) -> io::Result<u64> {
     let tmp = dir.join("compacting.tmp");
     let _ = fs::remove_file(&tmp);
     let mut out = LogWriter::open(&tmp)?;
-    // Pass 2: records above a gap stay even if overwritten, so the vector
-    // replays exactly (a gap may be filled by a later segment).
+    // Pass 2: each winner, copied from where it sits in the log, and the
+    // records above a gap even if overwritten, so the vector replays
+    // exactly (a gap may be filled by a later segment).
     let mut kept_above = HashSet::new();
     let mut write_err = Ok(());
     replay_segments(&mut |e| {
-        if let LogEntry::Record(r) = e {
-            let above = r.seq > vv.get(r.origin);
-            let wins = live
-                .get(&r.id)
-                .is_some_and(|w| (w.origin, w.seq) == (r.origin, r.seq));
-            if above && !wins && kept_above.insert((r.origin, r.seq)) {
-                out.append_record(&r);
-            }
+        let LogEntry::Record(r) = e else { return };
+        if write_err.is_err() {
+            return;
         }
-    })?;
-    let mut ids: Vec<u64> = live.keys().copied().collect();
-    ids.sort_unstable();
-    for id in ids {
-        if let Some(e) = live.get(&id) {
-            out.append_record(&RecordRef {
-                origin: e.origin,
-                seq: e.seq,
-                version: e.version,
-                id,
-                content: &e.content,
-            });
+        let keep = match live.get_mut(&r.id) {
+            Some(w) if (w.origin, w.seq) == (r.origin, r.seq) => {
+                !std::mem::replace(&mut w.written, true)
+            }
+            _ => r.seq > vv.get(r.origin) && kept_above.insert((r.origin, r.seq)),
+        };
+        if keep {
+            out.append_record(&r);
             if out.buffered() > 1 << 20 {
                 if let Err(e) = out.flush() {
                     write_err = Err(e);
-                    break;
                 }
             }
         }
-    }
+    })?;
     write_err?;
     out.append_vector(&vv.to_vec());
     let size = out.flush()?;
@@ -376,6 +369,7 @@ impl Drop for Compactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::msg::RecordRef;
     use crate::store::Store;
 
     fn tmpdir(name: &str) -> PathBuf {
