@@ -438,3 +438,58 @@ fn a_worker_that_lost_its_log_tail_never_reuses_the_identities_of_its_lost_recor
     expected.extend(last_writes(&later));
     assert_records(&c.converged(&[first, second]), &expected);
 }
+
+/// A restarted worker registers after the first pass over its log and
+/// builds its store on other threads meanwhile (`recover.rs`); what comes
+/// in during the build is held or deferred. These two tests act the moment
+/// the worker has registered, on a log of 200,000 records: on this VM the
+/// build then still has about 20 ms to go (the log lines are printed; the
+/// tests hold whichever comes first).
+#[test]
+fn a_worker_told_to_leave_while_its_store_is_being_built_leaves_nothing_behind() {
+    let mut c = TestCluster::start("leave_while_building", 2);
+    let (keeper, leaver) = (c.ids[0], c.ids[1]);
+    // The keeper goes down, and the leaver alone takes a batch large
+    // enough that rebuilding its store takes a while.
+    let gone_keeper = c.kill_worker(keeper).expect("kill -9");
+    let records: Vec<(u64, Vec<u8>)> = (0..200_000).map(|id| (id, content(id, 12))).collect();
+    put_all(&mut c.client(), &records, 64);
+    // The leaver goes down too; the keeper comes back without the batch.
+    let gone_leaver = c.kill_worker(leaver).expect("kill -9");
+    assert_eq!(
+        c.add_worker_at(&gone_keeper.data_dir).expect("restart"),
+        keeper
+    );
+    // The leaver restarts on its log and is told to leave the moment it
+    // registered: its store is (most likely) still being built then.
+    assert_eq!(
+        c.add_worker_at(&gone_leaver.data_dir).expect("restart"),
+        leaver
+    );
+    let status = c
+        .stop_worker(leaver, STOP_TIMEOUT)
+        .expect("stop")
+        .expect("the leaver exits once the keeper holds what only it held");
+    assert!(status.success(), "left cleanly: {status:?}");
+    let order: Vec<String> = worker_log_lines(&c, "deregistering")
+        .into_iter()
+        .chain(worker_log_lines(&c, "store built"))
+        .collect();
+    eprintln!("leaver's log: {order:?}");
+    c.wait_active(&[keeper], ACTIVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_records(&c.converged(&[keeper]), &last_writes(&records));
+}
+
+#[test]
+fn a_dump_asked_of_a_worker_whose_store_is_being_built_is_the_whole_store() {
+    let mut c = TestCluster::start("dump_while_building", 1);
+    let id = c.ids[0];
+    let records: Vec<(u64, Vec<u8>)> = (0..200_000).map(|id| (id, content(id, 13))).collect();
+    put_all(&mut c.client(), &records, 64);
+    let gone = c.kill_worker(id).expect("kill -9");
+    assert_eq!(c.add_worker_at(&gone.data_dir).expect("restart"), id);
+    // Held until the store is built, then answered from all of it.
+    assert_records(&c.dump(id), &last_writes(&records));
+    eprintln!("its log: {:?}", worker_log_lines(&c, "store built"));
+}
