@@ -357,13 +357,17 @@ impl LogWriter {
             self.file.write_all(&self.buf)?;
             self.written += self.buf.len() as u64;
             self.buf.clear();
-            // A loop turn that applied a catch-up's burst grew the buffer
-            // to megabytes; do not keep that for good.
-            if self.buf.capacity() > KEEP_BUFFER {
-                self.buf.shrink_to(KEEP_BUFFER);
-            }
         }
         Ok(self.written)
+    }
+
+    /// Gives back buffer capacity past [`KEEP_BUFFER`]: a loop turn that
+    /// applied a catch-up's burst grew it to megabytes. For a periodic
+    /// tick, not every flush (a burst regrows it at every turn).
+    pub fn trim(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
+            self.buf = Vec::with_capacity(KEEP_BUFFER);
+        }
     }
 
     pub fn written(&self) -> u64 {

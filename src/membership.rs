@@ -171,9 +171,9 @@ impl Membership {
     /// Keeps `id`'s reported vector. Returns whether the floors of
     /// [`Membership::lagging`] may have moved: an entry of an origin that
     /// no connected worker numbers under changed, or `id` was told a floor
-    /// (it may have caught up), or none yet. A REPORT comes every loop turn
-    /// of a busy worker, and its own and its peers' live origins move in
-    /// every one: those alone change no floor.
+    /// (it may have caught up), or none yet. A busy worker REPORTs every
+    /// 5 ms, and its own and its peers' live origins move in every one:
+    /// those alone change no floor.
     pub fn note_report(&mut self, id: u32, vector: Vector) -> bool {
         let Some(w) = self.workers.get(&id) else {
             return false;

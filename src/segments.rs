@@ -253,6 +253,14 @@ pub fn compact(dir: &Path, segs: &[(u64, PathBuf)]) -> io::Result<u64> {
         }
     })?;
     write_err?;
+    // Pass 2 read the same files as pass 1: every winner was found again.
+    // Were one not (a file changed underneath), the output would lose it.
+    if let Some((id, _)) = live.iter().find(|(_, w)| !w.written) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("compaction's second pass did not find the winner of id {id}"),
+        ));
+    }
     out.append_vector(&vv.to_vec());
     let size = out.flush()?;
     out.sync_handle()?.sync_all()?;

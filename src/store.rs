@@ -22,6 +22,16 @@ use xxhash_rust::xxh3::xxh3_128_with_seed;
 /// that their few thousand records cross chunk boundaries).
 const BUILD_CHUNK: usize = if cfg!(test) { 97 } else { 1 << 18 };
 
+/// A bulk build's state for one shard (see [`Shard::push_unindexed`]).
+#[derive(Default)]
+struct Bulk {
+    /// Laid out but not indexed yet: hash and position.
+    pending: Vec<(u64, u32)>,
+    /// Duplicates that lost: out of the index, the digest and the slab,
+    /// still in the dense arrays.
+    dead: Vec<u32>,
+}
+
 /// Contents up to this many bytes live inside their [`Entry`]; longer
 /// ones in their shard's `overflow` slab. 64 B covers the small values a
 /// record store mostly holds (and the benchmarks' 64 B records) with no
@@ -108,8 +118,8 @@ fn content_of<'a>(overflow: &'a slab::Slab<Box<[u8]>>, e: &'a Entry) -> &'a [u8]
         return &e.inline[..len];
     }
     // Every entry longer than INLINE_CONTENT holds a live key: `Shard::store`
-    // puts one there, and only it and `Shard::drop_losers` (which removes
-    // the entry too) free a slot.
+    // puts one there, and only it and `Shard::index_pending` (for a
+    // duplicate that lost, which is then never read again) free a slot.
     match overflow.get(overflow_key(e)) {
         Some(content) => content,
         None => unreachable!("an entry's overflow slot is missing"),
@@ -261,16 +271,16 @@ impl Shard {
 
     /// Lays `r` out densely as [`Shard::apply`] would for a new id, but
     /// leaves it out of the index: [`Shard::index_pending`] indexes the
-    /// records `pending` collects (hash and position), a chunk of
+    /// records `bulk` collects (hash and position), a chunk of
     /// [`BUILD_CHUNK`] at a time. Its content counts in the digest at once
     /// (read here, while it is in cache); a duplicate id's loser is taken
     /// out again when the chunk is indexed.
-    fn push_unindexed(&mut self, r: &RecordRef<'_>, pending: &mut Vec<(u64, u32)>) {
+    fn push_unindexed(&mut self, r: &RecordRef<'_>, bulk: &mut Bulk) {
         let Ok(position) = u32::try_from(self.ids.len()) else {
             log::error!("a store shard holds 2^32 records; stopping");
             std::process::exit(2);
         };
-        pending.push((self.hasher.hash_one(r.id), position));
+        bulk.pending.push((self.hasher.hash_one(r.id), position));
         self.ids.push(r.id);
         let mut e = Entry {
             version: r.version,
@@ -284,14 +294,14 @@ impl Shard {
         self.digest = self.digest.wrapping_add(entry_hash(r.id, r.content));
         self.content_bytes += r.content.len() as u64;
         self.max_version = self.max_version.max(r.version);
-        if pending.len() >= BUILD_CHUNK {
-            self.index_pending(pending);
+        if bulk.pending.len() >= BUILD_CHUNK {
+            self.index_pending(bulk);
         }
     }
 
     /// Indexes the records [`Shard::push_unindexed`] laid out since the
-    /// last call (`pending`, emptied): the shard is then the one applying
-    /// every record pushed so far one by one would give.
+    /// last call (`bulk.pending`, emptied): the shard then reads as the one
+    /// applying every record pushed so far one by one would give.
     ///
     /// Inserting into the index in the order records arrive touches a
     /// random bucket each time: at millions of records, a cache miss per
@@ -299,18 +309,20 @@ impl Shard {
     /// order of its buckets, so the table is written front to back.
     /// Hashbrown starts probing at `hash & (buckets - 1)`; were that ever
     /// not so, the result would be the same, only slower. Of records with
-    /// the same id, the last-writer-wins winner stays; the others leave
-    /// the dense arrays (so an overwritten log needs room for its live set
-    /// and one chunk, not for every record it holds).
-    fn index_pending(&mut self, pending: &mut Vec<(u64, u32)>) {
+    /// the same id, the last-writer-wins winner stays; the others leave the
+    /// digest at once and the dense arrays once they are half of them (or
+    /// at the end, [`Shard::finish_build`]), so an overwritten log needs
+    /// room for about twice its live set and a chunk, and each record is
+    /// moved a bounded number of times.
+    fn index_pending(&mut self, bulk: &mut Bulk) {
         let (ids, hasher, entries) = (&self.ids, &self.hasher, &self.entries);
         self.index
-            .reserve(pending.len(), |&i| hasher.hash_one(ids[i as usize]));
+            .reserve(bulk.pending.len(), |&i| hasher.hash_one(ids[i as usize]));
         // Buckets are the power of two above the capacity (7/8 of them).
         let mask = (self.index.capacity() as u64 + 1).next_power_of_two() - 1;
-        pending.sort_unstable_by_key(|&(hash, _)| hash & mask);
-        let mut losers = Vec::new();
-        for (hash, position) in pending.drain(..) {
+        bulk.pending.sort_unstable_by_key(|&(hash, _)| hash & mask);
+        let first_loser = bulk.dead.len();
+        for (hash, position) in bulk.pending.drain(..) {
             let id = ids[position as usize];
             match self.index.entry(
                 hash,
@@ -324,35 +336,50 @@ impl Shard {
                     let new = &entries[position as usize];
                     let old = &entries[*o.get() as usize];
                     if beats((new.version, new.origin), (old.version, old.origin)) {
-                        losers.push(std::mem::replace(o.get_mut(), position));
+                        bulk.dead.push(std::mem::replace(o.get_mut(), position));
                     } else {
-                        losers.push(position);
+                        bulk.dead.push(position);
                     }
                 }
             }
         }
-        self.drop_losers(losers);
+        for &position in &bulk.dead[first_loser..] {
+            let (id, e) = (
+                self.ids[position as usize],
+                &self.entries[position as usize],
+            );
+            let content = content_of(&self.overflow, e);
+            self.digest = self.digest.wrapping_sub(entry_hash(id, content));
+            self.content_bytes -= u64::from(e.len);
+            if e.len as usize > INLINE_CONTENT {
+                self.overflow.remove(overflow_key(e));
+            }
+        }
+        if bulk.dead.len() * 2 > self.ids.len() {
+            self.drop_dead(&mut bulk.dead);
+        }
     }
 
-    /// Removes the entries at `losers` (positions no bucket points to)
-    /// from the dense arrays, the digest and the byte count, moving later
-    /// entries down and renumbering the index to match.
-    fn drop_losers(&mut self, mut losers: Vec<u32>) {
-        if losers.is_empty() {
+    /// Ends a bulk build: indexes what is pending, removes the dead and
+    /// gives back room sized for them.
+    fn finish_build(&mut self, bulk: &mut Bulk) {
+        self.index_pending(bulk);
+        self.drop_dead(&mut bulk.dead);
+        self.trim_after_build();
+    }
+
+    /// Removes the entries at `dead` (emptied; positions no bucket points
+    /// to, already out of the digest and the overflow slab) from the dense
+    /// arrays, moving later entries down and renumbering the index.
+    fn drop_dead(&mut self, dead: &mut Vec<u32>) {
+        if dead.is_empty() {
             return;
         }
-        losers.sort_unstable();
+        dead.sort_unstable();
         let mut renumber: Vec<u32> = Vec::with_capacity(self.ids.len());
-        let (mut kept, mut next_loser) = (0u32, losers.iter().peekable());
+        let (mut kept, mut next_dead) = (0u32, dead.iter().peekable());
         for position in 0..self.ids.len() {
-            if next_loser.next_if_eq(&&(position as u32)).is_some() {
-                let (id, e) = (self.ids[position], &self.entries[position]);
-                let content = content_of(&self.overflow, e);
-                self.digest = self.digest.wrapping_sub(entry_hash(id, content));
-                self.content_bytes -= u64::from(e.len);
-                if e.len as usize > INLINE_CONTENT {
-                    self.overflow.remove(overflow_key(e));
-                }
+            if next_dead.next_if_eq(&&(position as u32)).is_some() {
                 renumber.push(u32::MAX);
             } else {
                 self.ids.swap(kept as usize, position);
@@ -366,6 +393,7 @@ impl Shard {
         for position in self.index.iter_mut() {
             *position = renumber[*position as usize];
         }
+        dead.clear();
     }
 
     /// After a build: gives back what was sized for records that turned
@@ -446,15 +474,14 @@ impl Store {
                 .enumerate()
                 .map(|(i, shard)| {
                     scope.spawn(move || {
-                        let mut pending = Vec::with_capacity(BUILD_CHUNK);
+                        let mut bulk = Bulk::default();
                         let fed = feed(&mut |r: &RecordRef<'_>| {
                             if shard_of(r.id, n) == i {
-                                shard.push_unindexed(r, &mut pending);
+                                shard.push_unindexed(r, &mut bulk);
                             }
                         });
                         // Even after an error the shard stays consistent.
-                        shard.index_pending(&mut pending);
-                        shard.trim_after_build();
+                        shard.finish_build(&mut bulk);
                         fed
                     })
                 })
@@ -485,15 +512,14 @@ impl Store {
         feed: impl FnOnce(&mut dyn FnMut(&RecordRef<'_>)) -> Result<(), E>,
     ) -> Result<(), E> {
         let n = self.shards.len();
-        let mut pending: Vec<Vec<(u64, u32)>> = (0..n).map(|_| Vec::new()).collect();
+        let mut bulk: Vec<Bulk> = (0..n).map(|_| Bulk::default()).collect();
         let shards = &mut self.shards;
         let fed = feed(&mut |r: &RecordRef<'_>| {
             let i = shard_of(r.id, n);
-            shards[i].push_unindexed(r, &mut pending[i]);
+            shards[i].push_unindexed(r, &mut bulk[i]);
         });
-        for (shard, pending) in self.shards.iter_mut().zip(&mut pending) {
-            shard.index_pending(pending);
-            shard.trim_after_build();
+        for (shard, bulk) in self.shards.iter_mut().zip(&mut bulk) {
+            shard.finish_build(bulk);
         }
         fed
     }

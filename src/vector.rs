@@ -93,7 +93,11 @@ impl Above {
     /// Drops every seq `<= floor` and moves the bitmap's base up to the
     /// word holding `floor + 1`.
     fn drop_through(&mut self, floor: u64) {
-        let next = floor.saturating_add(1);
+        if floor == u64::MAX {
+            *self = Above::default();
+            return;
+        }
+        let next = floor + 1;
         if self.far.first().is_some_and(|&s| s < next) {
             self.far = self.far.split_off(&next);
         }
@@ -124,6 +128,11 @@ impl Above {
     /// Empties the set (which holds nothing) and bases it at `floor + 1`.
     fn restart_at(&mut self, floor: u64) {
         debug_assert!(self.is_empty());
+        if self.words.capacity() > 64 {
+            // A catch-up's worth of bitmap (up to 128 KiB, per origin, and
+            // origins only add up): not kept once nothing waits.
+            self.words = VecDeque::new();
+        }
         self.words.clear();
         self.base = floor.saturating_add(1) & !63;
     }
@@ -156,7 +165,8 @@ impl OriginState {
             self.above.restart_at(self.contiguous);
             return;
         }
-        while self.above.remove(self.contiguous.saturating_add(1)) {
+        // At u64::MAX nothing lies above (a peer or a log could name it).
+        while self.contiguous < u64::MAX && self.above.remove(self.contiguous + 1) {
             self.contiguous += 1;
         }
         self.above.drop_through(self.contiguous);
@@ -316,6 +326,19 @@ mod tests {
             o.0 = o.0.max(seq);
             Model::settle(o);
         }
+    }
+
+    #[test]
+    fn the_highest_seq_ends_an_origin_without_wrapping() {
+        let mut v = VersionVector::new();
+        v.observe(1, u64::MAX);
+        v.observe(1, 5);
+        assert!(v.has(1, u64::MAX) && v.get(1) == 0);
+        v.merge(&[(1, u64::MAX - 1)]);
+        assert_eq!(v.get(1), u64::MAX);
+        v.merge(&[(2, u64::MAX)]);
+        assert!(!v.observe(2, u64::MAX));
+        assert_eq!((v.get(2), v.pending_above()), (u64::MAX, 0));
     }
 
     #[test]

@@ -581,6 +581,35 @@ impl Worker {
         Ok(())
     }
 
+    /// REPORTs the store's size, digest and vector to the LB if they
+    /// changed since the last REPORT. While the store is being built its
+    /// size and digest are partial, but the vector (what the LB's floors
+    /// and WELCOME use) is whole. Paced by [`REPORT_EVERY`] in the loop;
+    /// called at once before a DEREGISTER, whose release the LB decides
+    /// on the leaver's last reported vector.
+    pub(super) fn report(&mut self) {
+        let replica = &mut self.replica;
+        if !replica.vector_dirty {
+            return;
+        }
+        replica.vector_dirty = false;
+        let report = (
+            replica.store.len() as u64,
+            replica.store.digest(),
+            replica.vv.to_vec(),
+        );
+        if self.last_report.as_ref() != Some(&report) {
+            let m = Msg::Report {
+                records: report.0,
+                max_version: replica.store.max_version().max(self.log_max_version),
+                digest: report.1,
+                vector: report.2.clone(),
+            };
+            self.io.to_lb(&m);
+            self.last_report = Some(report);
+        }
+    }
+
     fn on_signal(&mut self) {
         let mut any = false;
         for _ in self.signals.pending() {
@@ -595,6 +624,7 @@ impl Worker {
         }
         log::info!("deregistering");
         self.leave_deadline = Some(Instant::now() + self.config.leave_timeout);
+        self.report();
         self.replica.begin_leave(&mut self.io);
         if !self.io.links.contains(self.io.lb) {
             // No LB to deregister with (it is down): none can send us
@@ -1002,36 +1032,20 @@ impl Worker {
                 _ => {}
             }
         }
-        // While the store is being built its size and digest are partial,
-        // but the vector (what the LB's floors and WELCOME use) is whole.
         let now = Instant::now();
-        if replica.vector_dirty && now >= self.next_report {
-            replica.vector_dirty = false;
-            self.next_report = now + REPORT_EVERY;
-            let report = (
-                replica.store.len() as u64,
-                replica.store.digest(),
-                replica.vv.to_vec(),
-            );
-            if self.last_report.as_ref() != Some(&report) {
-                let m = Msg::Report {
-                    records: report.0,
-                    max_version: replica.store.max_version().max(self.log_max_version),
-                    digest: report.1,
-                    vector: report.2.clone(),
-                };
-                self.io.to_lb(&m);
-                self.last_report = Some(report);
-            }
-        }
         if self.metrics.is_some() {
             self.lag_clock.note(replica.own_seq(), now);
+        }
+        if self.replica.vector_dirty && now >= self.next_report {
+            self.next_report = now + REPORT_EVERY;
+            self.report();
         }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + msg::HEARTBEAT_EVERY;
             self.io.to_lb(&Msg::Heartbeat);
         }
-        if now >= self.next_trim {
+        let trim = now >= self.next_trim;
+        if trim {
             // A catch-up stream or a burst grew a link's buffers to
             // megabytes; once they are empty, they need not stay.
             self.next_trim = now + TRIM_EVERY;
@@ -1041,6 +1055,9 @@ impl Worker {
         }
         // The log first, so every STORED below follows its record's write.
         let written = self.io.log.flush()?;
+        if trim {
+            self.io.log.trim();
+        }
         match self.io.fsync {
             FsyncPolicy::Always => {
                 if self
@@ -1065,13 +1082,13 @@ impl Worker {
             // its size says nothing of the log's live set (see
             // `finish_building`).
             if self.building.is_none() {
-                self.compactor.live(replica.store.log_bytes());
+                self.compactor.live(self.replica.store.log_bytes());
             }
         }
         let lb = self.io.lb;
         // Under `--ack all`, also every active peer must hold the record.
         let replicated = if self.io.ack_all {
-            replica.acked_by_active_peers()
+            self.replica.acked_by_active_peers()
         } else {
             u64::MAX
         };

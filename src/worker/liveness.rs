@@ -196,7 +196,9 @@ impl Worker {
         self.io.ack_all = reg.ack_all;
         self.replica.on_lb_welcome(&reg.members, &mut self.io);
         if matches!(self.replica.phase(), Phase::Leaving { .. }) {
-            // Listed as leaving, so its peers keep it until it is done.
+            // Listed as leaving, so its peers keep it until it is done;
+            // the LB weighs our release on what we report first.
+            self.report();
             self.io.to_lb(&Msg::Deregister);
         }
         self.handle_input(self.io.lb)
