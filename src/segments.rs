@@ -147,13 +147,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Seals `records.log` as the next sealed segment and starts a new one.
-/// Returns the old file (for the fsync thread) and the segment number.
-pub fn roll(dir: &Path, log: &mut LogWriter) -> io::Result<(File, u64)> {
+/// Returns the old file (for the fsync thread).
+pub fn roll(dir: &Path, log: &mut LogWriter) -> io::Result<File> {
     log.flush()?;
     let n = sealed(dir)?.last().map_or(1, |(n, _)| n + 1);
     fs::rename(dir.join(ACTIVE), sealed_path(dir, n))?;
-    let old = log.reopen(&dir.join(ACTIVE))?;
-    Ok((old, n))
+    log.reopen(&dir.join(ACTIVE))
 }
 
 /// Which record of an id wins, while compacting: its content is not

@@ -111,6 +111,30 @@ fn beats(a: (u64, u32), b: (u64, u32)) -> bool {
     a > b
 }
 
+/// The dense position a shard's `len`-th record takes. Positions are u32:
+/// 4 billion records per shard, far beyond any memory this runs in.
+/// Dropping a record would break convergence silently: stop loudly instead.
+fn next_position(len: usize) -> u32 {
+    let Ok(position) = u32::try_from(len) else {
+        log::error!("a store shard holds 2^32 records; stopping");
+        std::process::exit(2);
+    };
+    position
+}
+
+/// A new entry holding `r`, its content inline or in `overflow`.
+fn new_entry(overflow: &mut slab::Slab<Box<[u8]>>, r: &RecordRef<'_>) -> Entry {
+    let mut e = Entry {
+        version: r.version,
+        seq: r.seq,
+        origin: r.origin,
+        len: 0,
+        inline: [0; INLINE_CONTENT],
+    };
+    Shard::store(overflow, &mut e, r.content);
+    e
+}
+
 /// `e`'s content, inline or in `overflow` (its shard's).
 fn content_of<'a>(overflow: &'a slab::Slab<Box<[u8]>>, e: &'a Entry) -> &'a [u8] {
     let len = e.len as usize;
@@ -244,24 +268,9 @@ impl Shard {
                 Shard::store(&mut self.overflow, e, r.content);
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
-                // Positions are u32: 4 billion records per shard, far
-                // beyond any memory this runs in. Dropping a record would
-                // break convergence silently: stop loudly instead.
-                let Ok(position) = u32::try_from(self.entries.len()) else {
-                    log::error!("a store shard holds 2^32 records; stopping");
-                    std::process::exit(2);
-                };
-                v.insert(position);
+                v.insert(next_position(self.entries.len()));
                 self.ids.push(r.id);
-                let mut e = Entry {
-                    version: r.version,
-                    seq: r.seq,
-                    origin: r.origin,
-                    len: 0,
-                    inline: [0; INLINE_CONTENT],
-                };
-                Shard::store(&mut self.overflow, &mut e, r.content);
-                self.entries.push(e);
+                self.entries.push(new_entry(&mut self.overflow, r));
             }
         }
         self.digest = self.digest.wrapping_add(entry_hash(r.id, r.content));
@@ -276,21 +285,10 @@ impl Shard {
     /// (read here, while it is in cache); a duplicate id's loser is taken
     /// out again when the chunk is indexed.
     fn push_unindexed(&mut self, r: &RecordRef<'_>, bulk: &mut Bulk) {
-        let Ok(position) = u32::try_from(self.ids.len()) else {
-            log::error!("a store shard holds 2^32 records; stopping");
-            std::process::exit(2);
-        };
+        let position = next_position(self.ids.len());
         bulk.pending.push((self.hasher.hash_one(r.id), position));
         self.ids.push(r.id);
-        let mut e = Entry {
-            version: r.version,
-            seq: r.seq,
-            origin: r.origin,
-            len: 0,
-            inline: [0; INLINE_CONTENT],
-        };
-        Shard::store(&mut self.overflow, &mut e, r.content);
-        self.entries.push(e);
+        self.entries.push(new_entry(&mut self.overflow, r));
         self.digest = self.digest.wrapping_add(entry_hash(r.id, r.content));
         self.content_bytes += r.content.len() as u64;
         self.max_version = self.max_version.max(r.version);

@@ -1074,7 +1074,7 @@ impl Worker {
             _ => self.io.durable = written,
         }
         if self.io.log.segment_len() >= self.config.segment_bytes {
-            let (old, _) = segments::roll(&self.config.data_dir, &mut self.io.log)?;
+            let old = segments::roll(&self.config.data_dir, &mut self.io.log)?;
             if let Some(s) = self.io.syncer.as_mut() {
                 s.seal(old, self.io.log.sync_handle()?);
             }
