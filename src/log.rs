@@ -272,6 +272,40 @@ fn decode_entry(p: &[u8]) -> Option<LogEntry<'_>> {
     }
 }
 
+fn encode_entry(buf: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    buf.push(kind);
+    body(buf);
+    let payload = &buf[start + 8..];
+    let len = payload.len() as u32;
+    let crc = crc32c::crc32c(payload);
+    BigEndian::write_u32(&mut buf[start..start + 4], len);
+    BigEndian::write_u32(&mut buf[start + 4..start + 8], crc);
+}
+
+/// Appends `r` to `buf` as one log entry.
+pub fn encode_record(buf: &mut Vec<u8>, r: &RecordRef<'_>) {
+    encode_entry(buf, KIND_RECORD, |b| {
+        b.extend_from_slice(&r.origin.to_be_bytes());
+        b.extend_from_slice(&r.seq.to_be_bytes());
+        b.extend_from_slice(&r.version.to_be_bytes());
+        b.extend_from_slice(&r.id.to_be_bytes());
+        b.extend_from_slice(r.content);
+    });
+}
+
+/// Appends the version vector `v` to `buf` as one log entry.
+pub fn encode_vector(buf: &mut Vec<u8>, v: &[(u32, u64)]) {
+    encode_entry(buf, KIND_VECTOR, |b| {
+        b.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        for &(o, s) in v {
+            b.extend_from_slice(&o.to_be_bytes());
+            b.extend_from_slice(&s.to_be_bytes());
+        }
+    });
+}
+
 /// Buffers entries for one loop turn and writes them with one syscall.
 pub struct LogWriter {
     file: File,
@@ -300,36 +334,17 @@ impl LogWriter {
         self.file.try_clone()
     }
 
-    fn entry(&mut self, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; 8]);
-        self.buf.push(kind);
-        body(&mut self.buf);
-        let payload = &self.buf[start + 8..];
-        let len = payload.len() as u32;
-        let crc = crc32c::crc32c(payload);
-        BigEndian::write_u32(&mut self.buf[start..start + 4], len);
-        BigEndian::write_u32(&mut self.buf[start + 4..start + 8], crc);
-    }
-
     pub fn append_record(&mut self, r: &RecordRef<'_>) {
-        self.entry(KIND_RECORD, |b| {
-            b.extend_from_slice(&r.origin.to_be_bytes());
-            b.extend_from_slice(&r.seq.to_be_bytes());
-            b.extend_from_slice(&r.version.to_be_bytes());
-            b.extend_from_slice(&r.id.to_be_bytes());
-            b.extend_from_slice(r.content);
-        });
+        encode_record(&mut self.buf, r);
     }
 
     pub fn append_vector(&mut self, v: &[(u32, u64)]) {
-        self.entry(KIND_VECTOR, |b| {
-            b.extend_from_slice(&(v.len() as u16).to_be_bytes());
-            for &(o, s) in v {
-                b.extend_from_slice(&o.to_be_bytes());
-                b.extend_from_slice(&s.to_be_bytes());
-            }
-        });
+        encode_vector(&mut self.buf, v);
+    }
+
+    /// Appends entries encoded elsewhere ([`encode_record`]).
+    pub fn append_encoded(&mut self, entries: &[u8]) {
+        self.buf.extend_from_slice(entries);
     }
 
     pub fn buffered(&self) -> usize {

@@ -18,6 +18,7 @@
 //! `liveness` (the LB link's heartbeats and re-registration, the peer link
 //! watchdog).
 
+mod compaction;
 mod handshake;
 mod lag;
 mod links;
@@ -30,8 +31,9 @@ use crate::fsync::Syncer;
 use crate::log::{DataDir, FsyncPolicy, LogWriter};
 use crate::msg::{self, Msg, Vector};
 use crate::replica::{Outbox, Phase, Replica};
-use crate::segments::{self, Compactor};
+use crate::segments;
 use crate::wire;
+use compaction::{Compaction, Next};
 use links::{pump, Cursor, Io, Link, Role, Walk};
 use liveness::LinkWatch;
 use mio::net::TcpListener;
@@ -146,8 +148,10 @@ pub struct Worker {
     lag_clock: lag::LagClock,
     /// While the LB is unreachable: when to try again, and the next pause.
     lb_retry: Option<(Instant, Duration)>,
-    /// Merges sealed log segments in the background.
-    compactor: Compactor,
+    /// Rewrites the sealed log segments as the live set (see `compaction`).
+    compaction: Compaction,
+    /// What the compaction being fed needs: the next turn at once, or soon.
+    compaction_next: Next,
     /// When the next heartbeat to the LB is due.
     next_heartbeat: Instant,
     /// When links' idle buffers are next given back ([`TRIM_EVERY`]).
@@ -330,9 +334,9 @@ impl Worker {
             replica.store_building();
         }
         replica.on_members(&members, &mut io);
-        let mut compactor = Compactor::start(data.path().to_path_buf())?;
+        let mut compaction = Compaction::start(data.path())?;
         if building.is_none() {
-            compactor.live(replica.store.log_bytes());
+            compaction.maybe_start(&replica.store, &replica.vv);
         }
         let metrics = match config.metrics {
             Some(addr) => {
@@ -354,7 +358,8 @@ impl Worker {
             catchup_records: 0,
             lag_clock: lag::LagClock::default(),
             lb_retry: None,
-            compactor,
+            compaction,
+            compaction_next: Next::Idle,
             next_heartbeat: Instant::now(),
             next_trim: Instant::now() + TRIM_EVERY,
             lb_heard: Instant::now(),
@@ -409,6 +414,11 @@ impl Worker {
                 // event will come, so take the next turn at once.
                 self.streams_waiting().then_some(Duration::ZERO),
                 self.lb_resume.then_some(Duration::ZERO),
+                match self.compaction_next {
+                    Next::Idle => None,
+                    Next::More => Some(Duration::ZERO),
+                    Next::Wait => Some(Duration::from_millis(1)),
+                },
                 (!self.more_input.is_empty()).then_some(Duration::ZERO),
                 self.building.as_ref().map(|_| BUILD_CHECK),
                 self.leave_deadline.map(|_| Duration::from_millis(100)),
@@ -481,10 +491,13 @@ impl Worker {
                 ..
             } | Role::Admin { cursor: Some(_) }
         )));
+        // Nor a compaction (none starts while building).
+        debug_assert!(!self.compaction.is_running());
         let arrived = self.replica.store.len();
         let merging = Instant::now();
         self.replica.store_built(store, &mut self.io);
-        self.compactor.live(self.replica.store.log_bytes());
+        self.compaction
+            .maybe_start(&self.replica.store, &self.replica.vv);
         log::info!(
             "store built: {} records ({arrived} of them arrived meanwhile, joined in {} ms)",
             self.replica.store.len(),
@@ -1078,13 +1091,14 @@ impl Worker {
             if let Some(s) = self.io.syncer.as_mut() {
                 s.seal(old, self.io.log.sync_handle()?);
             }
-            // A store still being built is only what arrived meanwhile:
-            // its size says nothing of the log's live set (see
-            // `finish_building`).
+            // A store still being built is only what arrived meanwhile,
+            // not the log's live set (see `finish_building`).
             if self.building.is_none() {
-                self.compactor.live(self.replica.store.log_bytes());
+                self.compaction
+                    .maybe_start(&self.replica.store, &self.replica.vv);
             }
         }
+        self.compaction_next = self.compaction.step(&self.replica.store);
         let lb = self.io.lb;
         // Under `--ack all`, also every active peer must hold the record.
         let replicated = if self.io.ack_all {

@@ -1,0 +1,358 @@
+//! Log compaction, the loop's side: the live set is written out of the
+//! store, not re-read from the log (as Redis rewrites its AOF from memory).
+//!
+//! When a segment is sealed and [`segments::worth_compacting`] says so,
+//! the loop takes the version vector `V0` and starts a walk over the
+//! store. Each turn it encodes up to [`segments::CHUNK_BYTES`] of records
+//! as log entries and hands them to the compaction thread
+//! ([`Compactor`]), which writes them, appends `V0`, makes the file
+//! durable and puts it in place of every sealed segment up to the newest
+//! one at the start.
+//!
+//! Why that replays to the same store and vector:
+//! - every record in those segments was applied before the walk began,
+//!   so the store then held it or a record of its id that wins over it;
+//!   the walk reads each of those ids, and a record it reads may only be
+//!   newer (applying never goes back), which the later segments hold too
+//!   (last-writer-wins is idempotent and order-free);
+//! - `V0` claims exactly what the store reflected when the walk began;
+//! - a record above a gap in its origin's sequence is part of the vector
+//!   (the gap may fill later) and the store may no longer hold it, so no
+//!   compaction starts while any waits ([`VersionVector::pending_above`]):
+//!   it starts at a later seal, once the gap has filled.
+//!
+//! The walk costs the loop about what encoding the same records for the
+//! log did; reading the sealed segments back, twice, on the compaction
+//! thread cost each worker a third of its CPU under sustained overwrites.
+
+use crate::log::encode_record;
+use crate::msg::Vector;
+use crate::segments::{self, Compactor, Job};
+use crate::store::{Store, StoreWalk};
+use crate::vector::VersionVector;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A compaction the loop is feeding.
+struct Running {
+    walk: StoreWalk,
+    vector: Vector,
+    /// A chunk the thread's queue had no room for, sent first next turn.
+    held: Option<Vec<u8>>,
+    /// The walk is done and `Commit` is queued: waiting for the thread.
+    committed: bool,
+}
+
+pub(super) struct Compaction {
+    thread: Compactor,
+    dir: PathBuf,
+    /// The size of the last compaction's output: the next waits until the
+    /// sealed segments are twice that (see [`segments::worth_compacting`]).
+    last_output: u64,
+    running: Option<Running>,
+}
+
+/// What [`Compaction::step`] needs of the loop next.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Nothing: no compaction is being fed.
+    Idle,
+    /// More to encode: take the next turn at once.
+    More,
+    /// The thread's queue is full: come back soon.
+    Wait,
+}
+
+impl Compaction {
+    pub fn start(dir: &Path) -> io::Result<Compaction> {
+        Ok(Compaction {
+            thread: Compactor::start(dir.to_path_buf())?,
+            dir: dir.to_path_buf(),
+            last_output: segments::last_output_at_start(dir),
+            running: None,
+        })
+    }
+
+    /// Starts a compaction of every sealed segment if it is worth it and
+    /// none is running. `store` and `vv` must be whole (not a store being
+    /// built) and reflect every sealed segment. Returns whether one began.
+    pub fn maybe_start(&mut self, store: &Store, vv: &VersionVector) -> bool {
+        self.collect();
+        if self.running.is_some() || vv.pending_above() > 0 {
+            return false;
+        }
+        let segs = match segments::sealed(&self.dir) {
+            Ok(segs) => segs,
+            Err(e) => {
+                log::warn!("cannot list segments: {e}");
+                return false;
+            }
+        };
+        let Some(&(upto, _)) = segs.last() else {
+            return false;
+        };
+        let sealed = segments::sealed_bytes(&segs);
+        if !segments::worth_compacting(sealed, self.last_output, store.log_bytes()) {
+            return false;
+        }
+        if self.thread.send(Job::Begin { upto }).is_err() {
+            return false; // a full queue: at the next seal
+        }
+        self.running = Some(Running {
+            walk: store.walk(),
+            vector: vv.to_vec(),
+            held: None,
+            committed: false,
+        });
+        true
+    }
+
+    /// A compaction is being fed or finished by the thread.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Encodes and hands over the next chunk of the walk over `store` (the
+    /// store [`Compaction::maybe_start`] was given).
+    pub fn step(&mut self, store: &Store) -> Next {
+        self.collect();
+        let Some(run) = &mut self.running else {
+            return Next::Idle;
+        };
+        if run.committed {
+            return Next::Idle; // the thread reports back; nothing to feed
+        }
+        let chunk = match run.held.take() {
+            Some(chunk) => chunk,
+            None => {
+                let mut chunk = self.thread.buffer();
+                while chunk.len() < segments::CHUNK_BYTES {
+                    match store.next_in(&mut run.walk) {
+                        Some(r) => encode_record(&mut chunk, &r),
+                        None => break,
+                    }
+                }
+                chunk
+            }
+        };
+        let last = chunk.len() < segments::CHUNK_BYTES;
+        if !chunk.is_empty() {
+            if let Err(Job::Chunk(chunk)) = self.thread.send(Job::Chunk(chunk)) {
+                run.held = Some(chunk);
+                return Next::Wait;
+            }
+        }
+        if !last {
+            return Next::More;
+        }
+        let vector = std::mem::take(&mut run.vector);
+        match self.thread.send(Job::Commit { vector }) {
+            Ok(()) => {
+                run.committed = true;
+                Next::Idle
+            }
+            Err(Job::Commit { vector }) => {
+                run.vector = vector;
+                run.held = Some(self.thread.buffer()); // empty: retry the commit
+                Next::Wait
+            }
+            Err(_) => Next::Wait,
+        }
+    }
+
+    /// Takes in a finished compaction's outcome.
+    fn collect(&mut self) {
+        while let Some(outcome) = self.thread.finished() {
+            if let Some(size) = outcome {
+                self.last_output = size;
+            }
+            self.running = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{LogEntry, LogWriter};
+    use crate::msg::RecordRef;
+    use crate::segments::{replay_all, roll, sealed, ACTIVE};
+    use std::fs;
+    use std::time::{Duration, Instant};
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rrstore-cmp-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// What replaying `dir` gives: store digest, length, vector, records
+    /// waiting above a gap.
+    fn replayed(dir: &Path) -> ([u8; 16], usize, Vector, usize) {
+        let mut store = Store::new();
+        let mut vv = VersionVector::new();
+        replay_all(dir, |e| match e {
+            LogEntry::Record(r) => {
+                store.apply(&r);
+                vv.observe(r.origin, r.seq);
+            }
+            LogEntry::Vector(v) => {
+                vv.merge(&v);
+            }
+        })
+        .unwrap();
+        (store.digest(), store.len(), vv.to_vec(), vv.pending_above())
+    }
+
+    /// A worker's side of the log, as the loop keeps it: every record is
+    /// applied, observed and appended.
+    struct Node {
+        dir: PathBuf,
+        log: LogWriter,
+        store: Store,
+        vv: VersionVector,
+        seq: u64,
+    }
+
+    impl Node {
+        fn new(dir: &Path) -> Node {
+            Node {
+                dir: dir.to_path_buf(),
+                log: LogWriter::open(&dir.join(ACTIVE)).unwrap(),
+                store: Store::new(),
+                vv: VersionVector::new(),
+                seq: 0,
+            }
+        }
+
+        fn put(&mut self, origin: u32, seq: u64, id: u64, content: &[u8]) {
+            let r = RecordRef {
+                origin,
+                seq,
+                version: self.seq + 1,
+                id,
+                content,
+            };
+            self.seq += 1;
+            self.store.apply(&r);
+            self.vv.observe(origin, seq);
+            self.log.append_record(&r);
+        }
+
+        fn roll(&mut self) {
+            roll(&self.dir, &mut self.log).unwrap();
+        }
+    }
+
+    /// Runs `c`'s compaction to the end, calling `between` after each step.
+    fn finish(c: &mut Compaction, node: &mut Node, mut between: impl FnMut(&mut Node)) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.running.is_some() {
+            assert!(Instant::now() < deadline, "the compaction never finished");
+            if c.step(&node.store) == Next::Idle {
+                std::thread::yield_now();
+            }
+            between(node);
+        }
+    }
+
+    #[test]
+    fn a_compaction_from_the_store_replays_to_the_same_store_and_vector() {
+        let dir = tmpdir("same");
+        let mut node = Node::new(&dir);
+        let mut c = Compaction::start(&dir).unwrap();
+        // 40,000 writes over 2,000 ids (long contents too), five segments.
+        let long = vec![7u8; 300];
+        for i in 0..40_000u64 {
+            let content: &[u8] = if i % 7 == 0 { &long } else { &i.to_be_bytes() };
+            node.put(1 + (i % 3) as u32, 1 + i / 3, i % 2_000, content);
+            if i % 8_000 == 7_999 {
+                node.roll();
+            }
+        }
+        node.log.flush().unwrap();
+        let before = replayed(&dir);
+        let bytes_before = segments::sealed_bytes(&sealed(&dir).unwrap());
+        assert!(c.maybe_start(&node.store, &node.vv), "overwrites: worth it");
+        // Meanwhile the loop goes on: overwrites (some ahead of the walk,
+        // some behind it) and new ids, and a segment seals mid-way.
+        let mut n = 40_000u64;
+        finish(&mut c, &mut node, |node| {
+            for _ in 0..50 {
+                node.put(1 + (n % 3) as u32, 1 + n / 3, n % 2_500, &n.to_le_bytes());
+                n += 1;
+            }
+            if n == 40_500 {
+                node.roll();
+            }
+            node.log.flush().unwrap();
+        });
+        assert!(n > 40_000, "the loop wrote during the compaction");
+        let after = replayed(&dir);
+        assert_eq!(after.0, node.store.digest(), "the live store, replayed");
+        assert_eq!(after.2, node.vv.to_vec());
+        assert_eq!(after.3, 0);
+        assert!(before.1 <= after.1);
+        let segs = sealed(&dir).unwrap();
+        assert!(segs.len() <= 2, "older segments deleted: {segs:?}");
+        assert!(segments::sealed_bytes(&segs) * 3 < bytes_before);
+        assert!(c.last_output > 0);
+        // Not worth it again until the sealed data doubles.
+        assert!(!c.maybe_start(&node.store, &node.vv));
+        drop(c);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn no_compaction_while_a_record_waits_above_a_gap() {
+        let dir = tmpdir("gap");
+        let mut node = Node::new(&dir);
+        let mut c = Compaction::start(&dir).unwrap();
+        for i in 0..5_000u64 {
+            if i == 100 {
+                continue; // seq 101 of origin 1 has not arrived
+            }
+            node.put(1, i + 1, i % 10, b"x");
+            if i % 1_000 == 999 {
+                node.roll();
+            }
+        }
+        node.log.flush().unwrap();
+        assert!(node.vv.pending_above() > 0);
+        assert!(!c.maybe_start(&node.store, &node.vv));
+        // The gap fills: now it may.
+        node.put(1, 101, 3, b"late");
+        node.log.flush().unwrap();
+        assert_eq!(node.vv.pending_above(), 0);
+        assert!(c.maybe_start(&node.store, &node.vv));
+        finish(&mut c, &mut node, |_| {});
+        let after = replayed(&dir);
+        assert_eq!(after.0, node.store.digest());
+        assert_eq!(after.2, node.vv.to_vec());
+        drop(c);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_compaction_stopped_midway_leaves_the_log_as_it_was() {
+        let dir = tmpdir("stop");
+        let mut node = Node::new(&dir);
+        let mut c = Compaction::start(&dir).unwrap();
+        for i in 0..200_000u64 {
+            node.put(1, i + 1, i % 100, &[1; 32]);
+            if i % 50_000 == 49_999 {
+                node.roll();
+            }
+        }
+        node.log.flush().unwrap();
+        let before = replayed(&dir);
+        assert!(c.maybe_start(&node.store, &node.vv));
+        assert_eq!(c.step(&node.store), Next::Idle, "100 ids: one chunk");
+        // The worker stops before the thread commits, or after: either
+        // way the replay is the same.
+        drop(c);
+        assert_eq!(replayed(&dir), before);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
