@@ -81,7 +81,7 @@ impl Lb {
             link.conn.consume(pos - start);
             let partial = !link.conn.input().is_empty();
             if let Role::Client(c) = &mut link.role {
-                let now = Instant::now();
+                let now = self.turn_start;
                 c.last_input = now;
                 // A frame held back by backpressure is not the client's delay.
                 c.partial_since = match (partial && !c.paused, c.partial_since) {

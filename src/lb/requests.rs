@@ -41,11 +41,11 @@ impl Lb {
             }
             return;
         }
-        let now = Instant::now();
+        let now = self.turn_start;
         let (put, version, content) = match req {
             Request::Put { content, .. } => {
                 self.counters.puts += 1;
-                self.clock = self.clock.saturating_add(1).max(unix_micros());
+                self.clock = self.clock.saturating_add(1).max(self.turn_micros);
                 let mut buf = self.spare.pop().unwrap_or_default();
                 buf.extend_from_slice(content);
                 self.held_bytes += buf.len();
@@ -192,7 +192,12 @@ impl Lb {
         if let Some(out) = self.client_out(p) {
             wire::encode_response(out, p.tag, resp);
         }
-        let micros = p.start.elapsed().as_micros() as u64;
+        // Turn to turn: from the turn that read the request to the one
+        // that read its answer.
+        let micros = self
+            .turn_start
+            .saturating_duration_since(p.start)
+            .as_micros() as u64;
         let _ = self.latency.record(micros.max(1));
     }
 

@@ -99,7 +99,7 @@ impl Lb {
                     id: p.id,
                     worker: w,
                     version: p.version,
-                    micros: unix_micros(),
+                    micros: self.turn_micros,
                 });
                 self.answer(
                     &p,
