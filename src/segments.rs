@@ -288,9 +288,11 @@ impl Compactor {
                 loop {
                     let Some(job) = inbox.pop() else {
                         if inbox.is_abandoned() {
-                            // Stopped mid-way: the temp file is ignored
-                            // by replay, and the next compaction
-                            // replaces it.
+                            // Stopped mid-way: replay ignores the temp
+                            // file; it goes so as not to take the room.
+                            if current.is_some() {
+                                let _ = fs::remove_file(dir.join(TEMP));
+                            }
                             return;
                         }
                         thread::park_timeout(Duration::from_millis(100));

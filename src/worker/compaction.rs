@@ -353,6 +353,25 @@ mod tests {
         // way the replay is the same.
         drop(c);
         assert_eq!(replayed(&dir), before);
+        // Stopped after the chunks but before the commit: the temp file
+        // goes with the thread.
+        let mut c = Compaction::start(&dir).unwrap();
+        c.last_output = 0;
+        for i in 200_000..210_000u64 {
+            node.put(1, i + 1, i % 100, &[2; 32]);
+        }
+        node.roll();
+        node.log.flush().unwrap();
+        assert!(c.maybe_start(&node.store, &node.vv));
+        let run = c.running.as_mut().unwrap();
+        let mut chunk = Vec::new();
+        while let Some(r) = node.store.next_in(&mut run.walk) {
+            encode_record(&mut chunk, &r);
+        }
+        assert!(c.thread.send(Job::Chunk(chunk)).is_ok());
+        drop(c);
+        assert!(!dir.join("compacting.tmp").exists());
+        assert_eq!(replayed(&dir).0, node.store.digest());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
