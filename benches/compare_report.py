@@ -1236,11 +1236,14 @@ def reading(d, b1, b2, b3, b4=(None, None), b5=(None, None), scale=(), cu=None):
         bullets.append(
             "**Log compaction is part of rrstore's cost under sustained overwrites.** Every "
             "PUT overwrites one of 100,000 keys, so a sealed 64 MiB log segment is almost all "
-            "dead records and the workers' background compactors (thread `rrstore-compact`) "
-            "rewrite it soon after it rolls: in the best rounds they used "
-            + " and ".join(comp) + ", counted in the workers' CPU above. Redis with "
-            "`--appendonly no` has no such work (with AOF it rewrites the file in a forked "
-            "child once it has doubled in size; a child's CPU lands in *other*).")
+            "dead records, and each worker compacts soon after a roll: its loop encodes the "
+            "live set from its store (about 10 MB here) and its compaction thread "
+            "(`rrstore-compact`) writes and fsyncs it in place of the sealed segments. In the "
+            "best rounds those threads used "
+            + " and ".join(comp) + " (the encoding is counted in the loop's CPU, both in the "
+            "workers' CPU above). Redis with `--appendonly no` has no such work (with AOF it "
+            "rewrites the file from memory in a forked child once it has doubled in size, "
+            "as rrstore writes from its store; a child's CPU lands in *other*).")
     if all(b3):
         a = b3[0]["run"]
         share = a["rate_requested"] / tr if tr else 0

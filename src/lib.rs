@@ -15,7 +15,8 @@
 //!   vector with gap tracking).
 //! - The LB's worker map and round-robin array: [`membership`].
 //! - Persistence: [`log`] (data dir, lock, CRC'd log entries), [`segments`]
-//!   (segments and their background compaction) and [`fsync`] (the fsync
+//!   (segments, and the thread that writes their compaction; the worker's
+//!   loop encodes it from its store in `worker/compaction.rs`) and [`fsync`] (the fsync
 //!   thread); rebuilding a worker's store from its log at start, on
 //!   several threads: [`recover`]; the LB's processed log: [`plog`].
 //! - Lock-free SPSC ring between a loop and its helper thread: [`ringbuf`].

@@ -156,6 +156,8 @@ pub struct Worker {
     next_heartbeat: Instant,
     /// When links' idle buffers are next given back ([`TRIM_EVERY`]).
     next_trim: Instant,
+    /// The replica's phase at the last turn's end.
+    last_phase: Phase,
     /// When the LB link was last readable (the LB sends heartbeats too).
     lb_heard: Instant,
     /// The LB link's input is left unread: its output passed `LB_OUT_CAP`.
@@ -362,6 +364,7 @@ impl Worker {
             compaction_next: Next::Idle,
             next_heartbeat: Instant::now(),
             next_trim: Instant::now() + TRIM_EVERY,
+            last_phase: Phase::Joining,
             lb_heard: Instant::now(),
             lb_paused: false,
             lb_resume: false,
@@ -1057,7 +1060,12 @@ impl Worker {
             self.next_heartbeat = now + msg::HEARTBEAT_EVERY;
             self.io.to_lb(&Msg::Heartbeat);
         }
-        let trim = now >= self.next_trim;
+        // Also at once when a joiner becomes active: its catch-up grew the
+        // log's buffer and a link's to megabytes, which would otherwise
+        // stay up to TRIM_EVERY longer.
+        let phase = self.replica.phase();
+        let trim = now >= self.next_trim || (phase == Phase::Active && self.last_phase != phase);
+        self.last_phase = phase;
         if trim {
             // A catch-up stream or a burst grew a link's buffers to
             // megabytes; once they are empty, they need not stay.
