@@ -66,3 +66,18 @@ pub mod worker;
 
 pub use client::{Client, ClientError, Reply};
 pub use wire::{ErrorCode, Request};
+
+/// Lowers the calling thread's CPU priority (nice 10), for a helper thread
+/// no request waits for (the compaction writer): on a loaded machine the
+/// event loops, whose delays every request waits for, get the CPU first,
+/// and the helper still gets about a tenth of a contended core. Linux
+/// keeps a nice value per thread. Best effort: a failure leaves the
+/// thread at normal priority. (The fsync thread keeps its priority:
+/// under `--fsync always` every STORED waits for it.)
+pub(crate) fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority reads no memory; `who = 0` is the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}

@@ -284,6 +284,7 @@ impl Compactor {
         let thread = thread::Builder::new()
             .name("rrstore-compact".into())
             .spawn(move || {
+                crate::background_priority();
                 let mut current: Option<io::Result<Rewrite>> = None;
                 loop {
                     let Some(job) = inbox.pop() else {
