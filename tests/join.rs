@@ -506,6 +506,81 @@ fn overwrites_are_compacted_and_a_restart_replays_the_same_store() {
 }
 
 #[test]
+fn a_worker_killed_mid_compaction_replays_a_log_of_written_records_and_catches_up() {
+    let mut c = TestCluster::start("kill_compacting", 0);
+    // 64 KiB segments under steady overwrites of 200 ids: a compaction
+    // starts every few rounds on every worker.
+    c.worker_args = vec!["--segment-bytes".into(), "65536".into()];
+    for _ in 0..3 {
+        c.add_active_worker();
+    }
+    let victim = c.ids[0];
+    let dir = c.workers[&victim].data_dir.clone();
+    let lb = c.lb_addr.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut client = connect(&lb);
+            let mut written = BTreeMap::new();
+            let mut round = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || round < 20 {
+                let records: Vec<(u64, Vec<u8>)> =
+                    (0..200u64).map(|id| (id, content(id, round))).collect();
+                // Acknowledged by a worker still up (the victim's are
+                // re-dispatched or answered with an error and retried by
+                // the next round).
+                put_all(&mut client, &records, 32);
+                written.extend(records);
+                round += 1;
+            }
+            (written, round)
+        })
+    };
+    // The moment the victim's compaction thread has a temp file open.
+    let temp = dir.join("compacting.tmp");
+    wait_until(
+        Duration::from_secs(30),
+        "the victim to be writing a compaction",
+        || temp.exists(),
+    );
+    let killed = c.kill_worker(victim).expect("kill -9");
+    // What the log replays to: only records that were written, one for
+    // every id written before it was killed, and a vector with no gap.
+    let mut store = rrstore::store::Store::new();
+    let mut vv = rrstore::vector::VersionVector::new();
+    rrstore::segments::replay_all(&killed.data_dir, |e| match e {
+        rrstore::log::LogEntry::Record(r) => {
+            let round_of = (0..1_000_000u64).find(|&round| content(r.id, round) == r.content);
+            assert!(
+                round_of.is_some(),
+                "id {} holds a content never written",
+                r.id
+            );
+            store.apply(&r);
+            vv.observe(r.origin, r.seq);
+        }
+        rrstore::log::LogEntry::Vector(v) => {
+            vv.merge(&v);
+        }
+    })
+    .expect("replay");
+    assert_eq!(store.len(), 200, "every id written in the first rounds");
+    assert_eq!(vv.pending_above(), 0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (written, rounds) = writer.join().expect("writer");
+    assert!(rounds >= 20);
+    let mut expected = written;
+    restart_and_check(
+        &mut c,
+        victim,
+        &killed.data_dir,
+        &mut expected,
+        1_000..1_030,
+    );
+}
+
+#[test]
 fn a_worker_stopped_while_the_lb_is_down_leaves_once_its_peers_hold_everything() {
     let mut c = TestCluster::start("leave_without_lb", 2);
     let expected: BTreeMap<u64, Vec<u8>> = write(&c, 0..500, 1).into_iter().collect();
