@@ -286,7 +286,7 @@ fn compact(c: &mut Criterion) {
                 }
                 rewrite.write(&chunk).expect("write");
             }
-            rewrite.commit(&vector).expect("commit")
+            rewrite.commit(&vector, &[]).expect("commit")
         })
     });
     g.finish();

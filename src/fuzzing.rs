@@ -125,6 +125,7 @@ fn replayed(path: &Path) -> Option<(Vec<String>, log::ReplayStats)> {
         entries.push(match e {
             LogEntry::Record(r) => format!("{r:?}"),
             LogEntry::Vector(v) => format!("{v:?}"),
+            LogEntry::Above { origin, seqs } => format!("above {origin} {seqs:?}"),
         })
     })
     .ok()?;

@@ -10,7 +10,10 @@
 //!   `len:u32 | crc32c:u32 | kind:u8 | payload` (big-endian; `len` counts kind
 //!   and payload; the CRC covers them too). Kind 1 is a record
 //!   (`origin:u32 seq:u64 version:u64 id:u64 content`), kind 2 a version
-//!   vector merged after a catch-up (`count:u16 (origin:u32 seq:u64)*`).
+//!   vector merged after a catch-up (`count:u16 (origin:u32 seq:u64)*`),
+//!   kind 3 records of one origin applied above a gap in its sequence
+//!   whose own entries a compaction dropped (`origin:u32 seq:u64*`):
+//!   replay observes them as if their records came.
 //!
 //! Replay stops at the first entry that is torn (short) or fails its CRC and
 //! truncates the file there: nothing after an untrusted byte is ever served;
@@ -25,6 +28,9 @@ use std::path::{Path, PathBuf};
 
 const KIND_RECORD: u8 = 1;
 const KIND_VECTOR: u8 = 2;
+const KIND_ABOVE: u8 = 3;
+/// Seqs per kind-3 entry at most.
+const ABOVE_PER_ENTRY: usize = 8_192;
 /// Log bytes of a record entry besides its content: `len`, `crc32c`,
 /// `kind`, `origin`, `seq`, `version` and `id`.
 pub const RECORD_ENTRY_OVERHEAD: u64 = 4 + 4 + 1 + 4 + 8 + 8 + 8;
@@ -125,6 +131,30 @@ impl DataDir {
 pub enum LogEntry<'a> {
     Record(RecordRef<'a>),
     Vector(Vector),
+    /// Records of `origin` applied above a gap: observe each seq.
+    Above {
+        origin: u32,
+        seqs: Vec<u64>,
+    },
+}
+
+impl LogEntry<'_> {
+    /// What this entry tells a replaying worker's version vector.
+    pub fn note_in(&self, vv: &mut crate::vector::VersionVector) {
+        match self {
+            LogEntry::Record(r) => {
+                vv.observe(r.origin, r.seq);
+            }
+            LogEntry::Vector(v) => {
+                vv.merge(v);
+            }
+            LogEntry::Above { origin, seqs } => {
+                for &seq in seqs {
+                    vv.observe(*origin, seq);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +298,10 @@ fn decode_entry(p: &[u8]) -> Option<LogEntry<'_>> {
                     .collect(),
             ))
         }
+        KIND_ABOVE if p.len() >= 5 && (p.len() - 5).is_multiple_of(8) => Some(LogEntry::Above {
+            origin: BigEndian::read_u32(&p[1..5]),
+            seqs: p[5..].chunks_exact(8).map(BigEndian::read_u64).collect(),
+        }),
         _ => None,
     }
 }
@@ -304,6 +338,22 @@ pub fn encode_vector(buf: &mut Vec<u8>, v: &[(u32, u64)]) {
             b.extend_from_slice(&s.to_be_bytes());
         }
     });
+}
+
+/// Appends `above` (records applied above a gap, `(origin, seq)`, sorted
+/// by origin) to `buf` as kind-3 entries of at most [`ABOVE_PER_ENTRY`]
+/// seqs of one origin each.
+pub fn encode_above(buf: &mut Vec<u8>, above: &[(u32, u64)]) {
+    for group in above.chunk_by(|a, b| a.0 == b.0) {
+        for chunk in group.chunks(ABOVE_PER_ENTRY) {
+            encode_entry(buf, KIND_ABOVE, |b| {
+                b.extend_from_slice(&chunk[0].0.to_be_bytes());
+                for &(_, seq) in chunk {
+                    b.extend_from_slice(&seq.to_be_bytes());
+                }
+            });
+        }
+    }
 }
 
 /// Buffers entries for one loop turn and writes them with one syscall.
@@ -435,6 +485,36 @@ mod tests {
         write_sample(&path);
         let (records, stats) = count(&path);
         assert_eq!((records, stats.entries, stats.truncated), (10, 11, 0));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_above_a_gap_replay_as_observed_in_entries_of_one_origin() {
+        let dir = tmpdir("above");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("records.log");
+        // Two origins, one of them with more seqs than an entry holds.
+        let mut above: Vec<(u32, u64)> = (0..20_000u64).map(|i| (3, 10 + 2 * i)).collect();
+        above.extend([(7, 5), (7, 9)]);
+        let mut buf = Vec::new();
+        encode_above(&mut buf, &above);
+        fs::write(&path, &buf).unwrap();
+        let (mut entries, mut seen) = (0, Vec::new());
+        let stats = replay(&path, |e| {
+            let LogEntry::Above { origin, seqs } = e else {
+                panic!("only kind-3 entries were written");
+            };
+            assert!(seqs.len() <= ABOVE_PER_ENTRY);
+            entries += 1;
+            seen.extend(seqs.into_iter().map(|s| (origin, s)));
+        })
+        .unwrap();
+        assert_eq!(stats.truncated, 0);
+        assert_eq!(entries, 4, "3 entries for origin 3, 1 for origin 7");
+        assert_eq!(seen, above);
+        let mut vv = crate::vector::VersionVector::new();
+        replay(&path, |e| e.note_in(&mut vv)).unwrap();
+        assert_eq!(vv.pending_above(), above.len());
         fs::remove_dir_all(&dir).unwrap();
     }
 

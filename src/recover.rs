@@ -96,14 +96,11 @@ pub fn recover_in_background(dir: &Path, threads: usize) -> io::Result<Recovered
         let mut store = Store::with_capacity(estimate);
         let mut stats = ReplayStats::default();
         store.build(|apply| {
-            stats = segments::replay_all(dir, |entry| match entry {
-                LogEntry::Record(r) => {
-                    apply(&r);
-                    vv.observe(r.origin, r.seq);
+            stats = segments::replay_all(dir, |entry| {
+                if let LogEntry::Record(r) = &entry {
+                    apply(r);
                 }
-                LogEntry::Vector(v) => {
-                    vv.merge(&v);
-                }
+                entry.note_in(&mut vv);
             })?;
             Ok::<(), io::Error>(())
         })?;
@@ -115,14 +112,11 @@ pub fn recover_in_background(dir: &Path, threads: usize) -> io::Result<Recovered
             building: None,
         });
     }
-    let stats = segments::replay_all(dir, |entry| match entry {
-        LogEntry::Record(r) => {
+    let stats = segments::replay_all(dir, |entry| {
+        if let LogEntry::Record(r) = &entry {
             max_version = max_version.max(r.version);
-            vv.observe(r.origin, r.seq);
         }
-        LogEntry::Vector(v) => {
-            vv.merge(&v);
-        }
+        entry.note_in(&mut vv);
     })?;
     let first_pass = started.elapsed();
     if stats.entries == 0 {

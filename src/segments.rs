@@ -205,17 +205,40 @@ impl Rewrite {
         Ok(())
     }
 
-    /// Appends `vector` (what the live set reflects), makes the file
-    /// durable, puts it in place of segment `upto` and deletes the older
-    /// sealed segments. Returns the output's size. A crash at any point
+    /// Appends `above` and `vector` (what the live set reflects: the
+    /// records applied above a gap, whose own entries may be gone, and the
+    /// contiguous vector), makes the file durable, puts it in place of
+    /// segment `upto` and deletes the older sealed segments. Returns the output's size. A crash at any point
     /// leaves a log whose replay gives the same store and vector: before
     /// the rename the temp file is ignored; after it, older segments still
     /// present replay to records the output's already dominate.
-    pub fn commit(mut self, vector: &[(u32, u64)]) -> io::Result<u64> {
+    pub fn commit(mut self, vector: &[(u32, u64)], above: &[(u32, u64)]) -> io::Result<u64> {
         let mut tail = Vec::new();
+        crate::log::encode_above(&mut tail, above);
         crate::log::encode_vector(&mut tail, vector);
         self.write(&tail)?;
         self.out.sync_all()?;
+        // The output may hold records newer than `vector`, applied while
+        // the loop walked its store: they were written to the active
+        // segment (or one sealed since `upto`) before the loop sent the
+        // commit, but maybe not synced. Sync them first, so that after a
+        // machine crash the output never holds a record whose
+        // predecessors in its origin's sequence were lost. The active
+        // segment is opened before the listing: a roll in between makes
+        // it a sealed segment the listing then also names.
+        let active = match File::open(self.dir.join(ACTIVE)) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(f) = active {
+            f.sync_data()?;
+        }
+        for (n, path) in sealed(&self.dir)? {
+            if n > self.upto {
+                File::open(path)?.sync_data()?;
+            }
+        }
         fs::rename(self.dir.join(TEMP), sealed_path(&self.dir, self.upto))?;
         sync_dir(&self.dir)?;
         for (n, path) in sealed(&self.dir)? {
@@ -231,9 +254,16 @@ impl Rewrite {
 /// Work for the compaction thread, in order: one `Begin`, its chunks,
 /// one `Commit`.
 pub enum Job {
-    Begin { upto: u64 },
+    Begin {
+        upto: u64,
+    },
     Chunk(Vec<u8>),
-    Commit { vector: Vector },
+    /// `above`: [`VersionVector::above`](crate::vector::VersionVector::above)
+    /// when the walk began, sorted by origin.
+    Commit {
+        vector: Vector,
+        above: Vec<(u32, u64)>,
+    },
 }
 
 /// What a process starting on an existing log takes for the last
@@ -264,10 +294,13 @@ pub fn worth_compacting(sealed: u64, last_output: u64, live: u64) -> bool {
 const JOBS: usize = 16;
 /// How much encoded live set the loop hands over at a time.
 pub const CHUNK_BYTES: usize = 256 * 1024;
+/// Emptied chunk buffers kept for reuse.
+const SPARE_BUFFERS: usize = 3;
 
 /// The compaction thread: writes what the loop sends, syncs, renames and
-/// deletes, so that no file I/O of a compaction runs on the loop. Chunks
-/// come back emptied through `spare`, so the loop reuses their buffers.
+/// deletes, so that no write or sync of a compaction runs on the loop
+/// (the loop lists the segments to decide). Chunks come back emptied
+/// through `spare`, a few of them, so the loop reuses their buffers.
 pub struct Compactor {
     jobs: Producer<Job>,
     /// Output sizes of finished compactions (`None`: one failed).
@@ -280,7 +313,12 @@ impl Compactor {
     pub fn start(dir: PathBuf) -> io::Result<Compactor> {
         let (jobs, mut inbox) = channel::<Job>(JOBS);
         let (mut done_tx, done) = channel::<Option<u64>>(4);
-        let (mut spare_tx, spare) = channel::<Vec<u8>>(JOBS);
+        // A few buffers come back; the rest are freed, so a worker keeps
+        // about a megabyte for this, not JOBS chunks, between compactions.
+        let (mut spare_tx, spare) = channel::<Vec<u8>>(SPARE_BUFFERS);
+        // An interrupted compaction's output (a kill -9): never replayed,
+        // and as large as the live set.
+        let _ = fs::remove_file(dir.join(TEMP));
         let thread = thread::Builder::new()
             .name("rrstore-compact".into())
             .spawn(move || {
@@ -310,9 +348,9 @@ impl Compactor {
                             chunk.clear();
                             let _ = spare_tx.push(chunk);
                         }
-                        Job::Commit { vector } => {
+                        Job::Commit { vector, above } => {
                             let result = match current.take() {
-                                Some(Ok(r)) => r.commit(&vector),
+                                Some(Ok(r)) => r.commit(&vector, &above),
                                 Some(Err(e)) => Err(e),
                                 None => Err(io::Error::other("commit without begin")),
                             };
@@ -350,6 +388,11 @@ impl Compactor {
     /// size, or `None` if it failed.
     pub fn finished(&mut self) -> Option<Option<u64>> {
         self.done.pop()
+    }
+
+    /// The thread is gone (it panicked): no compaction will finish.
+    pub fn is_dead(&self) -> bool {
+        self.jobs.is_abandoned()
     }
 
     /// An empty buffer for the next chunk.
@@ -395,7 +438,6 @@ mod tests {
     /// store and vector the whole log replays to, in one chunk.
     fn compact(dir: &Path) -> u64 {
         let (store, vv) = rebuild(dir);
-        assert_eq!(vv.pending_above(), 0);
         let upto = sealed(dir).unwrap().last().unwrap().0;
         let mut rewrite = Rewrite::begin(dir, upto).unwrap();
         let mut walk = store.walk();
@@ -404,20 +446,17 @@ mod tests {
             crate::log::encode_record(&mut chunk, &r);
         }
         rewrite.write(&chunk).unwrap();
-        rewrite.commit(&vv.to_vec()).unwrap()
+        rewrite.commit(&vv.to_vec(), &vv.above()).unwrap()
     }
 
     fn rebuild(dir: &Path) -> (Store, VersionVector) {
         let mut store = Store::new();
         let mut vv = VersionVector::new();
-        replay_all(dir, |e| match e {
-            LogEntry::Record(r) => {
-                store.apply(&r);
-                vv.observe(r.origin, r.seq);
+        replay_all(dir, |e| {
+            if let LogEntry::Record(r) = &e {
+                store.apply(r);
             }
-            LogEntry::Vector(v) => {
-                vv.merge(&v);
-            }
+            e.note_in(&mut vv);
         })
         .unwrap();
         (store, vv)

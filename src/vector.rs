@@ -76,6 +76,16 @@ impl Above {
         }
     }
 
+    /// Every seq held, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let bits = self.words.iter().enumerate().flat_map(move |(w, &word)| {
+            (0..64u64)
+                .filter(move |i| word & (1 << i) != 0)
+                .map(move |i| self.base + 64 * w as u64 + i)
+        });
+        bits.chain(self.far.iter().copied())
+    }
+
     /// Takes `seq` out; returns whether it was in.
     fn remove(&mut self, seq: u64) -> bool {
         if let Some((w, bit)) = self.slot(seq) {
@@ -254,6 +264,16 @@ impl VersionVector {
             .map(|(&id, _)| id)
     }
 
+    /// The records applied above a gap, `(origin, seq)`: what the vector
+    /// holds besides [`VersionVector::to_vec`].
+    pub fn above(&self) -> Vec<(u32, u64)> {
+        let mut v = Vec::with_capacity(self.pending_above());
+        for (&origin, o) in &self.origins {
+            v.extend(o.above.iter().map(|seq| (origin, seq)));
+        }
+        v
+    }
+
     /// Records applied above a gap, waiting for it to fill (for stats).
     pub fn pending_above(&self) -> usize {
         self.origins.values().map(|o| o.above.len()).sum()
@@ -367,6 +387,15 @@ mod tests {
                 assert_eq!(v.get(origin), want.0, "seed {seed} step {step}");
                 let pending: usize = m.0.values().map(|o| o.1.len()).sum();
                 assert_eq!(v.pending_above(), pending, "seed {seed} step {step}");
+                if step % 100 == 0 {
+                    let mut above = v.above();
+                    above.sort_unstable();
+                    let want: Vec<(u32, u64)> =
+                        m.0.iter()
+                            .flat_map(|(&o, (_, a))| a.iter().map(move |&s| (o, s)))
+                            .collect();
+                    assert_eq!(above, want, "seed {seed} step {step}");
+                }
                 for probe in [seq, seq + 1, want.0 + 1, want.0 + 2] {
                     let held = probe <= want.0 || want.1.contains(&probe);
                     assert_eq!(

@@ -507,9 +507,11 @@ fn overwrites_are_compacted_and_a_restart_replays_the_same_store() {
 
 #[test]
 fn a_worker_killed_mid_compaction_replays_a_log_of_written_records_and_catches_up() {
+    const IDS: u64 = 2_000;
     let mut c = TestCluster::start("kill_compacting", 0);
-    // 64 KiB segments under steady overwrites of 200 ids: a compaction
-    // starts every few rounds on every worker.
+    // 64 KiB segments under steady overwrites of 2,000 ids (about 70 KB
+    // live): a compaction starts every few rounds on every worker, and
+    // its output takes the thread long enough to be caught at it.
     c.worker_args = vec!["--segment-bytes".into(), "65536".into()];
     for _ in 0..3 {
         c.add_active_worker();
@@ -524,9 +526,9 @@ fn a_worker_killed_mid_compaction_replays_a_log_of_written_records_and_catches_u
             let mut client = connect(&lb);
             let mut written = BTreeMap::new();
             let mut round = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) || round < 20 {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || round < 5 {
                 let records: Vec<(u64, Vec<u8>)> =
-                    (0..200u64).map(|id| (id, content(id, round))).collect();
+                    (0..IDS).map(|id| (id, content(id, round))).collect();
                 // Acknowledged by a worker still up (the victim's are
                 // re-dispatched or answered with an error and retried by
                 // the next round).
@@ -544,6 +546,9 @@ fn a_worker_killed_mid_compaction_replays_a_log_of_written_records_and_catches_u
         "the victim to be writing a compaction",
         || temp.exists(),
     );
+    // The kill lands between the thread's temp file and its rename in
+    // practice (the file was still there after the kill in 5 of 5 runs
+    // while this test was written); after the rename is fine too.
     let killed = c.kill_worker(victim).expect("kill -9");
     // What the log replays to: only records that were written, one for
     // every id written before it was killed, and a vector with no gap.
@@ -560,16 +565,18 @@ fn a_worker_killed_mid_compaction_replays_a_log_of_written_records_and_catches_u
             store.apply(&r);
             vv.observe(r.origin, r.seq);
         }
-        rrstore::log::LogEntry::Vector(v) => {
-            vv.merge(&v);
-        }
+        other => other.note_in(&mut vv),
     })
     .expect("replay");
-    assert_eq!(store.len(), 200, "every id written in the first rounds");
+    assert_eq!(
+        store.len() as u64,
+        IDS,
+        "every id written in the first rounds"
+    );
     assert_eq!(vv.pending_above(), 0);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (written, rounds) = writer.join().expect("writer");
-    assert!(rounds >= 20);
+    assert!(rounds >= 5);
     let mut expected = written;
     restart_and_check(
         &mut c,

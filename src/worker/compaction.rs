@@ -14,12 +14,15 @@
 //!   so the store then held it or a record of its id that wins over it;
 //!   the walk reads each of those ids, and a record it reads may only be
 //!   newer (applying never goes back), which the later segments hold too
-//!   (last-writer-wins is idempotent and order-free);
+//!   (last-writer-wins is idempotent and order-free; the thread syncs
+//!   them before the output takes the segments' place, so a machine
+//!   crash cannot keep such a record and lose its predecessors);
 //! - `V0` claims exactly what the store reflected when the walk began;
 //! - a record above a gap in its origin's sequence is part of the vector
-//!   (the gap may fill later) and the store may no longer hold it, so no
-//!   compaction starts while any waits ([`VersionVector::pending_above`]):
-//!   it starts at a later seal, once the gap has filled.
+//!   (the gap may fill later) though the store may no longer hold it (it
+//!   was overwritten), so the output also lists every such `(origin,
+//!   seq)` as the walk began ([`VersionVector::above`], log entry kind 3),
+//!   and replay observes them as it would their records.
 //!
 //! The walk costs the loop about what encoding the same records for the
 //! log did; reading the sealed segments back, twice, on the compaction
@@ -37,6 +40,7 @@ use std::path::{Path, PathBuf};
 struct Running {
     walk: StoreWalk,
     vector: Vector,
+    above: Vec<(u32, u64)>,
     /// A chunk the thread's queue had no room for, sent first next turn.
     held: Option<Vec<u8>>,
     /// The walk is done and `Commit` is queued: waiting for the thread.
@@ -78,7 +82,7 @@ impl Compaction {
     /// built) and reflect every sealed segment. Returns whether one began.
     pub fn maybe_start(&mut self, store: &Store, vv: &VersionVector) -> bool {
         self.collect();
-        if self.running.is_some() || vv.pending_above() > 0 {
+        if self.running.is_some() || self.thread.is_dead() {
             return false;
         }
         let segs = match segments::sealed(&self.dir) {
@@ -101,6 +105,7 @@ impl Compaction {
         self.running = Some(Running {
             walk: store.walk(),
             vector: vv.to_vec(),
+            above: vv.above(),
             held: None,
             committed: false,
         });
@@ -146,14 +151,16 @@ impl Compaction {
             return Next::More;
         }
         let vector = std::mem::take(&mut run.vector);
-        match self.thread.send(Job::Commit { vector }) {
+        let above = std::mem::take(&mut run.above);
+        match self.thread.send(Job::Commit { vector, above }) {
             Ok(()) => {
                 run.committed = true;
                 Next::Idle
             }
-            Err(Job::Commit { vector }) => {
+            Err(Job::Commit { vector, above }) => {
                 run.vector = vector;
-                run.held = Some(self.thread.buffer()); // empty: retry the commit
+                run.above = above;
+                run.held = Some(Vec::new()); // empty: retry the commit
                 Next::Wait
             }
             Err(_) => Next::Wait,
@@ -166,6 +173,11 @@ impl Compaction {
             if let Some(size) = outcome {
                 self.last_output = size;
             }
+            self.running = None;
+        }
+        if self.running.is_some() && self.thread.is_dead() {
+            // Nothing will finish it; the log grows uncompacted.
+            log::error!("the compaction thread is gone; the log is no longer compacted");
             self.running = None;
         }
     }
@@ -192,14 +204,11 @@ mod tests {
     fn replayed(dir: &Path) -> ([u8; 16], usize, Vector, usize) {
         let mut store = Store::new();
         let mut vv = VersionVector::new();
-        replay_all(dir, |e| match e {
-            LogEntry::Record(r) => {
-                store.apply(&r);
-                vv.observe(r.origin, r.seq);
+        replay_all(dir, |e| {
+            if let LogEntry::Record(r) = &e {
+                store.apply(r);
             }
-            LogEntry::Vector(v) => {
-                vv.merge(&v);
-            }
+            e.note_in(&mut vv);
         })
         .unwrap();
         (store.digest(), store.len(), vv.to_vec(), vv.pending_above())
@@ -305,13 +314,16 @@ mod tests {
     }
 
     #[test]
-    fn no_compaction_while_a_record_waits_above_a_gap() {
+    fn records_waiting_above_a_gap_keep_their_place_in_the_vector() {
         let dir = tmpdir("gap");
         let mut node = Node::new(&dir);
         let mut c = Compaction::start(&dir).unwrap();
+        // Origin 1's seq 101 has not arrived; everything above it waits,
+        // and most of those records are overwritten (10 ids), so the
+        // store no longer holds them.
         for i in 0..5_000u64 {
             if i == 100 {
-                continue; // seq 101 of origin 1 has not arrived
+                continue;
             }
             node.put(1, i + 1, i % 10, b"x");
             if i % 1_000 == 999 {
@@ -319,17 +331,23 @@ mod tests {
             }
         }
         node.log.flush().unwrap();
-        assert!(node.vv.pending_above() > 0);
-        assert!(!c.maybe_start(&node.store, &node.vv));
-        // The gap fills: now it may.
-        node.put(1, 101, 3, b"late");
-        node.log.flush().unwrap();
-        assert_eq!(node.vv.pending_above(), 0);
+        assert_eq!(node.vv.pending_above(), 4_899);
         assert!(c.maybe_start(&node.store, &node.vv));
         finish(&mut c, &mut node, |_| {});
         let after = replayed(&dir);
         assert_eq!(after.0, node.store.digest());
         assert_eq!(after.2, node.vv.to_vec());
+        assert_eq!(after.3, 4_899, "the waiting records, replayed");
+        assert!(segments::sealed_bytes(&sealed(&dir).unwrap()) < 100_000);
+        // The gap fills: the vector jumps over everything that waited,
+        // in memory and on replay alike.
+        node.put(1, 101, 3, b"late");
+        node.log.flush().unwrap();
+        assert_eq!(node.vv.to_vec(), vec![(1, 5_000)]);
+        let after = replayed(&dir);
+        assert_eq!(after.2, vec![(1, 5_000)]);
+        assert_eq!(after.3, 0);
+        assert_eq!(after.0, node.store.digest());
         drop(c);
         fs::remove_dir_all(&dir).unwrap();
     }
