@@ -12,7 +12,8 @@
 //! Compaction replaces every sealed segment by one holding the live set,
 //! written from the worker's store, not re-read from the log (see
 //! `worker/compaction.rs` for the loop's side and why that replays to the
-//! same state), followed by the vector the store reflected. The loop
+//! same state), followed by the records that waited above a gap and the
+//! vector the store reflected. The loop
 //! encodes the records; the compaction thread ([`Compactor`], fed over
 //! an SPSC ring) writes a temp file, fsyncs it, renames it over the newest
 //! sealed segment, fsyncs the directory, and only then deletes the older
@@ -23,8 +24,10 @@
 //! when at least half of the sealed bytes are sure to go
 //! ([`worth_compacting`], given the log bytes the live set takes). So the
 //! sealed segments stay below about twice the larger of the live set and
-//! the last output, plus one segment, and a log whose records are all
-//! still live (no overwrites) is never rewritten for nothing.
+//! the last output, plus one segment and what is sealed while a compaction
+//! runs (one at a time: rolls meanwhile wait for the next chance), and a
+//! log whose records are all still live (no overwrites) is never
+//! rewritten for nothing.
 //!
 //! Replay reads every segment in order; the first torn or corrupt entry ends
 //! the log: that segment is truncated there and every later one removed, so
