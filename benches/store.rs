@@ -243,10 +243,10 @@ fn compact(c: &mut Criterion) {
     let mut vv = VersionVector::new();
     for (_, path) in &segs {
         rrstore::log::replay(path, |e| {
-            if let rrstore::log::LogEntry::Record(r) = e {
-                store.apply(&r);
-                vv.observe(r.origin, r.seq);
+            if let rrstore::log::LogEntry::Record(r) = &e {
+                store.apply(r);
             }
+            e.note_in(&mut vv);
         })
         .expect("replay");
     }
@@ -275,16 +275,11 @@ fn compact(c: &mut Criterion) {
             let mut walk = store.walk();
             loop {
                 chunk.clear();
-                while chunk.len() < rrstore::segments::CHUNK_BYTES {
-                    match store.next_in(&mut walk) {
-                        Some(r) => rrstore::log::encode_record(&mut chunk, &r),
-                        None => break,
-                    }
-                }
-                if chunk.is_empty() {
+                let done = rrstore::segments::encode_live(&store, &mut walk, &mut chunk);
+                rewrite.write(&chunk).expect("write");
+                if done {
                     break;
                 }
-                rewrite.write(&chunk).expect("write");
             }
             rewrite.commit(&vector, &[]).expect("commit")
         })

@@ -392,11 +392,6 @@ impl LogWriter {
         encode_vector(&mut self.buf, v);
     }
 
-    /// Appends entries encoded elsewhere ([`encode_record`]).
-    pub fn append_encoded(&mut self, entries: &[u8]) {
-        self.buf.extend_from_slice(entries);
-    }
-
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }

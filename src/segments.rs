@@ -36,6 +36,7 @@
 use crate::log::{replay, LogEntry, LogWriter, ReplayStats};
 use crate::msg::Vector;
 use crate::ringbuf::{channel, Consumer, Producer};
+use crate::store::{Store, StoreWalk};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -300,6 +301,20 @@ pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Emptied chunk buffers kept for reuse.
 const SPARE_BUFFERS: usize = 3;
 
+/// Appends the next records of `walk` over `store` to `chunk` as log
+/// entries, until it holds [`CHUNK_BYTES`] or the walk ends. Returns
+/// whether the walk ended: a compaction's output is these chunks, in
+/// order, then [`Rewrite::commit`].
+pub fn encode_live(store: &Store, walk: &mut StoreWalk, chunk: &mut Vec<u8>) -> bool {
+    while chunk.len() < CHUNK_BYTES {
+        match store.next_in(walk) {
+            Some(r) => crate::log::encode_record(chunk, &r),
+            None => return true,
+        }
+    }
+    false
+}
+
 /// The compaction thread: writes what the loop sends, syncs, renames and
 /// deletes, so that no write or sync of a compaction runs on the loop
 /// (the loop lists the segments to decide). Chunks come back emptied
@@ -417,42 +432,22 @@ impl Drop for Compactor {
     }
 }
 
+/// Helpers for the tests of the log's segments and their compaction.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use crate::msg::RecordRef;
-    use crate::store::Store;
     use crate::vector::VersionVector;
-    use std::collections::HashSet;
 
-    fn tmpdir(name: &str) -> PathBuf {
+    /// An empty directory of its own for test `name`.
+    pub fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("rrstore-seg-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
     }
 
-    fn state(dir: &Path) -> ([u8; 16], Vec<(u32, u64)>, usize) {
-        let (store, vv) = rebuild(dir);
-        (store.digest(), vv.to_vec(), vv.pending_above())
-    }
-
-    /// Compacts every sealed segment of `dir` as a worker would: from the
-    /// store and vector the whole log replays to, in one chunk.
-    fn compact(dir: &Path) -> u64 {
-        let (store, vv) = rebuild(dir);
-        let upto = sealed(dir).unwrap().last().unwrap().0;
-        let mut rewrite = Rewrite::begin(dir, upto).unwrap();
-        let mut walk = store.walk();
-        let mut chunk = Vec::new();
-        while let Some(r) = store.next_in(&mut walk) {
-            crate::log::encode_record(&mut chunk, &r);
-        }
-        rewrite.write(&chunk).unwrap();
-        rewrite.commit(&vv.to_vec(), &vv.above()).unwrap()
-    }
-
-    fn rebuild(dir: &Path) -> (Store, VersionVector) {
+    /// The store and vector a worker restarting on `dir` replays.
+    pub fn rebuild(dir: &Path) -> (Store, VersionVector) {
         let mut store = Store::new();
         let mut vv = VersionVector::new();
         replay_all(dir, |e| {
@@ -463,6 +458,38 @@ mod tests {
         })
         .unwrap();
         (store, vv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{rebuild, tmpdir};
+    use super::*;
+    use crate::msg::RecordRef;
+    use std::collections::HashSet;
+
+    fn state(dir: &Path) -> ([u8; 16], Vec<(u32, u64)>, usize) {
+        let (store, vv) = rebuild(dir);
+        (store.digest(), vv.to_vec(), vv.pending_above())
+    }
+
+    /// Compacts every sealed segment of `dir` as a worker would: from the
+    /// store and vector the whole log replays to.
+    fn compact(dir: &Path) -> u64 {
+        let (store, vv) = rebuild(dir);
+        let upto = sealed(dir).unwrap().last().unwrap().0;
+        let mut rewrite = Rewrite::begin(dir, upto).unwrap();
+        let mut walk = store.walk();
+        let mut chunk = Vec::new();
+        loop {
+            let done = encode_live(&store, &mut walk, &mut chunk);
+            rewrite.write(&chunk).unwrap();
+            chunk.clear();
+            if done {
+                break;
+            }
+        }
+        rewrite.commit(&vv.to_vec(), &vv.above()).unwrap()
     }
 
     /// Overwrites of 50 ids from two origins across many segments, one

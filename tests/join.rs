@@ -554,18 +554,17 @@ fn a_worker_killed_mid_compaction_replays_a_log_of_written_records_and_catches_u
     // every id written before it was killed, and a vector with no gap.
     let mut store = rrstore::store::Store::new();
     let mut vv = rrstore::vector::VersionVector::new();
-    rrstore::segments::replay_all(&killed.data_dir, |e| match e {
-        rrstore::log::LogEntry::Record(r) => {
+    rrstore::segments::replay_all(&killed.data_dir, |e| {
+        if let rrstore::log::LogEntry::Record(r) = &e {
             let round_of = (0..1_000_000u64).find(|&round| content(r.id, round) == r.content);
             assert!(
                 round_of.is_some(),
                 "id {} holds a content never written",
                 r.id
             );
-            store.apply(&r);
-            vv.observe(r.origin, r.seq);
+            store.apply(r);
         }
-        other => other.note_in(&mut vv),
+        e.note_in(&mut vv);
     })
     .expect("replay");
     assert_eq!(

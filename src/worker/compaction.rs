@@ -28,7 +28,6 @@
 //! log did; reading the sealed segments back, twice, on the compaction
 //! thread cost each worker a third of its CPU under sustained overwrites.
 
-use crate::log::encode_record;
 use crate::msg::Vector;
 use crate::segments::{self, Compactor, Job};
 use crate::store::{Store, StoreWalk};
@@ -127,20 +126,17 @@ impl Compaction {
         if run.committed {
             return Next::Idle; // the thread reports back; nothing to feed
         }
-        let chunk = match run.held.take() {
-            Some(chunk) => chunk,
+        let (chunk, last) = match run.held.take() {
+            Some(chunk) => {
+                let last = chunk.len() < segments::CHUNK_BYTES;
+                (chunk, last)
+            }
             None => {
                 let mut chunk = self.thread.buffer();
-                while chunk.len() < segments::CHUNK_BYTES {
-                    match store.next_in(&mut run.walk) {
-                        Some(r) => encode_record(&mut chunk, &r),
-                        None => break,
-                    }
-                }
-                chunk
+                let last = segments::encode_live(store, &mut run.walk, &mut chunk);
+                (chunk, last)
             }
         };
-        let last = chunk.len() < segments::CHUNK_BYTES;
         if !chunk.is_empty() {
             if let Err(Job::Chunk(chunk)) = self.thread.send(Job::Chunk(chunk)) {
                 run.held = Some(chunk);
@@ -186,31 +182,17 @@ impl Compaction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{LogEntry, LogWriter};
+    use crate::log::{encode_record, LogWriter};
     use crate::msg::RecordRef;
-    use crate::segments::{replay_all, roll, sealed, ACTIVE};
+    use crate::segments::testing::{rebuild, tmpdir};
+    use crate::segments::{roll, sealed, ACTIVE};
     use std::fs;
     use std::time::{Duration, Instant};
-
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("rrstore-cmp-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
 
     /// What replaying `dir` gives: store digest, length, vector, records
     /// waiting above a gap.
     fn replayed(dir: &Path) -> ([u8; 16], usize, Vector, usize) {
-        let mut store = Store::new();
-        let mut vv = VersionVector::new();
-        replay_all(dir, |e| {
-            if let LogEntry::Record(r) = &e {
-                store.apply(r);
-            }
-            e.note_in(&mut vv);
-        })
-        .unwrap();
+        let (store, vv) = rebuild(dir);
         (store.digest(), store.len(), vv.to_vec(), vv.pending_above())
     }
 
@@ -268,7 +250,7 @@ mod tests {
 
     #[test]
     fn a_compaction_from_the_store_replays_to_the_same_store_and_vector() {
-        let dir = tmpdir("same");
+        let dir = tmpdir("from-store");
         let mut node = Node::new(&dir);
         let mut c = Compaction::start(&dir).unwrap();
         // 40,000 writes over 2,000 ids (long contents too), five segments.
@@ -315,7 +297,7 @@ mod tests {
 
     #[test]
     fn records_waiting_above_a_gap_keep_their_place_in_the_vector() {
-        let dir = tmpdir("gap");
+        let dir = tmpdir("above-gap");
         let mut node = Node::new(&dir);
         let mut c = Compaction::start(&dir).unwrap();
         // Origin 1's seq 101 has not arrived; everything above it waits,
@@ -354,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_compaction_stopped_midway_leaves_the_log_as_it_was() {
-        let dir = tmpdir("stop");
+        let dir = tmpdir("stopped");
         let mut node = Node::new(&dir);
         let mut c = Compaction::start(&dir).unwrap();
         for i in 0..200_000u64 {
