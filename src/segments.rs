@@ -37,9 +37,11 @@ use crate::log::{replay, LogEntry, LogWriter, ReplayStats};
 use crate::msg::Vector;
 use crate::ringbuf::{channel, Consumer, Producer};
 use crate::store::{Store, StoreWalk};
+use mio::Waker;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -328,7 +330,9 @@ pub struct Compactor {
 }
 
 impl Compactor {
-    pub fn start(dir: PathBuf) -> io::Result<Compactor> {
+    /// Starts the thread for the log in `dir`. It wakes the loop through
+    /// `waker`, if given, each time a compaction ends.
+    pub fn start(dir: PathBuf, waker: Option<Arc<Waker>>) -> io::Result<Compactor> {
         let (jobs, mut inbox) = channel::<Job>(JOBS);
         let (mut done_tx, done) = channel::<Option<u64>>(4);
         // A few buffers come back; the rest are freed, so a worker keeps
@@ -381,6 +385,9 @@ impl Compactor {
                                 }
                             };
                             let _ = done_tx.push(size);
+                            if let Some(w) = &waker {
+                                let _ = w.wake();
+                            }
                         }
                     }
                 }

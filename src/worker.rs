@@ -288,6 +288,7 @@ impl Worker {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let stopper = crate::stop::Stopper::with_waker(waker.clone());
         let log = LogWriter::open(&data.log_path())?;
+        let mut compaction = Compaction::start(data.path(), Some(waker.clone()))?;
         let syncer = match config.fsync {
             FsyncPolicy::Never => None,
             policy => Some(Syncer::start(
@@ -336,7 +337,6 @@ impl Worker {
             replica.store_building();
         }
         replica.on_members(&members, &mut io);
-        let mut compaction = Compaction::start(data.path())?;
         if building.is_none() {
             compaction.maybe_start(&replica.store, &replica.vv);
         }
@@ -1094,17 +1094,18 @@ impl Worker {
             }
             _ => self.io.durable = written,
         }
-        if self.io.log.segment_len() >= self.config.segment_bytes {
+        let sealed = self.io.log.segment_len() >= self.config.segment_bytes;
+        if sealed {
             let old = segments::roll(&self.config.data_dir, &mut self.io.log)?;
             if let Some(s) = self.io.syncer.as_mut() {
                 s.seal(old, self.io.log.sync_handle()?);
             }
-            // A store still being built is only what arrived meanwhile,
-            // not the log's live set (see `finish_building`).
-            if self.building.is_none() {
-                self.compaction
-                    .maybe_start(&self.replica.store, &self.replica.vv);
-            }
+        }
+        // A store still being built is only what arrived meanwhile, not
+        // the log's live set (see `finish_building`).
+        if self.building.is_none() && (sealed || self.compaction.recheck_due()) {
+            self.compaction
+                .maybe_start(&self.replica.store, &self.replica.vv);
         }
         self.compaction_next = self.compaction.step(&self.replica.store);
         let lb = self.io.lb;

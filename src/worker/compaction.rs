@@ -32,8 +32,10 @@ use crate::msg::Vector;
 use crate::segments::{self, Compactor, Job};
 use crate::store::{Store, StoreWalk};
 use crate::vector::VersionVector;
+use mio::Waker;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A compaction the loop is feeding.
 struct Running {
@@ -53,6 +55,10 @@ pub(super) struct Compaction {
     /// sealed segments are twice that (see [`segments::worth_compacting`]).
     last_output: u64,
     running: Option<Running>,
+    /// A segment was sealed while a compaction ran: look again when it
+    /// ends, or a burst that stops right then leaves its tail uncompacted
+    /// until the next seal, which may never come.
+    recheck: bool,
 }
 
 /// What [`Compaction::step`] needs of the loop next.
@@ -67,12 +73,15 @@ pub(super) enum Next {
 }
 
 impl Compaction {
-    pub fn start(dir: &Path) -> io::Result<Compaction> {
+    /// Starts the compaction thread for the log in `dir`; it wakes the
+    /// loop through `waker` when a compaction ends.
+    pub fn start(dir: &Path, waker: Option<Arc<Waker>>) -> io::Result<Compaction> {
         Ok(Compaction {
-            thread: Compactor::start(dir.to_path_buf())?,
+            thread: Compactor::start(dir.to_path_buf(), waker)?,
             dir: dir.to_path_buf(),
             last_output: segments::last_output_at_start(dir),
             running: None,
+            recheck: false,
         })
     }
 
@@ -81,7 +90,12 @@ impl Compaction {
     /// built) and reflect every sealed segment. Returns whether one began.
     pub fn maybe_start(&mut self, store: &Store, vv: &VersionVector) -> bool {
         self.collect();
-        if self.running.is_some() || self.thread.is_dead() {
+        if self.running.is_some() {
+            self.recheck = true;
+            return false;
+        }
+        self.recheck = false;
+        if self.thread.is_dead() {
             return false;
         }
         let segs = match segments::sealed(&self.dir) {
@@ -109,6 +123,13 @@ impl Compaction {
             committed: false,
         });
         true
+    }
+
+    /// A segment was sealed while the last compaction ran, and it has
+    /// ended: [`Compaction::maybe_start`] should look again.
+    pub fn recheck_due(&mut self) -> bool {
+        self.collect();
+        self.recheck && self.running.is_none()
     }
 
     /// A compaction is being fed or finished by the thread.
@@ -252,7 +273,7 @@ mod tests {
     fn a_compaction_from_the_store_replays_to_the_same_store_and_vector() {
         let dir = tmpdir("from-store");
         let mut node = Node::new(&dir);
-        let mut c = Compaction::start(&dir).unwrap();
+        let mut c = Compaction::start(&dir, None).unwrap();
         // 40,000 writes over 2,000 ids (long contents too), five segments.
         let long = vec![7u8; 300];
         for i in 0..40_000u64 {
@@ -296,10 +317,46 @@ mod tests {
     }
 
     #[test]
+    fn segments_sealed_during_a_compaction_are_compacted_when_it_ends() {
+        let dir = tmpdir("recheck");
+        let mut node = Node::new(&dir);
+        let mut c = Compaction::start(&dir, None).unwrap();
+        let write = |node: &mut Node, from: u64, to: u64, c: &mut Compaction| {
+            for i in from..to {
+                node.put(1, i + 1, i % 100, &[i as u8; 32]);
+                if i % 5_000 == 4_999 {
+                    node.roll();
+                    c.maybe_start(&node.store, &node.vv);
+                }
+            }
+            node.log.flush().unwrap();
+        };
+        write(&mut node, 0, 10_000, &mut c);
+        assert!(c.is_running(), "overwrites: worth it");
+        // The load goes on and seals two more segments while the thread
+        // has not been fed: neither starts a compaction of its own.
+        write(&mut node, 10_000, 20_000, &mut c);
+        assert!(!c.recheck_due(), "one is still running");
+        finish(&mut c, &mut node, |_| {});
+        assert!(sealed(&dir).unwrap().len() >= 3, "the two sealed since");
+        // No further seal comes (the load stopped): the end of the
+        // compaction is what makes the loop look again.
+        assert!(c.recheck_due());
+        assert!(c.maybe_start(&node.store, &node.vv));
+        assert!(!c.recheck_due());
+        finish(&mut c, &mut node, |_| {});
+        assert!(!c.recheck_due(), "nothing sealed during the second");
+        assert_eq!(sealed(&dir).unwrap().len(), 1);
+        assert_eq!(replayed(&dir).0, node.store.digest());
+        drop(c);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn records_waiting_above_a_gap_keep_their_place_in_the_vector() {
         let dir = tmpdir("above-gap");
         let mut node = Node::new(&dir);
-        let mut c = Compaction::start(&dir).unwrap();
+        let mut c = Compaction::start(&dir, None).unwrap();
         // Origin 1's seq 101 has not arrived; everything above it waits,
         // and most of those records are overwritten (10 ids), so the
         // store no longer holds them.
@@ -338,7 +395,7 @@ mod tests {
     fn a_compaction_stopped_midway_leaves_the_log_as_it_was() {
         let dir = tmpdir("stopped");
         let mut node = Node::new(&dir);
-        let mut c = Compaction::start(&dir).unwrap();
+        let mut c = Compaction::start(&dir, None).unwrap();
         for i in 0..200_000u64 {
             node.put(1, i + 1, i % 100, &[1; 32]);
             if i % 50_000 == 49_999 {
@@ -355,7 +412,7 @@ mod tests {
         assert_eq!(replayed(&dir), before);
         // Stopped after the chunks but before the commit: the temp file
         // goes with the thread.
-        let mut c = Compaction::start(&dir).unwrap();
+        let mut c = Compaction::start(&dir, None).unwrap();
         c.last_output = 0;
         for i in 200_000..210_000u64 {
             node.put(1, i + 1, i % 100, &[2; 32]);
