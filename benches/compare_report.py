@@ -1136,7 +1136,7 @@ def reading_new(d, b1, b4, b5, scale, cu):
         out.append(
             f"**Memory (target 7c, {'met' if met else 'missed'}: {top / raw:.2f}×).** A loaded "
             f"worker's RSS grew by {g:.0f} B per record against {8 + cu['value_size']} B of raw "
-            f"data. By its layout a record costs its 8 B id and an 88 B entry (version, seq, "
+            f"data. By its layout a record costs its 8 B id and an 85 B entry (version, seq, "
             f"origin, length and {cu['value_size']} B of content inline: contents up to 64 B need "
             f"no allocation of their own), plus the id index, a table of 4 B positions and a "
             f"control byte per bucket in each of the store's shards, grown by powers of two and "

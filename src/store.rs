@@ -41,18 +41,49 @@ struct Bulk {
 pub const INLINE_CONTENT: usize = 64;
 
 /// One live record, without its id (that sits beside it in `Shard::ids`).
-/// 88 bytes: the 24 B header and the inline bytes. Not `Clone`: a copy
-/// of a long entry would share its overflow slot.
-#[derive(Debug)]
+/// 85 bytes, packed: the 21 B header and the inline bytes. Aligned, it
+/// took 88 B (the header's 4 B length padded it), 3 MB more per million
+/// records; x86-64 and AArch64 load unaligned words at no extra cost, and
+/// an 88 B entry spanned two cache lines as often as this one does. Fields
+/// are only ever read and written by value (`inline`, a byte array, has
+/// no alignment to lose). Not `Clone`: a copy of a long entry would share
+/// its overflow slot.
+#[repr(C, packed)]
 struct Entry {
     version: u64,
     seq: u64,
     origin: u32,
-    /// The content's length.
-    len: u32,
-    /// The content when `len <= INLINE_CONTENT`; otherwise the first four
-    /// bytes are the little-endian key of the content in `Shard::overflow`.
+    /// The content's length when it is inline (at most
+    /// [`INLINE_CONTENT`]), or [`LONG`].
+    len: u8,
+    /// The content when it is inline; otherwise the first four bytes are
+    /// the little-endian key of the content in `Shard::overflow`.
     inline: [u8; INLINE_CONTENT],
+}
+
+/// [`Entry::len`] of an entry whose content sits in `Shard::overflow`
+/// (which knows its length).
+const LONG: u8 = u8::MAX;
+const _: () = assert!(INLINE_CONTENT < LONG as usize);
+const _: () = assert!(std::mem::size_of::<Entry>() == 21 + INLINE_CONTENT);
+
+impl Entry {
+    fn is_long(&self) -> bool {
+        self.len == LONG
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // By value: a packed struct's fields cannot be borrowed.
+        let (version, seq, origin, len) = (self.version, self.seq, self.origin, self.len);
+        f.debug_struct("Entry")
+            .field("version", &version)
+            .field("seq", &seq)
+            .field("origin", &origin)
+            .field("len", &len)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A position in a [`Store::walk`].
@@ -149,7 +180,7 @@ fn new_entry(overflow: &mut slab::Slab<Long>, r: &RecordRef<'_>, hash: u128) -> 
 
 /// `e`'s digest term: kept for a long content, computed for an inline one.
 fn hash_of(overflow: &slab::Slab<Long>, id: u64, e: &Entry) -> u128 {
-    if e.len as usize > INLINE_CONTENT {
+    if e.is_long() {
         if let Some(long) = overflow.get(overflow_key(e)) {
             return long.hash;
         }
@@ -159,11 +190,10 @@ fn hash_of(overflow: &slab::Slab<Long>, id: u64, e: &Entry) -> u128 {
 
 /// `e`'s content, inline or in `overflow` (its shard's).
 fn content_of<'a>(overflow: &'a slab::Slab<Long>, e: &'a Entry) -> &'a [u8] {
-    let len = e.len as usize;
-    if len <= INLINE_CONTENT {
-        return &e.inline[..len];
+    if !e.is_long() {
+        return &e.inline[..usize::from(e.len)];
     }
-    // Every entry longer than INLINE_CONTENT holds a live key: `Shard::store`
+    // Every long entry holds a live key: `Shard::store`
     // puts one there, and only it and `Shard::index_pending` (for a
     // duplicate that lost, which is then never read again) free a slot.
     match overflow.get(overflow_key(e)) {
@@ -223,22 +253,16 @@ impl Shard {
     /// or freeing `e`'s overflow slot. `e` must be new (`len` 0) or one of
     /// this shard's entries.
     fn store(overflow: &mut slab::Slab<Long>, e: &mut Entry, content: &[u8], hash: u128) {
-        // Contents are bounded by the frame limit, far below 4 GiB; a
-        // longer one would have its length cut, so refuse it loudly.
-        let Ok(len) = u32::try_from(content.len()) else {
-            log::error!(
-                "a record of {} bytes reached the store; stopping",
-                content.len()
-            );
-            std::process::exit(2);
-        };
-        let was_long = e.len as usize > INLINE_CONTENT;
+        let was_long = e.is_long();
         if content.len() <= INLINE_CONTENT {
             if was_long {
                 overflow.remove(overflow_key(e));
             }
             e.inline[..content.len()].copy_from_slice(content);
-        } else if was_long {
+            e.len = content.len() as u8; // at most INLINE_CONTENT
+            return;
+        }
+        if was_long {
             let slot = &mut overflow[overflow_key(e)];
             if slot.bytes.len() == content.len() {
                 slot.bytes.copy_from_slice(content);
@@ -259,7 +283,7 @@ impl Shard {
             };
             e.inline[..4].copy_from_slice(&key.to_le_bytes());
         }
-        e.len = len;
+        e.len = LONG;
     }
 
     fn reserve(&mut self, additional: usize) {
@@ -291,7 +315,7 @@ impl Shard {
                     .digest
                     .wrapping_sub(hash_of(&self.overflow, r.id, e))
                     .wrapping_add(hash);
-                self.content_bytes -= u64::from(e.len);
+                self.content_bytes -= content_of(&self.overflow, e).len() as u64;
                 e.version = r.version;
                 e.origin = r.origin;
                 e.seq = r.seq;
@@ -379,8 +403,8 @@ impl Shard {
                 &self.entries[position as usize],
             );
             self.digest = self.digest.wrapping_sub(hash_of(&self.overflow, id, e));
-            self.content_bytes -= u64::from(e.len);
-            if e.len as usize > INLINE_CONTENT {
+            self.content_bytes -= content_of(&self.overflow, e).len() as u64;
+            if e.is_long() {
                 self.overflow.remove(overflow_key(e));
             }
         }
@@ -825,8 +849,9 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_88_bytes_and_a_long_content_slot_32() {
-        assert_eq!(std::mem::size_of::<Entry>(), 24 + INLINE_CONTENT);
+    fn an_entry_is_85_bytes_and_a_long_content_slot_32() {
+        assert_eq!(std::mem::size_of::<Entry>(), 21 + INLINE_CONTENT);
+        assert_eq!(std::mem::align_of::<Entry>(), 1);
         assert_eq!(std::mem::size_of::<Long>(), 32);
     }
 

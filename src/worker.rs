@@ -158,6 +158,9 @@ pub struct Worker {
     next_trim: Instant,
     /// The replica's phase at the last turn's end.
     last_phase: Phase,
+    /// A catch-up or dump stream ended: its link's buffers (megabytes) go
+    /// as soon as they are drained, not up to `TRIM_EVERY` later.
+    stream_ended: bool,
     /// When the LB link was last readable (the LB sends heartbeats too).
     lb_heard: Instant,
     /// The LB link's input is left unread: its output passed `LB_OUT_CAP`.
@@ -365,6 +368,7 @@ impl Worker {
             next_heartbeat: Instant::now(),
             next_trim: Instant::now() + TRIM_EVERY,
             last_phase: Phase::Joining,
+            stream_ended: false,
             lb_heard: Instant::now(),
             lb_paused: false,
             lb_resume: false,
@@ -1035,6 +1039,7 @@ impl Worker {
                     if let Some(c) = cursor {
                         if pump(c, &replica.store, &mut link.conn) {
                             *cursor = None;
+                            self.stream_ended = true;
                         }
                     }
                 }
@@ -1042,6 +1047,7 @@ impl Worker {
                     if let Some(c) = cursor {
                         if pump(c, &replica.store, &mut link.conn) {
                             *cursor = None;
+                            self.stream_ended = true;
                         }
                     }
                 }
@@ -1129,6 +1135,7 @@ impl Worker {
         // Peers first, the LB last: a record is on its way to every peer
         // before the STORED that confirms it leaves.
         let mut lb_link = None;
+        let stream_ended = std::mem::take(&mut self.stream_ended);
         for (key, link) in self.io.links.iter_mut() {
             if key == lb {
                 lb_link = Some(link);
@@ -1143,6 +1150,13 @@ impl Worker {
                 !matches!(link.role, Role::Out { up: false, .. }) || link.auth.is_some();
             if connected && link.conn.pending_out() > 0 {
                 link.conn.flush();
+            }
+            if stream_ended {
+                if link.conn.pending_out() == 0 {
+                    link.conn.trim();
+                } else {
+                    self.stream_ended = true; // again when it drains
+                }
             }
             if let Some(peer) = out_peer {
                 // What the kernel would not take (or, while connecting,
