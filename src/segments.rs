@@ -149,13 +149,40 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Seals `records.log` as the next sealed segment and starts a new one.
-/// Returns the old file (for the fsync thread).
-pub fn roll(dir: &Path, log: &mut LogWriter) -> io::Result<File> {
-    log.flush()?;
-    let n = sealed(dir)?.last().map_or(1, |(n, _)| n + 1);
-    fs::rename(dir.join(ACTIVE), sealed_path(dir, n))?;
-    log.reopen(&dir.join(ACTIVE))
+/// Numbers the sealed segments of the log in `dir`: one above the highest
+/// when the process starts, then one more at each roll.
+///
+/// Kept in memory rather than read from a directory listing at each roll:
+/// the compaction thread renames its output over the newest sealed
+/// segment while the loop rolls, and `readdir` need not return a name
+/// that is replaced meanwhile. A listing that missed it would number the
+/// next segment the same and rename the active one over the compaction's
+/// output, the whole live set. Compaction never creates a number above
+/// the ones it replaces, so the counter stays ahead of every file.
+pub struct Roller {
+    dir: PathBuf,
+    next: u64,
+}
+
+impl Roller {
+    /// Takes the numbering up from `dir`'s sealed segments; must run
+    /// before a compaction can.
+    pub fn open(dir: &Path) -> io::Result<Roller> {
+        let next = sealed(dir)?.last().map_or(1, |(n, _)| n + 1);
+        Ok(Roller {
+            dir: dir.to_path_buf(),
+            next,
+        })
+    }
+
+    /// Seals `records.log` as the next sealed segment and starts a new
+    /// one. Returns the old file (for the fsync thread).
+    pub fn roll(&mut self, log: &mut LogWriter) -> io::Result<File> {
+        log.flush()?;
+        fs::rename(self.dir.join(ACTIVE), sealed_path(&self.dir, self.next))?;
+        self.next += 1;
+        log.reopen(&self.dir.join(ACTIVE))
+    }
 }
 
 /// Size of the whole log (sealed segments and the active one), in bytes;
@@ -503,6 +530,7 @@ mod tests {
     /// origin with a gap (seq 900 missing) filled only in the active segment.
     fn write(dir: &Path) {
         let mut log = LogWriter::open(&dir.join(ACTIVE)).unwrap();
+        let mut roller = Roller::open(dir).unwrap();
         let mut seq = [0u64; 3];
         for i in 0..2_000u64 {
             let origin = 1 + (i % 2) as u32;
@@ -520,7 +548,7 @@ mod tests {
                 content: &content,
             });
             if i % 100 == 99 {
-                roll(dir, &mut log).unwrap();
+                roller.roll(&mut log).unwrap();
             }
         }
         log.append_record(&RecordRef {
@@ -531,6 +559,30 @@ mod tests {
             content: b"late",
         });
         log.flush().unwrap();
+    }
+
+    #[test]
+    fn rolls_number_on_from_the_highest_segment_at_open_whatever_a_listing_shows() {
+        let dir = tmpdir("roller");
+        for n in [2, 5] {
+            fs::write(sealed_path(&dir, n), b"").unwrap();
+        }
+        let mut log = LogWriter::open(&dir.join(ACTIVE)).unwrap();
+        let mut roller = Roller::open(&dir).unwrap();
+        roller.roll(&mut log).unwrap();
+        roller.roll(&mut log).unwrap();
+        let numbers =
+            |dir: &Path| -> Vec<u64> { sealed(dir).unwrap().iter().map(|s| s.0).collect() };
+        assert_eq!(numbers(&dir), vec![2, 5, 6, 7]);
+        // Whatever the directory shows meanwhile (a compaction replaced
+        // and deleted segments; a listing may even miss a name being
+        // replaced), the next roll never reuses a number.
+        for n in [2, 5, 6, 7] {
+            fs::remove_file(sealed_path(&dir, n)).unwrap();
+        }
+        roller.roll(&mut log).unwrap();
+        assert_eq!(numbers(&dir), vec![8]);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -150,6 +150,8 @@ pub struct Worker {
     lb_retry: Option<(Instant, Duration)>,
     /// Rewrites the sealed log segments as the live set (see `compaction`).
     compaction: Compaction,
+    /// Numbers the sealed segments.
+    roller: segments::Roller,
     /// What the compaction being fed needs: the next turn at once, or soon.
     compaction_next: Next,
     /// When the next heartbeat to the LB is due.
@@ -291,6 +293,8 @@ impl Worker {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let stopper = crate::stop::Stopper::with_waker(waker.clone());
         let log = LogWriter::open(&data.log_path())?;
+        // Before the compaction thread starts renaming (see `Roller`).
+        let roller = segments::Roller::open(data.path())?;
         let mut compaction = Compaction::start(data.path(), Some(waker.clone()))?;
         let syncer = match config.fsync {
             FsyncPolicy::Never => None,
@@ -364,6 +368,7 @@ impl Worker {
             lag_clock: lag::LagClock::default(),
             lb_retry: None,
             compaction,
+            roller,
             compaction_next: Next::Idle,
             next_heartbeat: Instant::now(),
             next_trim: Instant::now() + TRIM_EVERY,
@@ -1102,7 +1107,7 @@ impl Worker {
         }
         let sealed = self.io.log.segment_len() >= self.config.segment_bytes;
         if sealed {
-            let old = segments::roll(&self.config.data_dir, &mut self.io.log)?;
+            let old = self.roller.roll(&mut self.io.log)?;
             if let Some(s) = self.io.syncer.as_mut() {
                 s.seal(old, self.io.log.sync_handle()?);
             }

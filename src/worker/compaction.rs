@@ -206,7 +206,7 @@ mod tests {
     use crate::log::{encode_record, LogWriter};
     use crate::msg::RecordRef;
     use crate::segments::testing::{rebuild, tmpdir};
-    use crate::segments::{roll, sealed, ACTIVE};
+    use crate::segments::{sealed, Roller, ACTIVE};
     use std::fs;
     use std::time::{Duration, Instant};
 
@@ -220,7 +220,7 @@ mod tests {
     /// A worker's side of the log, as the loop keeps it: every record is
     /// applied, observed and appended.
     struct Node {
-        dir: PathBuf,
+        roller: Roller,
         log: LogWriter,
         store: Store,
         vv: VersionVector,
@@ -230,7 +230,7 @@ mod tests {
     impl Node {
         fn new(dir: &Path) -> Node {
             Node {
-                dir: dir.to_path_buf(),
+                roller: Roller::open(dir).unwrap(),
                 log: LogWriter::open(&dir.join(ACTIVE)).unwrap(),
                 store: Store::new(),
                 vv: VersionVector::new(),
@@ -253,7 +253,7 @@ mod tests {
         }
 
         fn roll(&mut self) {
-            roll(&self.dir, &mut self.log).unwrap();
+            self.roller.roll(&mut self.log).unwrap();
         }
     }
 
