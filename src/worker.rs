@@ -210,6 +210,11 @@ pub fn run(config: WorkerConfig) -> Result<(), Box<dyn Error>> {
 
 impl Worker {
     pub fn start(config: WorkerConfig) -> Result<Worker, Box<dyn Error>> {
+        // First: from the "registered" line on, tools (and the tests) may
+        // stop the worker, and a SIGTERM must then make it leave cleanly,
+        // not kill it. One that comes during the replay or the handshake
+        // waits in the handler's pipe until the loop polls it.
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
         let data = DataDir::open(&config.data_dir)?;
         let identity = data.identity()?;
         if let (Some(stored), Some(flag)) = (identity, config.id) {
@@ -309,7 +314,6 @@ impl Worker {
         let mut listener = TcpListener::from_std(std_listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
