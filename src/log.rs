@@ -10,7 +10,9 @@
 //!   `len:u32 | crc32c:u32 | kind:u8 | payload` (big-endian; `len` counts kind
 //!   and payload; the CRC covers them too). Kind 1 is a record
 //!   (`origin:u32 seq:u64 version:u64 id:u64 content`), kind 2 a version
-//!   vector merged after a catch-up (`count:u16 (origin:u32 seq:u64)*`),
+//!   vector merged after a catch-up or written by a compaction
+//!   (`count:u16 (origin:u32 seq:u64)*`; a vector of more origins takes
+//!   several, merged on replay),
 //!   kind 3 records of one origin applied above a gap in its sequence
 //!   whose own entries a compaction dropped (`origin:u32 seq:u64*`):
 //!   replay observes them as if their records came.
@@ -31,6 +33,8 @@ const KIND_VECTOR: u8 = 2;
 const KIND_ABOVE: u8 = 3;
 /// Seqs per kind-3 entry at most.
 const ABOVE_PER_ENTRY: usize = 8_192;
+/// Origins per kind-2 entry at most (its count is a u16).
+const VECTOR_PER_ENTRY: usize = u16::MAX as usize;
 /// Log bytes of a record entry besides its content: `len`, `crc32c`,
 /// `kind`, `origin`, `seq`, `version` and `id`.
 pub const RECORD_ENTRY_OVERHEAD: u64 = 4 + 4 + 1 + 4 + 8 + 8 + 8;
@@ -329,15 +333,27 @@ pub fn encode_record(buf: &mut Vec<u8>, r: &RecordRef<'_>) {
     });
 }
 
-/// Appends the version vector `v` to `buf` as one log entry.
+/// Appends the version vector `v` to `buf` as one log entry, or as
+/// several of at most [`VECTOR_PER_ENTRY`] origins each: replay merges
+/// vectors origin by origin, so the pieces read back as the whole. (Every
+/// process start adds an origin and none is retired; a count that wrapped
+/// would make replay cut the log at the entry.)
 pub fn encode_vector(buf: &mut Vec<u8>, v: &[(u32, u64)]) {
-    encode_entry(buf, KIND_VECTOR, |b| {
-        b.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        for &(o, s) in v {
-            b.extend_from_slice(&o.to_be_bytes());
-            b.extend_from_slice(&s.to_be_bytes());
+    let mut rest = v;
+    loop {
+        let (piece, tail) = rest.split_at(rest.len().min(VECTOR_PER_ENTRY));
+        encode_entry(buf, KIND_VECTOR, |b| {
+            b.extend_from_slice(&(piece.len() as u16).to_be_bytes());
+            for &(o, s) in piece {
+                b.extend_from_slice(&o.to_be_bytes());
+                b.extend_from_slice(&s.to_be_bytes());
+            }
+        });
+        if tail.is_empty() {
+            return;
         }
-    });
+        rest = tail;
+    }
 }
 
 /// Appends `above` (records applied above a gap, `(origin, seq)`, sorted
@@ -510,6 +526,32 @@ mod tests {
         let mut vv = crate::vector::VersionVector::new();
         replay(&path, |e| e.note_in(&mut vv)).unwrap();
         assert_eq!(vv.pending_above(), above.len());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_vector_of_more_origins_than_an_entry_counts_replays_whole() {
+        let dir = tmpdir("vector");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("records.log");
+        let v: Vec<(u32, u64)> = (1..=70_000u32).map(|o| (o, u64::from(o) * 3)).collect();
+        let mut buf = Vec::new();
+        encode_vector(&mut buf, &v);
+        encode_vector(&mut buf, &[]);
+        fs::write(&path, &buf).unwrap();
+        let mut pieces = Vec::new();
+        let stats = replay(&path, |e| {
+            let LogEntry::Vector(piece) = e else {
+                panic!("only vectors were written");
+            };
+            pieces.push(piece.len());
+        })
+        .unwrap();
+        assert_eq!(stats.truncated, 0, "nothing cut");
+        assert_eq!(pieces, vec![VECTOR_PER_ENTRY, 70_000 - VECTOR_PER_ENTRY, 0]);
+        let mut vv = crate::vector::VersionVector::new();
+        replay(&path, |e| e.note_in(&mut vv)).unwrap();
+        assert_eq!(vv.to_vec(), v);
         fs::remove_dir_all(&dir).unwrap();
     }
 
