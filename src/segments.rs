@@ -25,7 +25,8 @@
 //! ([`worth_compacting`], given the log bytes the live set takes). So the
 //! sealed segments stay below about twice the larger of the live set and
 //! the last output, plus one segment and what is sealed while a compaction
-//! runs (one at a time: rolls meanwhile wait for the next chance), and a
+//! runs (one at a time: a roll meanwhile has the loop look again when it
+//! ends), and a
 //! log whose records are all still live (no overwrites) is never
 //! rewritten for nothing.
 //!

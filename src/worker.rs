@@ -160,9 +160,6 @@ pub struct Worker {
     next_trim: Instant,
     /// The replica's phase at the last turn's end.
     last_phase: Phase,
-    /// A catch-up or dump stream ended: its link's buffers (megabytes) go
-    /// as soon as they are drained, not up to `TRIM_EVERY` later.
-    stream_ended: bool,
     /// When the LB link was last readable (the LB sends heartbeats too).
     lb_heard: Instant,
     /// The LB link's input is left unread: its output passed `LB_OUT_CAP`.
@@ -204,16 +201,24 @@ pub struct Worker {
 /// Opens the data dir, replays the log, registers with the LB, then runs
 /// the loop until the worker has left cleanly.
 pub fn run(config: WorkerConfig) -> Result<(), Box<dyn Error>> {
-    let mut worker = Worker::start(config)?;
+    let mut worker = match Worker::start(config) {
+        Ok(worker) => worker,
+        Err(e) if e.is::<register::StoppedBeforeRegistering>() => {
+            log::info!("{e}; the log is as it was");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     worker.run()
 }
 
 impl Worker {
     pub fn start(config: WorkerConfig) -> Result<Worker, Box<dyn Error>> {
-        // First: from the "registered" line on, tools (and the tests) may
-        // stop the worker, and a SIGTERM must then make it leave cleanly,
-        // not kill it. One that comes during the replay or the handshake
-        // waits in the handler's pipe until the loop polls it.
+        // First: a SIGTERM must never kill a worker outright. One that
+        // comes during the replay or while the LB is not reachable yet
+        // stops it before it registers; from the "registered" line on
+        // (tools and tests stop workers then), it waits in the handler's
+        // pipe until the loop polls it, and the worker leaves cleanly.
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         let data = DataDir::open(&config.data_dir)?;
         let identity = data.identity()?;
@@ -257,6 +262,10 @@ impl Worker {
         // A new origin for every process: whatever our log lost of the
         // previous one's records is that origin's, never renumbered.
         let wanted_id = identity.or(config.id).unwrap_or(0);
+        // A stop during the replay: no need to join only to leave.
+        if signals.pending().next().is_some() {
+            return Err(Box::new(register::StoppedBeforeRegistering));
+        }
         let Registration {
             stream: lb_stream,
             early,
@@ -269,6 +278,7 @@ impl Worker {
             &config.lb,
             config.connect_timeout,
             Duration::from_secs(10),
+            &mut || signals.pending().next().is_some(),
             wanted_id,
             0,
             vv.max_origin(),
@@ -377,7 +387,6 @@ impl Worker {
             next_heartbeat: Instant::now(),
             next_trim: Instant::now() + TRIM_EVERY,
             last_phase: Phase::Joining,
-            stream_ended: false,
             lb_heard: Instant::now(),
             lb_paused: false,
             lb_resume: false,
@@ -1048,7 +1057,7 @@ impl Worker {
                     if let Some(c) = cursor {
                         if pump(c, &replica.store, &mut link.conn) {
                             *cursor = None;
-                            self.stream_ended = true;
+                            link.trim_when_drained = true;
                         }
                     }
                 }
@@ -1056,7 +1065,7 @@ impl Worker {
                     if let Some(c) = cursor {
                         if pump(c, &replica.store, &mut link.conn) {
                             *cursor = None;
-                            self.stream_ended = true;
+                            link.trim_when_drained = true;
                         }
                     }
                 }
@@ -1144,7 +1153,6 @@ impl Worker {
         // Peers first, the LB last: a record is on its way to every peer
         // before the STORED that confirms it leaves.
         let mut lb_link = None;
-        let stream_ended = std::mem::take(&mut self.stream_ended);
         for (key, link) in self.io.links.iter_mut() {
             if key == lb {
                 lb_link = Some(link);
@@ -1160,12 +1168,9 @@ impl Worker {
             if connected && link.conn.pending_out() > 0 {
                 link.conn.flush();
             }
-            if stream_ended {
-                if link.conn.pending_out() == 0 {
-                    link.conn.trim();
-                } else {
-                    self.stream_ended = true; // again when it drains
-                }
+            if link.trim_when_drained && link.conn.pending_out() == 0 {
+                link.trim_when_drained = false;
+                link.conn.trim();
             }
             if let Some(peer) = out_peer {
                 // What the kernel would not take (or, while connecting,

@@ -493,3 +493,58 @@ fn a_dump_asked_of_a_worker_whose_store_is_being_built_is_the_whole_store() {
     assert_records(&c.dump(id), &last_writes(&records));
     eprintln!("its log: {:?}", worker_log_lines(&c, "store built"));
 }
+
+/// A worker stopped while it cannot reach its LB yet (nothing listens at
+/// the address) exits at once and successfully, without registering. Its
+/// SIGTERM handler is the first thing it installs: before, a signal that
+/// came ahead of the event loop killed it outright.
+#[test]
+fn a_worker_stopped_before_it_reaches_the_lb_exits_cleanly_without_registering() {
+    let dir = TestDir::new("stopped_before_registering");
+    // Bound but never listening: every connect is refused, and the port
+    // stays ours for the whole test.
+    let refusing =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    refusing.bind(&any.into()).expect("bind");
+    let lb = refusing
+        .local_addr()
+        .expect("local address")
+        .as_socket()
+        .expect("an inet address");
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    /// Killed and reaped however the test ends.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut worker = Reaped(
+        std::process::Command::new(EXE)
+            .args(["worker", "--lb", &lb.to_string(), "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--connect-timeout-secs", "120", "--insecure"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the worker"),
+    );
+    let log_says =
+        |what: &str| std::fs::read_to_string(&log_path).is_ok_and(|text| text.contains(what));
+    // Printed from the connect retries, after the handler was installed.
+    wait_until(
+        Duration::from_secs(20),
+        "the worker to retry the LB",
+        || log_says("not reachable yet"),
+    );
+    signal(&worker.0, libc::SIGTERM);
+    let status = rrstore::cluster::wait_timeout(&mut worker.0, Duration::from_secs(10))
+        .expect("wait")
+        .expect("the worker exits within a retry's backoff, not after its 120 s of patience");
+    assert!(status.success(), "exited cleanly: {status:?}");
+    assert!(log_says("stopped before registering"));
+}

@@ -1,7 +1,8 @@
 //! Log compaction, the loop's side: the live set is written out of the
 //! store, not re-read from the log (as Redis rewrites its AOF from memory).
 //!
-//! When a segment is sealed and [`segments::worth_compacting`] says so,
+//! When a segment is sealed, or a compaction ends after a segment was
+//! sealed during it, and [`segments::worth_compacting`] says so,
 //! the loop takes the version vector `V0` and starts a walk over the
 //! store. Each turn it encodes up to [`segments::CHUNK_BYTES`] of records
 //! as log entries and hands them to the compaction thread
@@ -113,7 +114,7 @@ impl Compaction {
             return false;
         }
         if self.thread.send(Job::Begin { upto }).is_err() {
-            return false; // a full queue: at the next seal
+            return false; // a full queue (never, with none running): at the next seal
         }
         self.running = Some(Running {
             walk: store.walk(),
@@ -126,7 +127,8 @@ impl Compaction {
     }
 
     /// A segment was sealed while the last compaction ran, and it has
-    /// ended: [`Compaction::maybe_start`] should look again.
+    /// ended: [`Compaction::maybe_start`] should look again. Takes in a
+    /// finished compaction's outcome first.
     pub fn recheck_due(&mut self) -> bool {
         self.collect();
         self.recheck && self.running.is_none()
@@ -338,7 +340,9 @@ mod tests {
         write(&mut node, 10_000, 20_000, &mut c);
         assert!(!c.recheck_due(), "one is still running");
         finish(&mut c, &mut node, |_| {});
-        assert!(sealed(&dir).unwrap().len() >= 3, "the two sealed since");
+        // Its output (in place of segment 1), segment 2 (sealed at its
+        // start) and the two sealed since.
+        assert_eq!(sealed(&dir).unwrap().len(), 4);
         // No further seal comes (the load stopped): the end of the
         // compaction is what makes the loop look again.
         assert!(c.recheck_due());

@@ -74,6 +74,10 @@ pub(super) struct Link {
     pub(super) auth: Option<Box<Handshake>>,
     /// Who an accepted link proved to be (its PEER_HELLO must match).
     pub(super) verified: Option<Identity>,
+    /// A catch-up or dump stream on this link ended: its buffers (up to
+    /// megabytes) are freed as soon as they drain, not at the next
+    /// once-a-second trim.
+    pub(super) trim_when_drained: bool,
 }
 
 impl Link {
@@ -83,6 +87,7 @@ impl Link {
             role,
             auth: None,
             verified: None,
+            trim_when_drained: false,
         }
     }
 }

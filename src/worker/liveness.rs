@@ -159,6 +159,8 @@ impl Worker {
             &self.config.lb,
             Duration::ZERO,
             LB_ATTEMPT_TIMEOUT,
+            // The loop itself looks at signals, right after.
+            &mut || false,
             r.id,
             r.origin,
             r.vv.max_origin(),

@@ -8,6 +8,19 @@ use std::io::{Read, Write};
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
+/// A stop signal came before the worker registered: it exits at once
+/// (and successfully), its log as it was, rather than join only to leave.
+#[derive(Debug)]
+pub(super) struct StoppedBeforeRegistering;
+
+impl std::fmt::Display for StoppedBeforeRegistering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped before registering with the LB")
+    }
+}
+
+impl Error for StoppedBeforeRegistering {}
+
 /// What registration yields: the LB link (and any bytes already read from
 /// it), our ID and origin, and the membership at that moment.
 pub(super) struct Registration {
@@ -30,12 +43,15 @@ pub(super) struct Registration {
 /// so an unreachable or stopped LB stalls the loop only that long. With a
 /// cluster secret the connection authenticates first (as `id`, `advertise`).
 /// `origin` 0 (a process registering for the first time) asks for one;
-/// `max_origin` is the highest origin our vector names.
+/// `max_origin` is the highest origin our vector names. `stopped` is
+/// asked between connection attempts; once it says yes, this gives up
+/// with [`StoppedBeforeRegistering`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn register(
     lb: &str,
     patience: Duration,
     attempt: Duration,
+    stopped: &mut dyn FnMut() -> bool,
     id: u32,
     origin: u32,
     max_origin: u32,
@@ -48,6 +64,7 @@ pub(super) fn register(
     let mut stream = loop {
         match connect(lb, attempt) {
             Ok(s) => break s,
+            Err(_) if stopped() => return Err(Box::new(StoppedBeforeRegistering)),
             Err(e) if Instant::now() + backoff < deadline => {
                 if backoff >= Duration::from_millis(640) {
                     log::info!("LB {lb} not reachable yet ({e}); retrying");
