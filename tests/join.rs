@@ -505,6 +505,76 @@ fn overwrites_are_compacted_and_a_restart_replays_the_same_store() {
     assert_records(&c.converged(&c.ids), &expected);
 }
 
+/// A burst that ends while a compaction is still running: the segments
+/// sealed meanwhile are compacted once it ends, with no roll to trigger
+/// it. (CI once caught a slow compaction thread doing this, and the log
+/// stayed uncompacted until a roll that never came.) The compaction is
+/// held deterministically: its output path is a FIFO, whose open blocks
+/// until the test reads it; the fsync that FIFO cannot do then fails that
+/// compaction, and the one started after it must shrink the log.
+#[test]
+fn segments_sealed_while_a_compaction_ran_are_compacted_when_it_ends() {
+    let mut c = TestCluster::start("compaction_recheck", 0);
+    c.worker_args = vec!["--segment-bytes".into(), "65536".into()];
+    let id = c.add_active_worker();
+    let dir = c.workers[&id].data_dir.clone();
+    // The compaction thread removed any stale output when it started,
+    // before the worker became active: this one stays.
+    let fifo = dir.join("compacting.tmp");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo: {made:?}");
+    let log_bytes = || -> u64 {
+        std::fs::read_dir(&dir)
+            .expect("data dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    // 40 rounds of overwrites of 100 ids with 500-byte contents: about
+    // 2 MB of log and 30 rolls for a live set of about 50 KB. The first
+    // compaction worth it blocks on the FIFO; every later roll finds it
+    // running.
+    let mut expected = BTreeMap::new();
+    for round in 0..40u8 {
+        let records: Vec<(u64, Vec<u8>)> = (0..100u64)
+            .map(|id| (id, vec![round ^ id as u8; 500]))
+            .collect();
+        put_all(&mut c.client(), &records, 64);
+        expected.extend(records);
+    }
+    assert_records(&c.converged(&c.ids), &expected);
+    assert!(
+        log_bytes() > 1_500_000,
+        "nothing compacted yet: {}",
+        log_bytes()
+    );
+    // The load has stopped: no roll comes any more. Let the held
+    // compaction write its output into the FIFO, and drain it.
+    // (On a thread: the open waits for the writer, and a compaction that
+    // never started must fail the test, not hang it.)
+    let (done, read) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(std::fs::read(&path));
+    });
+    let output = read
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a compaction held on the FIFO")
+        .expect("read the FIFO");
+    assert!(!output.is_empty(), "the held compaction wrote its output");
+    wait_until(
+        Duration::from_secs(20),
+        "the compaction after the held one to shrink the log",
+        || log_bytes() < 400_000,
+    );
+    assert_records(&c.dump(id), &expected);
+}
+
 #[test]
 fn a_worker_killed_mid_compaction_replays_a_log_of_written_records_and_catches_up() {
     const IDS: u64 = 2_000;
