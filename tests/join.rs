@@ -471,15 +471,6 @@ fn overwrites_are_compacted_and_a_restart_replays_the_same_store() {
     assert_records(&c.converged(&c.ids), &expected);
     let victim = c.ids[0];
     let dir = c.workers[&victim].data_dir.clone();
-    let log_bytes = |dir: &std::path::Path| -> u64 {
-        std::fs::read_dir(dir)
-            .expect("data dir")
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum()
-    };
     wait_until(
         Duration::from_secs(20),
         "the background compaction to shrink the log",
@@ -526,15 +517,6 @@ fn segments_sealed_while_a_compaction_ran_are_compacted_when_it_ends() {
         .status()
         .expect("run mkfifo");
     assert!(made.success(), "mkfifo: {made:?}");
-    let log_bytes = || -> u64 {
-        std::fs::read_dir(&dir)
-            .expect("data dir")
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum()
-    };
     // 40 rounds of overwrites of 100 ids with 500-byte contents: about
     // 2 MB of log and 30 rolls for a live set of about 50 KB. The first
     // compaction worth it blocks on the FIFO; every later roll finds it
@@ -549,9 +531,9 @@ fn segments_sealed_while_a_compaction_ran_are_compacted_when_it_ends() {
     }
     assert_records(&c.converged(&c.ids), &expected);
     assert!(
-        log_bytes() > 1_500_000,
+        log_bytes(&dir) > 1_500_000,
         "nothing compacted yet: {}",
-        log_bytes()
+        log_bytes(&dir)
     );
     // The load has stopped: no roll comes any more. Let the held
     // compaction write its output into the FIFO, and drain it.
@@ -570,7 +552,7 @@ fn segments_sealed_while_a_compaction_ran_are_compacted_when_it_ends() {
     wait_until(
         Duration::from_secs(20),
         "the compaction after the held one to shrink the log",
-        || log_bytes() < 400_000,
+        || log_bytes(&dir) < 400_000,
     );
     assert_records(&c.dump(id), &expected);
 }

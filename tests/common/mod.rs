@@ -296,6 +296,17 @@ impl DerefMut for TestCluster {
 
 /// `(id, records)` of every active worker in a verification, by id.
 #[track_caller]
+/// The bytes of a worker's log segments in its data directory `dir`.
+pub fn log_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("data dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 pub fn active_rows(v: &Verification) -> Vec<(u32, u64)> {
     let mut rows: Vec<(u32, u64)> = v
         .rows
