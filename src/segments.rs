@@ -242,10 +242,11 @@ impl Rewrite {
     /// Appends `above` and `vector` (what the live set reflects: the
     /// records applied above a gap, whose own entries may be gone, and the
     /// contiguous vector), makes the file durable, puts it in place of
-    /// segment `upto` and deletes the older sealed segments. Returns the output's size. A crash at any point
-    /// leaves a log whose replay gives the same store and vector: before
-    /// the rename the temp file is ignored; after it, older segments still
-    /// present replay to records the output's already dominate.
+    /// segment `upto` and deletes the older sealed segments. Returns the
+    /// output's size. A crash at any point leaves a log whose replay gives
+    /// the same store and vector: before the rename the temp file is
+    /// ignored; after it, older segments still present replay to records
+    /// the output's already dominate.
     pub fn commit(mut self, vector: &[(u32, u64)], above: &[(u32, u64)]) -> io::Result<u64> {
         let mut tail = Vec::new();
         crate::log::encode_above(&mut tail, above);

@@ -262,10 +262,6 @@ impl Worker {
         // A new origin for every process: whatever our log lost of the
         // previous one's records is that origin's, never renumbered.
         let wanted_id = identity.or(config.id).unwrap_or(0);
-        // A stop during the replay: no need to join only to leave.
-        if signals.pending().next().is_some() {
-            return Err(Box::new(register::StoppedBeforeRegistering));
-        }
         let Registration {
             stream: lb_stream,
             early,
@@ -278,6 +274,8 @@ impl Worker {
             &config.lb,
             config.connect_timeout,
             Duration::from_secs(10),
+            // A stop during the replay, or while the LB is not reachable
+            // yet: no need to join only to leave.
             &mut || signals.pending().next().is_some(),
             wanted_id,
             0,

@@ -444,6 +444,21 @@ fn workers_re_register_after_the_lb_crashes_and_nothing_acknowledged_is_lost() {
     assert_gets(&mut c.client(), &expected);
 }
 
+/// 40 rounds of overwrites of 100 ids with 500-byte contents through
+/// the LB: about 2 MB of log per worker for a live set of about 50 KB.
+/// Returns the last write of each id.
+fn overwrite_100_ids_40_times(c: &TestCluster) -> BTreeMap<u64, Vec<u8>> {
+    let mut expected = BTreeMap::new();
+    for round in 0..40u8 {
+        let records: Vec<(u64, Vec<u8>)> = (0..100u64)
+            .map(|id| (id, vec![round ^ id as u8; 500]))
+            .collect();
+        put_all(&mut c.client(), &records, 64);
+        expected.extend(records);
+    }
+    expected
+}
+
 #[test]
 fn overwrites_are_compacted_and_a_restart_replays_the_same_store() {
     let mut c = TestCluster::start("compaction", 0);
@@ -457,17 +472,8 @@ fn overwrites_are_compacted_and_a_restart_replays_the_same_store() {
     ];
     c.add_active_worker();
     c.add_active_worker();
-    // 40 rounds of overwrites of 100 ids with 500-byte contents: about
-    // 2 MB of log per worker (both hold every record) for a live set of
-    // about 50 KB.
-    let mut expected = BTreeMap::new();
-    for round in 0..40u8 {
-        let records: Vec<(u64, Vec<u8>)> = (0..100u64)
-            .map(|id| (id, vec![round ^ id as u8; 500]))
-            .collect();
-        put_all(&mut c.client(), &records, 64);
-        expected.extend(records);
-    }
+    // Both workers hold every record.
+    let expected = overwrite_100_ids_40_times(&c);
     assert_records(&c.converged(&c.ids), &expected);
     let victim = c.ids[0];
     let dir = c.workers[&victim].data_dir.clone();
@@ -517,18 +523,9 @@ fn segments_sealed_while_a_compaction_ran_are_compacted_when_it_ends() {
         .status()
         .expect("run mkfifo");
     assert!(made.success(), "mkfifo: {made:?}");
-    // 40 rounds of overwrites of 100 ids with 500-byte contents: about
-    // 2 MB of log and 30 rolls for a live set of about 50 KB. The first
-    // compaction worth it blocks on the FIFO; every later roll finds it
-    // running.
-    let mut expected = BTreeMap::new();
-    for round in 0..40u8 {
-        let records: Vec<(u64, Vec<u8>)> = (0..100u64)
-            .map(|id| (id, vec![round ^ id as u8; 500]))
-            .collect();
-        put_all(&mut c.client(), &records, 64);
-        expected.extend(records);
-    }
+    // About 30 rolls: the first compaction worth it blocks on the FIFO;
+    // every later roll finds it running.
+    let expected = overwrite_100_ids_40_times(&c);
     assert_records(&c.converged(&c.ids), &expected);
     assert!(
         log_bytes(&dir) > 1_500_000,

@@ -44,7 +44,7 @@ pub(super) struct Registration {
 /// cluster secret the connection authenticates first (as `id`, `advertise`).
 /// `origin` 0 (a process registering for the first time) asks for one;
 /// `max_origin` is the highest origin our vector names. `stopped` is
-/// asked between connection attempts; once it says yes, this gives up
+/// asked before each connection attempt; once it says yes, this gives up
 /// with [`StoppedBeforeRegistering`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn register(
@@ -62,9 +62,11 @@ pub(super) fn register(
     let deadline = Instant::now() + patience;
     let mut backoff = Duration::from_millis(20);
     let mut stream = loop {
+        if stopped() {
+            return Err(Box::new(StoppedBeforeRegistering));
+        }
         match connect(lb, attempt) {
             Ok(s) => break s,
-            Err(_) if stopped() => return Err(Box::new(StoppedBeforeRegistering)),
             Err(e) if Instant::now() + backoff < deadline => {
                 if backoff >= Duration::from_millis(640) {
                     log::info!("LB {lb} not reachable yet ({e}); retrying");
