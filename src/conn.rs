@@ -190,19 +190,23 @@ impl Conn {
     }
 
     /// Frees the read and write buffers if they are empty and larger than
-    /// [`KEEP_BUFFER`]. For connections that went quiet: on a busy one the
-    /// buffers are reused from turn to turn, which is what keeps the hot path
-    /// free of allocations.
-    pub fn trim(&mut self) {
+    /// [`KEEP_BUFFER`]; true if it freed one. For connections that went
+    /// quiet: on a busy one the buffers are reused from turn to turn, which
+    /// is what keeps the hot path free of allocations.
+    pub fn trim(&mut self) -> bool {
+        let mut freed = false;
         if self.rstart == self.rend && self.rbuf.len() > KEEP_BUFFER {
             self.rbuf = Vec::new();
             self.rstart = 0;
             self.rend = 0;
+            freed = true;
         }
         if self.pending_out() == 0 && self.wbuf.capacity() > KEEP_BUFFER {
             self.wbuf = Vec::new();
             self.wstart = 0;
+            freed = true;
         }
+        freed
     }
 
     /// Where encoders append frames; flushed by [`Conn::flush`].
@@ -280,5 +284,20 @@ impl Conn {
         if self.registered.take().is_some() {
             let _ = registry.deregister(&mut self.stream);
         }
+    }
+}
+
+/// Gives the pages of freed heap memory back to the kernel; for after
+/// [`Conn::trim`] freed buffers. glibc's `free` returns only the top of its
+/// heap: a buffer freed below a live allocation stays resident. A worker
+/// kept about 1 MB that way after a burst or a catch-up stream, a third of
+/// what stood between it and its memory target (docs/BENCHMARKS.md, 7c).
+/// Elsewhere (another libc, Miri) this does nothing.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
+    // SAFETY: `malloc_trim` takes no pointers; it walks glibc's own free
+    // lists under its arena locks, so any thread may call it at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -8,7 +8,8 @@
 //! Each PUT or GET goes to the next active worker (`membership.rs`), tagged
 //! with a request id that is never reused; PUTs are stamped with a version
 //! from the LB's clock `max(last + 1, unix µs, highest version any worker
-//! reported)`, which orders writes of one id by their arrival at the LB. A
+//! reported)`, which orders writes of one id by their arrival at the LB (and
+//! stays below `msg::MAX_VERSION` until the year 4253). A
 //! confirmation is logged through the processed-log thread (`plog.rs`), then
 //! answered. A GET carries the frontier of acknowledged writes the chosen
 //! worker may not have yet, and the worker answers once it covers it.

@@ -22,7 +22,7 @@
 //! the worker's vector then says exactly what it lacks, and catch-up from
 //! its peers fills it in.
 
-use crate::msg::{RecordRef, Vector};
+use crate::msg::{stamp_fits, RecordRef, Vector};
 use byteorder::{BigEndian, ByteOrder};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -283,13 +283,18 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
 
 fn decode_entry(p: &[u8]) -> Option<LogEntry<'_>> {
     match p[0] {
-        KIND_RECORD if p.len() >= 29 => Some(LogEntry::Record(RecordRef {
-            origin: BigEndian::read_u32(&p[1..5]),
-            seq: BigEndian::read_u64(&p[5..13]),
-            version: BigEndian::read_u64(&p[13..21]),
-            id: BigEndian::read_u64(&p[21..29]),
-            content: &p[29..],
-        })),
+        KIND_RECORD if p.len() >= 29 => {
+            let r = RecordRef {
+                origin: BigEndian::read_u32(&p[1..5]),
+                seq: BigEndian::read_u64(&p[5..13]),
+                version: BigEndian::read_u64(&p[13..21]),
+                id: BigEndian::read_u64(&p[21..29]),
+                content: &p[29..],
+            };
+            // Every record logged went through a store first, so one out of
+            // range is as corrupt as a bad length.
+            stamp_fits(r.version, r.seq).then_some(LogEntry::Record(r))
+        }
         KIND_VECTOR if p.len() >= 3 => {
             let n = BigEndian::read_u16(&p[1..3]) as usize;
             if p.len() != 3 + n * 12 {
@@ -440,10 +445,13 @@ impl LogWriter {
     /// Gives back buffer capacity past [`KEEP_BUFFER`]: a loop turn that
     /// applied a catch-up's burst grew it to megabytes. For a periodic
     /// tick, not every flush (a burst regrows it at every turn).
-    pub fn trim(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
+    /// True if it freed the buffer.
+    pub fn trim(&mut self) -> bool {
+        let grown = self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER;
+        if grown {
             self.buf = Vec::with_capacity(KEEP_BUFFER);
         }
+        grown
     }
 
     pub fn written(&self) -> u64 {

@@ -16,6 +16,25 @@ pub type Vector = Vec<(u32, u64)>;
 /// Room for everything but the content in the largest internal message.
 pub const MAX_OVERHEAD: usize = 64 * 1024;
 
+/// The largest record version: 56 bits. Versions are the LB's clock in
+/// µs since 1970 (see `lb.rs`), which reaches this in the year 4253; a
+/// worker's store keeps a version in 7 bytes (see `store.rs`). A frame
+/// carrying a larger one is [`ErrorCode::Malformed`].
+pub const MAX_VERSION: u64 = (1 << 56) - 1;
+
+/// The largest record seq: 48 bits. A seq counts one origin's records, and
+/// an origin is one worker process (see [`Msg::Register`]): 2.8 * 10^14
+/// records, 89 years at 100,000 a second. A store keeps a seq in 6 bytes;
+/// a frame carrying a larger one is [`ErrorCode::Malformed`], and a worker
+/// whose own seq would pass it stops (see `store.rs`).
+pub const MAX_SEQ: u64 = (1 << 48) - 1;
+
+/// Whether a record's `version` and `seq` are within [`MAX_VERSION`] and
+/// [`MAX_SEQ`], the only ones a store can hold.
+pub fn stamp_fits(version: u64, seq: u64) -> bool {
+    version <= MAX_VERSION && seq <= MAX_SEQ
+}
+
 /// How often a worker sends [`Msg::Heartbeat`] to the LB.
 pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -292,7 +311,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
             id: r.u32()?,
             origin: r.u32()?,
             max_origin: r.u32()?,
-            max_version: r.u64()?,
+            max_version: r.version()?,
             addr: r.string()?,
         },
         op::WELCOME => Msg::Welcome {
@@ -314,7 +333,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         op::HEARTBEAT => Msg::Heartbeat,
         op::REPORT => Msg::Report {
             records: r.u64()?,
-            max_version: r.u64()?,
+            max_version: r.version()?,
             digest: r.array16()?,
             vector: r.vector()?,
         },
@@ -324,7 +343,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         },
         op::PUT => Msg::Put {
             req: r.u64()?,
-            version: r.u64()?,
+            version: r.version()?,
             id: r.u64()?,
             content: r.rest(),
         },
@@ -353,8 +372,8 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         },
         op::RECORD => Msg::Record(RecordRef {
             origin: r.u32()?,
-            seq: r.u64()?,
-            version: r.u64()?,
+            seq: r.seq()?,
+            version: r.version()?,
             id: r.u64()?,
             content: r.rest(),
         }),
@@ -659,6 +678,22 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, ErrorCode> {
         Ok(BigEndian::read_u64(self.take(8)?))
     }
+    /// A record version, at most [`MAX_VERSION`].
+    fn version(&mut self) -> Result<u64, ErrorCode> {
+        let v = self.u64()?;
+        if v > MAX_VERSION {
+            return Err(ErrorCode::Malformed);
+        }
+        Ok(v)
+    }
+    /// A record seq, at most [`MAX_SEQ`].
+    fn seq(&mut self) -> Result<u64, ErrorCode> {
+        let s = self.u64()?;
+        if s > MAX_SEQ {
+            return Err(ErrorCode::Malformed);
+        }
+        Ok(s)
+    }
     fn array16(&mut self) -> Result<[u8; 16], ErrorCode> {
         let mut a = [0u8; 16];
         a.copy_from_slice(self.take(16)?);
@@ -867,6 +902,52 @@ mod tests {
         let mut short = buf[..wire::HEADER_LEN + 31].to_vec();
         short[..4].copy_from_slice(&((wire::LEN_OVERHEAD + 31) as u32).to_be_bytes());
         assert_eq!(decode(&short, 1024), Err(ErrorCode::Malformed));
+    }
+
+    #[test]
+    fn a_version_or_seq_a_store_cannot_hold_is_malformed() {
+        let record = |version, seq| {
+            Msg::Record(RecordRef {
+                origin: 1,
+                seq,
+                version,
+                id: 2,
+                content: b"x",
+            })
+        };
+        let put = |version| Msg::Put {
+            req: 1,
+            version,
+            id: 2,
+            content: b"x",
+        };
+        let report = |max_version| Msg::Report {
+            records: 0,
+            max_version,
+            digest: [0; 16],
+            vector: vec![],
+        };
+        let decodes = |m: &Msg<'_>| {
+            let mut buf = Vec::new();
+            encode(&mut buf, m);
+            decode(&buf, 1024).map(|d| d.map(|(_, n)| n == buf.len()))
+        };
+        for m in [
+            record(MAX_VERSION, MAX_SEQ),
+            put(MAX_VERSION),
+            report(MAX_VERSION),
+        ] {
+            assert_eq!(decodes(&m), Ok(Some(true)), "{m:?}");
+        }
+        for m in [
+            record(MAX_VERSION + 1, 1),
+            record(1, MAX_SEQ + 1),
+            record(u64::MAX, u64::MAX),
+            put(MAX_VERSION + 1),
+            report(u64::MAX),
+        ] {
+            assert_eq!(decodes(&m), Err(ErrorCode::Malformed), "{m:?}");
+        }
     }
 
     #[test]

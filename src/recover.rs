@@ -14,7 +14,7 @@
 //!    running ([`Building`]): the worker registers and catches up
 //!    meanwhile, into a second store it merges in at the end.
 //!
-//! Building is what costs (the index, and writing 85 bytes or more per
+//! Building is what costs (the index, and writing 82 bytes or more per
 //! record into fresh memory); reading twice costs one more sequential read
 //! of files the first pass just brought into the page cache. With one
 //! core, one pass does everything, with the same bulk build.

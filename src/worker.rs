@@ -1088,18 +1088,20 @@ impl Worker {
         let phase = self.replica.phase();
         let trim = now >= self.next_trim || (phase == Phase::Active && self.last_phase != phase);
         self.last_phase = phase;
+        // Whether this turn freed a grown buffer (see the end).
+        let mut freed = false;
         if trim {
             // A catch-up stream or a burst grew a link's buffers to
             // megabytes; once they are empty, they need not stay.
             self.next_trim = now + TRIM_EVERY;
             for (_, link) in self.io.links.iter_mut() {
-                link.conn.trim();
+                freed |= link.conn.trim();
             }
         }
         // The log first, so every STORED below follows its record's write.
         let written = self.io.log.flush()?;
         if trim {
-            self.io.log.trim();
+            freed |= self.io.log.trim();
         }
         match self.io.fsync {
             FsyncPolicy::Always => {
@@ -1168,7 +1170,7 @@ impl Worker {
             }
             if link.trim_when_drained && link.conn.pending_out() == 0 {
                 link.trim_when_drained = false;
-                link.conn.trim();
+                freed |= link.conn.trim();
             }
             if let Some(peer) = out_peer {
                 // What the kernel would not take (or, while connecting,
@@ -1202,6 +1204,11 @@ impl Worker {
         }
         for key in closed {
             self.close_link(key);
+        }
+        if freed {
+            // Rare (a burst or a stream ended), and cheap on a heap of a
+            // few MB: the store's arrays are mappings of their own.
+            crate::conn::release_freed_memory();
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ fn internal(kind: u8, a: u64, b: u64, content: &[u8], vector: Vec<(u32, u64)>) -
     match kind {
         0 => Msg::Put {
             req: a,
-            version: b,
+            version: b & msg::MAX_VERSION,
             id: a ^ b,
             content,
         },
@@ -45,14 +45,14 @@ fn internal(kind: u8, a: u64, b: u64, content: &[u8], vector: Vec<(u32, u64)>) -
         },
         4 => Msg::Record(RecordRef {
             origin: a as u32,
-            seq: b,
-            version: a,
+            seq: b & msg::MAX_SEQ,
+            version: a & msg::MAX_VERSION,
             id: b,
             content,
         }),
         5 => Msg::Report {
             records: a,
-            max_version: b,
+            max_version: b & msg::MAX_VERSION,
             digest: (u128::from(a) << 64 | u128::from(b)).to_be_bytes(),
             vector,
         },
