@@ -260,6 +260,19 @@ impl Conn {
         read: bool,
     ) -> io::Result<()> {
         let write = self.pending_out() > 0;
+        self.set_interest_to(registry, token, read, write)
+    }
+
+    /// [`Conn::set_interest`] with the write interest chosen by the caller:
+    /// output held back on purpose (see the worker's peer pacing) must not
+    /// ask for a WRITABLE event, which would wake the loop at once.
+    pub fn set_interest_to(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        read: bool,
+        write: bool,
+    ) -> io::Result<()> {
         let want = match (read, write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),

@@ -140,7 +140,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(400..))]
         worker_timeout_ms: u64,
         /// When a PUT is confirmed: `local`, once the worker that took it
-        /// has logged it (its peers have it queued); `all`, once every
+        /// has logged it (its peers have it queued, sent within the
+        /// worker's --peer-flush-ms); `all`, once every
         /// active worker has applied it, so it survives the permanent loss
         /// of any one worker.
         #[arg(long, value_enum, default_value_t = AckMode::Local)]
@@ -228,6 +229,12 @@ enum Cmd {
         /// disconnected, and catches up when the link is re-opened.
         #[arg(long, default_value_t = 64 << 20)]
         peer_buffer_bytes: usize,
+        /// Under `--ack local`, send records to peers at most once per this
+        /// many ms (0: every loop turn), gathering what arrives meanwhile;
+        /// 64 KiB queued for a peer goes at once. Fewer, larger sends cost
+        /// the peers less; a peer has a record up to this much later.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=1000))]
+        peer_flush_ms: u64,
         /// Threads that rebuild the store from the log at start (the store
         /// is split into as many shards). Default: the cores, at most 4.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -434,6 +441,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
             leave_timeout_secs,
             segment_bytes,
             peer_buffer_bytes,
+            peer_flush_ms,
             replay_threads,
             metrics,
             secret,
@@ -453,6 +461,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 leave_timeout: Duration::from_secs(leave_timeout_secs),
                 segment_bytes: segment_bytes.max(4096),
                 peer_buffer_bytes,
+                peer_flush: Duration::from_millis(peer_flush_ms),
                 replay_threads: replay_threads
                     .map_or_else(rrstore::recover::default_threads, usize::from),
                 metrics,

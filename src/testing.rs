@@ -228,6 +228,7 @@ impl LocalCluster {
             leave_timeout: Duration::from_secs(5),
             segment_bytes: crate::segments::DEFAULT_SEGMENT_BYTES,
             peer_buffer_bytes: 64 << 20,
+            peer_flush: Duration::from_millis(1),
             replay_threads: 1,
             metrics: None,
             secret: Some(self.secret.clone()),

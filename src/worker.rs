@@ -102,6 +102,9 @@ const LB_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(300);
 /// seconds: no heartbeat, and the LB declares us dead. Past the budget the
 /// link is put on `more_input` and the loop comes back to it next turn.
 const INPUT_BUDGET: usize = 4 << 20;
+/// Output to a peer held back by `--peer-flush-ms` goes out at once past
+/// this much: a burst is not delayed, only trickles are gathered.
+const PACED_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -123,6 +126,10 @@ pub struct WorkerConfig {
     /// paused, stuck or too slow) is disconnected; it catches up from our
     /// store when the link is re-opened.
     pub peer_buffer_bytes: usize,
+    /// Under `--ack local`, a worker's records and other output to its
+    /// peers go out at most once per this interval (zero: every loop turn)
+    /// unless [`PACED_MAX`] of it is queued; see [`Worker::end_of_turn`].
+    pub peer_flush: Duration,
     /// Threads (and store shards) for rebuilding the store at start.
     pub replay_threads: usize,
     /// Serve `/metrics` (Prometheus text) here.
@@ -158,6 +165,10 @@ pub struct Worker {
     next_heartbeat: Instant,
     /// When links' idle buffers are next given back ([`TRIM_EVERY`]).
     next_trim: Instant,
+    /// Output to peers is held until then (see `end_of_turn`)...
+    next_peer_flush: Instant,
+    /// ...and some is: the poll must wake up for it.
+    peer_output_held: bool,
     /// The replica's phase at the last turn's end.
     last_phase: Phase,
     /// When the LB link was last readable (the LB sends heartbeats too).
@@ -384,6 +395,8 @@ impl Worker {
             compaction_next: Next::Idle,
             next_heartbeat: Instant::now(),
             next_trim: Instant::now() + TRIM_EVERY,
+            next_peer_flush: Instant::now(),
+            peer_output_held: false,
             last_phase: Phase::Joining,
             lb_heard: Instant::now(),
             lb_paused: false,
@@ -451,6 +464,8 @@ impl Worker {
                     .vector_dirty
                     .then(|| self.next_report.saturating_duration_since(now)),
                 Some(self.next_heartbeat.saturating_duration_since(now)),
+                self.peer_output_held
+                    .then(|| self.next_peer_flush.saturating_duration_since(now)),
             ]
             .into_iter()
             .flatten()
@@ -1153,6 +1168,19 @@ impl Worker {
         // Peers first, the LB last: a record is on its way to every peer
         // before the STORED that confirms it leaves.
         let mut lb_link = None;
+        // Pacing (`--peer-flush-ms`): at pipeline 1 a turn holds a few
+        // records, and sending them every turn woke each peer for each
+        // (a read, a log write and an ack per turn on every peer), the
+        // work that costs P1 throughput on two shared cores. Gathered for
+        // up to the interval, they cost a fraction of that. Under `--ack
+        // all` a STORED waits for the peers, so nothing is held there.
+        let now = Instant::now();
+        // Only an active worker's: a joiner's hellos and catch-up requests
+        // go at once.
+        let pace =
+            !self.io.ack_all && self.replica.phase() == Phase::Active && now < self.next_peer_flush;
+        let mut held_any = false;
+        let mut sent_to_peer = false;
         for (key, link) in self.io.links.iter_mut() {
             if key == lb {
                 lb_link = Some(link);
@@ -1165,7 +1193,14 @@ impl Worker {
             };
             let connected =
                 !matches!(link.role, Role::Out { up: false, .. }) || link.auth.is_some();
-            if connected && link.conn.pending_out() > 0 {
+            let held = pace
+                && matches!(link.role, Role::Out { up: true, .. })
+                && link.auth.is_none()
+                && (1..PACED_MAX).contains(&link.conn.pending_out());
+            if held {
+                held_any = true;
+            } else if connected && link.conn.pending_out() > 0 {
+                sent_to_peer |= out_peer.is_some();
                 link.conn.flush();
             }
             if link.trim_when_drained && link.conn.pending_out() == 0 {
@@ -1188,7 +1223,13 @@ impl Worker {
             if !connected {
                 continue;
             }
-            if link.conn.closed || link.conn.set_interest(registry, Token(key), true).is_err() {
+            let write = !held && link.conn.pending_out() > 0;
+            if link.conn.closed
+                || link
+                    .conn
+                    .set_interest_to(registry, Token(key), true, write)
+                    .is_err()
+            {
                 closed.push(key);
             }
         }
@@ -1202,6 +1243,10 @@ impl Worker {
                 closed.push(lb);
             }
         }
+        if sent_to_peer && !pace {
+            self.next_peer_flush = now + self.config.peer_flush;
+        }
+        self.peer_output_held = held_any;
         for key in closed {
             self.close_link(key);
         }

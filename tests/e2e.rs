@@ -9,6 +9,7 @@ use rrstore::wire::{self, op, ErrorCode, Request};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[test]
 fn round_robin_follows_activation_order_and_skips_rejected_requests() {
@@ -348,4 +349,46 @@ fn workers_accept_the_lbs_content_limit_when_it_is_larger_than_theirs() {
         .expect("a PUT above the workers' own default");
     assert_eq!(client.get(1).expect("GET").as_deref(), Some(&big[..]));
     c.converged(&c.ids);
+}
+
+/// `--peer-flush-ms` holds an active worker's output to its peers for up
+/// to the interval. Under `--ack local`: records with no traffic after
+/// them still reach every peer once it passes. Under `--ack all` nothing
+/// is held: a STORED waits for every peer's ack, so each PUT sent within
+/// an interval of its worker's last send to its peers would wait for the
+/// rest of it (40 PUTs in sequence over 3 workers: about 13 s).
+#[test]
+fn peer_pacing_delivers_held_records_and_never_holds_under_ack_all() {
+    let records: Vec<(u64, Vec<u8>)> = (0..40).map(|i| (i, content(i, 7))).collect();
+    for (test, lb_args) in [
+        ("pacing_local", &[][..]),
+        ("pacing_ack_all", &["--ack", "all"][..]),
+    ] {
+        let mut c = TestCluster::start_with(test, 0, lb_args);
+        c.worker_args = vec!["--peer-flush-ms".into(), "1000".into()];
+        for _ in 0..3 {
+            c.add_active_worker();
+        }
+        let mut client = c.client();
+        let start = Instant::now();
+        if lb_args.is_empty() {
+            // One at a time, then a pipelined burst: single records and
+            // turns of several are both held.
+            for (id, body) in &records[..5] {
+                client.put(*id, body).expect("PUT");
+            }
+            put_all(&mut client, &records[5..], 16);
+        } else {
+            for (id, body) in &records {
+                client.put(*id, body).expect("PUT");
+            }
+            // Unpaced, well under a second.
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "40 PUTs in sequence under --ack all took {:?}",
+                start.elapsed()
+            );
+        }
+        assert_records(&c.converged(&c.ids), &last_writes(&records));
+    }
 }
