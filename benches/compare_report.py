@@ -1136,8 +1136,9 @@ def reading_new(d, b1, b4, b5, scale, cu):
         out.append(
             f"**Memory (target 7c, {'met' if met else 'missed'}: {top / raw:.2f}×).** A loaded "
             f"worker's RSS grew by {g:.0f} B per record against {8 + cu['value_size']} B of raw "
-            f"data. By its layout a record costs its 8 B id and an 85 B entry (version, seq, "
-            f"origin, length and {cu['value_size']} B of content inline: contents up to 64 B need "
+            f"data. By its layout a record costs its 8 B id and an 82 B entry (a 7-byte version, "
+            f"a 6-byte seq, the origin, a length and {cu['value_size']} B of content inline: "
+            f"contents up to 64 B need "
             f"no allocation of their own), plus the id index, a table of 4 B positions and a "
             f"control byte per bucket in each of the store's shards, grown by powers of two and "
             f"kept at most 7/8 full ({buckets:,} buckets in all for {fmt_int(n)} records, "
