@@ -22,11 +22,13 @@ pub const MAX_OVERHEAD: usize = 64 * 1024;
 /// carrying a larger one is [`ErrorCode::Malformed`].
 pub const MAX_VERSION: u64 = (1 << 56) - 1;
 
-/// The largest record seq: 48 bits. A seq counts one origin's records, and
-/// an origin is one worker process (see [`Msg::Register`]): 2.8 * 10^14
+/// The largest seq: 48 bits. A seq counts one origin's records, and an
+/// origin is one worker process (see [`Msg::Register`]): 2.8 * 10^14
 /// records, 89 years at 100,000 a second. A store keeps a seq in 6 bytes;
-/// a frame carrying a larger one is [`ErrorCode::Malformed`], and a worker
-/// whose own seq would pass it stops (see `store.rs`).
+/// a frame carrying a larger one anywhere (a record, a vector, an ack, a
+/// marker) is [`ErrorCode::Malformed`], so no peer can push a worker's own
+/// seq past it, and a worker whose own seq would pass it stops
+/// (`Replica::on_put`).
 pub const MAX_SEQ: u64 = (1 << 48) - 1;
 
 /// Whether a record's `version` and `seq` are within [`MAX_VERSION`] and
@@ -354,7 +356,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         },
         op::STORED => Msg::Stored {
             req: r.u64()?,
-            seq: r.u64()?,
+            seq: r.seq()?,
         },
         op::VALUE => {
             let req = r.u64()?;
@@ -367,7 +369,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         op::PEER_HELLO => Msg::PeerHello {
             id: r.u32()?,
             origin: r.u32()?,
-            marker: r.u64()?,
+            marker: r.seq()?,
             addr: r.string()?,
         },
         op::RECORD => Msg::Record(RecordRef {
@@ -377,7 +379,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
             id: r.u64()?,
             content: r.rest(),
         }),
-        op::PEER_ACK => Msg::PeerAck { seq: r.u64()? },
+        op::PEER_ACK => Msg::PeerAck { seq: r.seq()? },
         op::CATCHUP_REQUEST => Msg::CatchupRequest {
             vector: r.vector()?,
         },
@@ -720,7 +722,7 @@ impl<'a> Reader<'a> {
         }
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
-            v.push((self.u32()?, self.u64()?));
+            v.push((self.u32()?, self.seq()?));
         }
         Ok(v)
     }

@@ -570,6 +570,13 @@ impl Replica {
             id,
             content,
         };
+        if rec.seq > crate::msg::MAX_SEQ {
+            // After 2^48 writes of this process: no peer or log could take
+            // the record, so it must not be confirmed. A restart gets a new
+            // origin, whose seqs start from 1.
+            log::error!("this worker process wrote 2^48 records; stopping");
+            std::process::exit(2);
+        }
         self.store.apply(&rec);
         self.vv.observe(rec.origin, rec.seq);
         self.vector_dirty = true;

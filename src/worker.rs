@@ -165,6 +165,9 @@ pub struct Worker {
     next_heartbeat: Instant,
     /// When links' idle buffers are next given back ([`TRIM_EVERY`]).
     next_trim: Instant,
+    /// The last poll returned no event (a timer woke the loop): a burst
+    /// is over, so its buffers are given back now (see `end_of_turn`).
+    quiet_turn: bool,
     /// Output to peers is held until then (see `end_of_turn`)...
     next_peer_flush: Instant,
     /// ...and some is: the poll must wake up for it.
@@ -395,6 +398,7 @@ impl Worker {
             compaction_next: Next::Idle,
             next_heartbeat: Instant::now(),
             next_trim: Instant::now() + TRIM_EVERY,
+            quiet_turn: false,
             next_peer_flush: Instant::now(),
             peer_output_held: false,
             last_phase: Phase::Joining,
@@ -476,6 +480,8 @@ impl Worker {
                 }
                 return Err(e.into());
             }
+            // Not a wake-up for held peer output: traffic is still flowing.
+            self.quiet_turn = events.is_empty() && !self.peer_output_held;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept()?,
@@ -1101,7 +1107,11 @@ impl Worker {
         // log's buffer and a link's to megabytes, which would otherwise
         // stay up to TRIM_EVERY longer.
         let phase = self.replica.phase();
-        let trim = now >= self.next_trim || (phase == Phase::Active && self.last_phase != phase);
+        // And in a turn no event started: the loop went quiet (after a
+        // burst, up to TRIM_EVERY sooner).
+        let trim = now >= self.next_trim
+            || self.quiet_turn
+            || (phase == Phase::Active && self.last_phase != phase);
         self.last_phase = phase;
         // Whether this turn freed a grown buffer (see the end).
         let mut freed = false;
@@ -1181,6 +1191,8 @@ impl Worker {
             !self.io.ack_all && self.replica.phase() == Phase::Active && now < self.next_peer_flush;
         let mut held_any = false;
         let mut sent_to_peer = false;
+        // Held output counts as unread by `--peer-buffer-bytes` below.
+        let hold_below = PACED_MAX.min(self.config.peer_buffer_bytes / 2);
         for (key, link) in self.io.links.iter_mut() {
             if key == lb {
                 lb_link = Some(link);
@@ -1196,7 +1208,7 @@ impl Worker {
             let held = pace
                 && matches!(link.role, Role::Out { up: true, .. })
                 && link.auth.is_none()
-                && (1..PACED_MAX).contains(&link.conn.pending_out());
+                && (1..hold_below).contains(&link.conn.pending_out());
             if held {
                 held_any = true;
             } else if connected && link.conn.pending_out() > 0 {

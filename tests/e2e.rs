@@ -352,8 +352,9 @@ fn workers_accept_the_lbs_content_limit_when_it_is_larger_than_theirs() {
 }
 
 /// `--peer-flush-ms` holds an active worker's output to its peers for up
-/// to the interval. Under `--ack local`: records with no traffic after
-/// them still reach every peer once it passes. Under `--ack all` nothing
+/// to the interval. Under `--ack local`: a record is held, and records
+/// with no traffic after them still reach every peer once it passes.
+/// Under `--ack all` nothing
 /// is held: a STORED waits for every peer's ack, so each PUT sent within
 /// an interval of its worker's last send to its peers would wait for the
 /// rest of it (40 PUTs in sequence over 3 workers: about 13 s).
@@ -372,12 +373,32 @@ fn peer_pacing_delivers_held_records_and_never_holds_under_ack_all() {
         let mut client = c.client();
         let start = Instant::now();
         if lb_args.is_empty() {
-            // One at a time, then a pipelined burst: single records and
-            // turns of several are both held.
-            for (id, body) in &records[..5] {
-                client.put(*id, body).expect("PUT");
+            // One at a time (round robin: the 4th goes to the 1st one's
+            // worker, which sent to its peers when the 1st came, so it
+            // holds this one), then a pipelined burst.
+            let mut took = Vec::new();
+            for (id, body) in &records[..4] {
+                took.push(client.put(*id, body).expect("PUT"));
             }
-            put_all(&mut client, &records[5..], 16);
+            let sent = start.elapsed();
+            let held_at = took[3];
+            let peers_lacking = c
+                .ids
+                .iter()
+                .filter(|&&w| w != held_at && !c.dump(w).contains_key(&records[3].0))
+                .count();
+            // Only while the interval cannot have passed (a stalled VM
+            // could take that long): then neither peer may have it yet.
+            if start.elapsed() < Duration::from_millis(500) {
+                assert_eq!(took[0], held_at, "round robin over 3 workers");
+                assert_eq!(peers_lacking, 2, "held output reached a peer early");
+            } else {
+                eprintln!(
+                    "not checked: 4 PUTs and 2 dumps took {:?} (sent in {sent:?})",
+                    start.elapsed()
+                );
+            }
+            put_all(&mut client, &records[4..], 16);
         } else {
             for (id, body) in &records {
                 client.put(*id, body).expect("PUT");

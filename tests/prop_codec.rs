@@ -38,7 +38,10 @@ fn internal(kind: u8, a: u64, b: u64, content: &[u8], vector: Vec<(u32, u64)>) -
             id: b,
             min: vector,
         },
-        2 => Msg::Stored { req: a, seq: b },
+        2 => Msg::Stored {
+            req: a,
+            seq: b & msg::MAX_SEQ,
+        },
         3 => Msg::Value {
             req: a,
             content: b.is_multiple_of(2).then_some(content),
@@ -57,7 +60,9 @@ fn internal(kind: u8, a: u64, b: u64, content: &[u8], vector: Vec<(u32, u64)>) -
             vector,
         },
         6 => Msg::CatchupDone { vector },
-        _ => Msg::PeerAck { seq: a },
+        _ => Msg::PeerAck {
+            seq: a & msg::MAX_SEQ,
+        },
     }
 }
 
@@ -90,7 +95,7 @@ proptest! {
         a in any::<u64>(),
         b in any::<u64>(),
         content in proptest::collection::vec(any::<u8>(), 0..MAX_CONTENT),
-        vector in proptest::collection::vec((any::<u32>(), any::<u64>()), 0..20),
+        vector in proptest::collection::vec((any::<u32>(), 0..=msg::MAX_SEQ), 0..20),
     ) {
         let m = internal(kind, a, b, &content, vector);
         let mut buf = Vec::new();

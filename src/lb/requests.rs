@@ -31,6 +31,12 @@ impl Lb {
             Some(ErrorCode::Unavailable)
         } else if self.pending.len() + self.parked.len() >= self.config.max_inflight {
             Some(ErrorCode::Busy)
+        } else if matches!(req, Request::Put { .. }) && self.clock >= msg::MAX_VERSION {
+            // No worker can store a later version (the year 4253, or a
+            // worker that reported the largest one): refuse the PUT rather
+            // than send one every worker must reject as malformed.
+            log::error!("the version clock is at its limit; refusing PUTs");
+            Some(ErrorCode::Unavailable)
         } else {
             None
         };
