@@ -128,7 +128,7 @@ pub struct WorkerConfig {
     pub peer_buffer_bytes: usize,
     /// Under `--ack local`, a worker's records and other output to its
     /// peers go out at most once per this interval (zero: every loop turn)
-    /// unless [`PACED_MAX`] of it is queued; see [`Worker::end_of_turn`].
+    /// unless [`PACED_MAX`] of it is queued (see the worker's `end_of_turn`).
     pub peer_flush: Duration,
     /// Threads (and store shards) for rebuilding the store at start.
     pub replay_threads: usize,
@@ -1103,12 +1103,11 @@ impl Worker {
             self.next_heartbeat = now + msg::HEARTBEAT_EVERY;
             self.io.to_lb(&Msg::Heartbeat);
         }
-        // Also at once when a joiner becomes active: its catch-up grew the
-        // log's buffer and a link's to megabytes, which would otherwise
-        // stay up to TRIM_EVERY longer.
+        // Also at once when a joiner becomes active (its catch-up grew the
+        // log's buffer and a link's to megabytes), and in a turn no event
+        // started (the loop went quiet after a burst): either would
+        // otherwise keep them up to TRIM_EVERY longer.
         let phase = self.replica.phase();
-        // And in a turn no event started: the loop went quiet (after a
-        // burst, up to TRIM_EVERY sooner).
         let trim = now >= self.next_trim
             || self.quiet_turn
             || (phase == Phase::Active && self.last_phase != phase);
@@ -1175,20 +1174,18 @@ impl Worker {
         }
         let registry = self.io.poll.registry();
         let mut closed = Vec::new();
-        // Peers first, the LB last: a record is on its way to every peer
-        // before the STORED that confirms it leaves.
+        // Peers first, the LB last: a record is queued to every peer (and,
+        // unless held below, written) before the STORED that confirms it
+        // leaves.
         let mut lb_link = None;
         // Pacing (`--peer-flush-ms`): at pipeline 1 a turn holds a few
         // records, and sending them every turn woke each peer for each
         // (a read, a log write and an ack per turn on every peer), the
         // work that costs P1 throughput on two shared cores. Gathered for
         // up to the interval, they cost a fraction of that. Under `--ack
-        // all` a STORED waits for the peers, so nothing is held there.
-        let now = Instant::now();
-        // Only an active worker's: a joiner's hellos and catch-up requests
-        // go at once.
-        let pace =
-            !self.io.ack_all && self.replica.phase() == Phase::Active && now < self.next_peer_flush;
+        // all` a STORED waits for the peers, so nothing is held there; nor
+        // is a joiner's output (hellos, catch-up requests).
+        let pace = !self.io.ack_all && phase == Phase::Active && now < self.next_peer_flush;
         let mut held_any = false;
         let mut sent_to_peer = false;
         // Held output counts as unread by `--peer-buffer-bytes` below.
