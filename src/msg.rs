@@ -60,6 +60,7 @@ pub mod op {
     pub const PEER_ACK: u8 = 0x32;
     pub const CATCHUP_REQUEST: u8 = 0x33;
     pub const CATCHUP_DONE: u8 = 0x34;
+    pub const PEER_FLUSH: u8 = 0x35;
     pub const DIGEST_REQUEST: u8 = 0x40;
     pub const DIGEST: u8 = 0x41;
     pub const DUMP_REQUEST: u8 = 0x42;
@@ -243,6 +244,9 @@ pub enum Msg<'a> {
     PeerAck {
         seq: u64,
     },
+    /// Acceptor→dialer: a GET waits for the dialer's records, so send what
+    /// `--peer-flush-ms` holds back now, not when the interval ends.
+    PeerFlush,
     /// Dialer→acceptor: send me what you hold beyond `vector`.
     CatchupRequest {
         vector: Vector,
@@ -380,6 +384,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
             content: r.rest(),
         }),
         op::PEER_ACK => Msg::PeerAck { seq: r.seq()? },
+        op::PEER_FLUSH => Msg::PeerFlush,
         op::CATCHUP_REQUEST => Msg::CatchupRequest {
             vector: r.vector()?,
         },
@@ -548,6 +553,7 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
             put_u64(out, *seq);
             op::PEER_ACK
         }
+        Msg::PeerFlush => op::PEER_FLUSH,
         Msg::CatchupRequest { vector } => {
             put_vector(out, vector);
             op::CATCHUP_REQUEST
@@ -829,6 +835,7 @@ mod tests {
                 content: b"xyz",
             }),
             Msg::PeerAck { seq: 5 },
+            Msg::PeerFlush,
             Msg::CatchupRequest {
                 vector: vector.clone(),
             },

@@ -69,6 +69,10 @@ pub trait Outbox {
     fn stored(&mut self, req: u64, seq: u64);
     /// Answer a GET.
     fn value(&mut self, req: u64, content: Option<&[u8]>);
+    /// A GET waits for records numbered under `origin`: ask the process
+    /// that numbers them, if it links to us, to send what it holds back
+    /// for us now ([`Msg::PeerFlush`]).
+    fn hurry(&mut self, origin: u32);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -586,17 +590,24 @@ impl Replica {
         self.release_gets(out);
     }
 
-    /// A GET from the LB, answered once our vector covers `min`.
+    /// A GET from the LB, answered once our vector covers `min`. While it
+    /// waits, the processes numbering what we lack are hurried: a peer may
+    /// be holding those records back for up to `--peer-flush-ms`.
     pub fn on_get(&mut self, req: u64, id: u64, min: Vector, out: &mut impl Outbox) {
         if self.vv.covers(&min) {
             out.value(req, self.store.get(id).map(|r| r.content));
-        } else {
-            if self.parked_gets.len() >= MAX_PARKED_GETS {
-                // The oldest has long been answered TIMEOUT by the LB.
-                self.parked_gets.remove(0);
-            }
-            self.parked_gets.push((req, id, min));
+            return;
         }
+        for &(origin, seq) in &min {
+            if self.vv.get(origin) < seq {
+                out.hurry(origin);
+            }
+        }
+        if self.parked_gets.len() >= MAX_PARKED_GETS {
+            // The oldest has long been answered TIMEOUT by the LB.
+            self.parked_gets.remove(0);
+        }
+        self.parked_gets.push((req, id, min));
     }
 
     fn release_gets(&mut self, out: &mut impl Outbox) {

@@ -904,6 +904,11 @@ impl Worker {
             (0, Msg::Heartbeat) => {}
             (0, Msg::Behind { floor }) => r.on_behind(&floor, io),
             (0, Msg::Refused { reason }) => return Err(format!("LB refused: {reason}").into()),
+            (1, Msg::PeerFlush) => {
+                if let Some(link) = io.links.get_mut(key) {
+                    link.flush_now = true;
+                }
+            }
             (1, Msg::PeerAck { seq }) => {
                 if let Some(Role::Out { peer, .. }) = io.links.get(key).map(|l| &l.role) {
                     r.on_peer_ack(*peer, seq);
@@ -1073,6 +1078,9 @@ impl Worker {
                         *acked = have;
                         msg::encode(link.conn.out(), &Msg::PeerAck { seq: have });
                     }
+                    if std::mem::take(&mut link.send_flush) {
+                        msg::encode(link.conn.out(), &Msg::PeerFlush);
+                    }
                     if let Some(c) = cursor {
                         if pump(c, &replica.store, &mut link.conn) {
                             *cursor = None;
@@ -1202,7 +1210,10 @@ impl Worker {
             };
             let connected =
                 !matches!(link.role, Role::Out { up: false, .. }) || link.auth.is_some();
+            // A peer's PEER_FLUSH (a GET there waits for these) ends the hold.
+            let asked = std::mem::take(&mut link.flush_now);
             let held = pace
+                && !asked
                 && matches!(link.role, Role::Out { up: true, .. })
                 && link.auth.is_none()
                 && (1..hold_below).contains(&link.conn.pending_out());

@@ -13,6 +13,10 @@ struct Recorded {
     records: Vec<(u32, u32, u64)>,
     /// How many READYs went to the LB.
     readies: u32,
+    /// Every origin hurried, in order.
+    hurried: Vec<u32>,
+    /// `(req, found)` of every GET answered, in order.
+    values: Vec<(u64, bool)>,
 }
 
 impl Outbox for Recorded {
@@ -35,7 +39,12 @@ impl Outbox for Recorded {
     fn redial(&mut self, _: u32, _: &str) {}
     fn forget(&mut self, _: u32) {}
     fn stored(&mut self, _: u64, _: u64) {}
-    fn value(&mut self, _: u64, _: Option<&[u8]>) {}
+    fn value(&mut self, req: u64, content: Option<&[u8]>) {
+        self.values.push((req, content.is_some()));
+    }
+    fn hurry(&mut self, origin: u32) {
+        self.hurried.push(origin);
+    }
 }
 
 fn member(id: u32, status: Status) -> Member {
@@ -275,4 +284,28 @@ fn a_leaving_worker_hands_over_stranded_records_before_it_is_done() {
         "handed over once the catch-up ended"
     );
     assert!(r.leave_complete());
+}
+
+/// A GET the vector does not cover waits, and names each origin it lacks
+/// records of (the loop asks those processes for what `--peer-flush-ms`
+/// holds back), and only those; it is answered once they arrive. A GET
+/// the vector covers is answered at once and hurries nobody.
+#[test]
+fn a_waiting_get_hurries_exactly_the_origins_it_lacks() {
+    let mut vv = VersionVector::new();
+    vv.observe(2, 1);
+    vv.observe(4, 1);
+    let mut r = Replica::new(1, 1, "w1".into(), Store::new(), vv);
+    let mut out = Recorded::default();
+    r.on_get(1, 9, vec![(2, 1), (4, 1)], &mut out);
+    assert_eq!(out.values, [(1, false)]);
+    assert!(out.hurried.is_empty());
+
+    r.on_get(2, 10, vec![(2, 2), (3, 1), (4, 1)], &mut out);
+    assert_eq!(out.hurried, [2, 3], "origin 4 is covered");
+    assert_eq!(out.values.len(), 1, "the second GET waits");
+    r.on_record(&record(2, 2, 10), &mut out);
+    assert_eq!(out.values.len(), 1, "origin 3 is still lacking");
+    r.on_record(&record(3, 1, 11), &mut out);
+    assert_eq!(out.values, [(1, false), (2, true)]);
 }

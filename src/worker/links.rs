@@ -78,6 +78,12 @@ pub(super) struct Link {
     /// megabytes) are freed as soon as they drain, not at the next
     /// once-a-second trim.
     pub(super) trim_when_drained: bool,
+    /// A peer's link to us: a GET waits for that peer's records, so a
+    /// PEER_FLUSH goes out on it at the end of the turn (once per turn).
+    pub(super) send_flush: bool,
+    /// Our link to a peer: it sent PEER_FLUSH, so what `--peer-flush-ms`
+    /// holds for it goes out at the end of this turn.
+    pub(super) flush_now: bool,
 }
 
 impl Link {
@@ -88,6 +94,8 @@ impl Link {
             auth: None,
             verified: None,
             trim_when_drained: false,
+            send_flush: false,
+            flush_now: false,
         }
     }
 }
@@ -220,6 +228,18 @@ impl Outbox for Io {
 
     fn value(&mut self, req: u64, content: Option<&[u8]>) {
         self.to_lb(&Msg::Value { req, content });
+    }
+
+    fn hurry(&mut self, origin: u32) {
+        // Under `--ack all` no worker holds its peers' output back.
+        if self.ack_all {
+            return;
+        }
+        for (_, link) in self.links.iter_mut() {
+            if matches!(link.role, Role::In { origin: o, .. } if o == origin) {
+                link.send_flush = true;
+            }
+        }
     }
 }
 

@@ -290,6 +290,9 @@ impl Outbox for SimOut<'_> {
             });
         }
     }
+    /// The simulation delivers links in its own order and holds nothing
+    /// back for pacing, so there is nothing to hurry.
+    fn hurry(&mut self, _: u32) {}
 }
 
 impl Sim {
