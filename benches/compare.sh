@@ -517,7 +517,7 @@ alternate() { # PREFIX RR-LABEL REDIS-LABEL [LOADGEN-ARG...] [-- REDIS-ONLY-ARG.
     done
 }
 
-phase_defaults() { # w1, w2, w4, w3 and the census, both systems at their defaults
+phase_defaults() { # w1, w2, w4, reads, w3 and the census, both systems at their defaults
     start_rrstore interval 3
     start_redis no
 
@@ -530,6 +530,11 @@ phase_defaults() { # w1, w2, w4, w3 and the census, both systems at their defaul
     log "== workload 4: closed loop, pipeline 1, 1 KiB values"
     RUN_VALUE=1024 RUN_DUR=$SHORT_DUR RUN_WARM=$SHORT_WARM \
         alternate w4 "w4 $rr_lbl, P1, 1 KiB" "w4 $rd_lbl, P1, 1 KiB" --pipeline 1
+
+    log "== reads: closed loop, pipeline 1, 90 % GET (no target)"
+    RUN_DUR=$SHORT_DUR RUN_WARM=$SHORT_WARM \
+        alternate rd "reads $rr_lbl, P1, 90% GET" "reads $rd_lbl, P1, 90% GET" \
+        --pipeline 1 --get-ratio 0.9
 
     local redis_w1 rate=""
     mapfile -t redis_w1 < <(ls "$OUT"/w1-redis-r*.json 2>/dev/null | grep -v '\.meta\.json$' || true)

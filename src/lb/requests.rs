@@ -100,35 +100,28 @@ impl Lb {
         let (wid, Some(wlink)) = (worker.id, worker.link) else {
             return Some(p);
         };
-        // A GET carries only the part of the frontier this worker may lack
-        // (empty, and allocation-free, in the steady state).
-        let min: msg::Vector = if p.put {
-            Vec::new()
-        } else {
-            self.frontier
-                .iter()
-                .filter(|&(&o, &s)| lookup(&worker.vector, o) < s)
-                .map(|(&o, &s)| (o, s))
-                .collect()
-        };
         let Some(wconn) = self.links.get_mut(wlink) else {
             return Some(p);
         };
-        let m = if p.put {
-            Msg::Put {
+        let out = wconn.conn.out();
+        if p.put {
+            let put = Msg::Put {
                 req: req_id,
                 version: p.version,
                 id: p.id,
                 content: &p.content,
-            }
+            };
+            msg::encode(out, &put);
         } else {
-            Msg::Get {
-                req: req_id,
-                id: p.id,
-                min,
-            }
-        };
-        msg::encode(wconn.conn.out(), &m);
+            // A GET carries only the part of the frontier this worker may
+            // lack, written straight into the link's buffer.
+            let lacking = self
+                .frontier
+                .iter()
+                .filter(|&(&o, &s)| lookup(&worker.vector, o) < s)
+                .map(|(&o, &s)| (o, s));
+            msg::encode_get(out, req_id, p.id, lacking);
+        }
         p.worker = wid;
         self.pending.insert(req_id, p);
         None
