@@ -14,6 +14,9 @@
 #   w2  closed loop, pipeline 16
 #   w3  open loop, pipeline 1, at 50% of Redis's best w1 throughput
 #   w4  w1 with 1 KiB values (shorter runs: SHORT_DUR)
+#   reads  w1 with 90 % GETs, no target (SHORT_DUR runs, before w4, so that
+#       the GETs find 64 B values; loadgen sends them to port 5059 and to
+#       the Redis primary)
 #   fs  w1 with matched persistence: rrstore --fsync interval vs Redis
 #       --appendonly yes --appendfsync everysec, then rrstore --fsync never
 #       vs Redis --appendonly no
@@ -517,7 +520,7 @@ alternate() { # PREFIX RR-LABEL REDIS-LABEL [LOADGEN-ARG...] [-- REDIS-ONLY-ARG.
     done
 }
 
-phase_defaults() { # w1, w2, w4, reads, w3 and the census, both systems at their defaults
+phase_defaults() { # w1, w2, reads, w4, w3 and the census, both systems at their defaults
     start_rrstore interval 3
     start_redis no
 
@@ -527,14 +530,14 @@ phase_defaults() { # w1, w2, w4, reads, w3 and the census, both systems at their
     log "== workload 2: closed loop, pipeline 16"
     alternate w2 "w2 $rr_lbl, P16" "w2 $rd_lbl, P16" --pipeline 16
 
-    log "== workload 4: closed loop, pipeline 1, 1 KiB values"
-    RUN_VALUE=1024 RUN_DUR=$SHORT_DUR RUN_WARM=$SHORT_WARM \
-        alternate w4 "w4 $rr_lbl, P1, 1 KiB" "w4 $rd_lbl, P1, 1 KiB" --pipeline 1
-
     log "== reads: closed loop, pipeline 1, 90 % GET (no target)"
     RUN_DUR=$SHORT_DUR RUN_WARM=$SHORT_WARM \
         alternate rd "reads $rr_lbl, P1, 90% GET" "reads $rd_lbl, P1, 90% GET" \
         --pipeline 1 --get-ratio 0.9
+
+    log "== workload 4: closed loop, pipeline 1, 1 KiB values"
+    RUN_VALUE=1024 RUN_DUR=$SHORT_DUR RUN_WARM=$SHORT_WARM \
+        alternate w4 "w4 $rr_lbl, P1, 1 KiB" "w4 $rd_lbl, P1, 1 KiB" --pipeline 1
 
     local redis_w1 rate=""
     mapfile -t redis_w1 < <(ls "$OUT"/w1-redis-r*.json 2>/dev/null | grep -v '\.meta\.json$' || true)

@@ -13,6 +13,60 @@ use byteorder::{BigEndian, ByteOrder};
 /// A version vector: `(origin, seq)` pairs, sorted by origin, one per origin.
 pub type Vector = Vec<(u32, u64)>;
 
+/// A vector's entries as a frame carries them (`origin:u32 seq:u64`,
+/// big-endian, 12 bytes each), every seq at most [`MAX_SEQ`]: a GET's
+/// `min` is read in place, on the hot path, and copied only when the GET
+/// has to wait ([`VectorRef::to_vec`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VectorRef<'a> {
+    entries: &'a [u8],
+}
+
+impl<'a> VectorRef<'a> {
+    /// `entries` as a vector, or `None` unless it is whole entries with
+    /// every seq in range ([`vector_entries`] writes them).
+    pub fn new(entries: &'a [u8]) -> Option<VectorRef<'a>> {
+        let v = VectorRef { entries };
+        let whole = entries.len().is_multiple_of(12);
+        (whole && v.iter().all(|(_, seq)| seq <= MAX_SEQ)).then_some(v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len() / 12
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u64)> + Clone + 'a {
+        self.entries
+            .chunks_exact(12)
+            .map(|e| (BigEndian::read_u32(&e[..4]), BigEndian::read_u64(&e[4..])))
+    }
+
+    pub fn to_vec(&self) -> Vector {
+        self.iter().collect()
+    }
+}
+
+impl std::fmt::Debug for VectorRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// The bytes of `v`'s entries as a frame carries them: what
+/// [`VectorRef::new`] reads.
+pub fn vector_entries(v: &[(u32, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 * v.len());
+    for &(origin, seq) in v {
+        put_u32(&mut out, origin);
+        put_u64(&mut out, seq);
+    }
+    out
+}
+
 /// Room for everything but the content in the largest internal message.
 pub const MAX_OVERHEAD: usize = 64 * 1024;
 
@@ -215,7 +269,7 @@ pub enum Msg<'a> {
     Get {
         req: u64,
         id: u64,
-        min: Vector,
+        min: VectorRef<'a>,
     },
     /// W→LB: `req` is stored as record `(worker, seq)`.
     Stored {
@@ -356,7 +410,7 @@ pub fn decode(buf: &[u8], max_content: usize) -> Result<Option<(Msg<'_>, usize)>
         op::GET => Msg::Get {
             req: r.u64()?,
             id: r.u64()?,
-            min: r.vector()?,
+            min: r.vector_ref()?,
         },
         op::STORED => Msg::Stored {
             req: r.u64()?,
@@ -514,7 +568,8 @@ pub fn encode(out: &mut Vec<u8>, msg: &Msg<'_>) {
         Msg::Get { req, id, min } => {
             put_u64(out, *req);
             put_u64(out, *id);
-            put_vector(out, min);
+            put_u16(out, min.len() as u16);
+            out.extend_from_slice(min.entries);
             op::GET
         }
         Msg::Stored { req, seq } => {
@@ -743,6 +798,10 @@ impl<'a> Reader<'a> {
         let bytes = self.take(n)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| ErrorCode::Malformed)
     }
+    fn vector_ref(&mut self) -> Result<VectorRef<'a>, ErrorCode> {
+        let n = self.u16()? as usize;
+        VectorRef::new(self.take(n * 12)?).ok_or(ErrorCode::Malformed)
+    }
     fn vector(&mut self) -> Result<Vector, ErrorCode> {
         let n = self.u16()? as usize;
         // Check the length before reserving anything for it.
@@ -789,6 +848,7 @@ mod tests {
             addr: "127.0.0.1:4000".into(),
         }];
         let vector = vec![(1, 10), (2, 20)];
+        let entries: &'static [u8] = Box::leak(vector_entries(&vector).into_boxed_slice());
         vec![
             Msg::Register {
                 id: 0,
@@ -833,7 +893,7 @@ mod tests {
             Msg::Get {
                 req: 1,
                 id: 2,
-                min: vector.clone(),
+                min: VectorRef::new(entries).expect("whole entries"),
             },
             Msg::Stored { req: 8, seq: 9 },
             Msg::Value {
@@ -971,6 +1031,9 @@ mod tests {
         ] {
             assert_eq!(decodes(&m), Ok(Some(true)), "{m:?}");
         }
+        let mut get = Vec::new();
+        encode_get(&mut get, 1, 2, [(1, MAX_SEQ + 1)].into_iter());
+        assert_eq!(decode(&get, 1024).map(|_| ()), Err(ErrorCode::Malformed));
         for m in [
             record(MAX_VERSION + 1, 1),
             record(1, MAX_SEQ + 1),
@@ -1000,18 +1063,47 @@ mod tests {
     #[test]
     fn get_fast_path_matches_generic_encoder() {
         for min in [vec![], vec![(1, 5)], vec![(1, 5), (4, MAX_SEQ), (9, 1)]] {
+            let entries = vector_entries(&min);
+            let min_ref = VectorRef::new(&entries).expect("whole entries");
+            assert_eq!(min_ref.to_vec(), min);
             let (mut a, mut b) = (vec![0xAB], vec![0xAB]);
             encode(
                 &mut a,
                 &Msg::Get {
                     req: 3,
                     id: 4,
-                    min: min.clone(),
+                    min: min_ref,
                 },
             );
             encode_get(&mut b, 3, 4, min.iter().copied());
             assert_eq!(a, b, "{min:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_message_with_a_body_is_malformed() {
+        let mut frame = Vec::new();
+        encode(&mut frame, &Msg::PeerFlush);
+        assert_eq!(
+            decode(&frame, 1024),
+            Ok(Some((Msg::PeerFlush, frame.len())))
+        );
+        let mut long = Vec::new();
+        put_header(&mut long, op::PEER_FLUSH, 0, 1);
+        long.push(0);
+        assert_eq!(decode(&long, 1024).map(|_| ()), Err(ErrorCode::Malformed));
+    }
+
+    #[test]
+    fn a_vector_ref_is_whole_entries_with_seqs_in_range() {
+        assert!(VectorRef::new(&[0; 11]).is_none());
+        assert!(VectorRef::new(&vector_entries(&[(1, MAX_SEQ + 1)])).is_none());
+        let ok = vector_entries(&[(1, 2), (3, MAX_SEQ)]);
+        let v = VectorRef::new(&ok).expect("in range");
+        assert_eq!(
+            (v.len(), format!("{v:?}")),
+            (2, format!("{:?}", [(1, 2), (3, MAX_SEQ)]))
+        );
     }
 
     #[test]

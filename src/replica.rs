@@ -593,21 +593,27 @@ impl Replica {
     /// A GET from the LB, answered once our vector covers `min`. While it
     /// waits, the processes numbering what we lack are hurried: a peer may
     /// be holding those records back for up to `--peer-flush-ms`.
-    pub fn on_get(&mut self, req: u64, id: u64, min: Vector, out: &mut impl Outbox) {
-        if self.vv.covers(&min) {
-            out.value(req, self.store.get(id).map(|r| r.content));
-            return;
-        }
-        for &(origin, seq) in &min {
+    /// `min` is read in place; it is copied only if the GET has to wait.
+    pub fn on_get<M>(&mut self, req: u64, id: u64, min: M, out: &mut impl Outbox)
+    where
+        M: Iterator<Item = (u32, u64)> + Clone,
+    {
+        let mut covered = true;
+        for (origin, seq) in min.clone() {
             if self.vv.get(origin) < seq {
+                covered = false;
                 out.hurry(origin);
             }
+        }
+        if covered {
+            out.value(req, self.store.get(id).map(|r| r.content));
+            return;
         }
         if self.parked_gets.len() >= MAX_PARKED_GETS {
             // The oldest has long been answered TIMEOUT by the LB.
             self.parked_gets.remove(0);
         }
-        self.parked_gets.push((req, id, min));
+        self.parked_gets.push((req, id, min.collect()));
     }
 
     fn release_gets(&mut self, out: &mut impl Outbox) {

@@ -897,7 +897,7 @@ impl Worker {
                     content,
                 },
             ) => r.on_put(req, version, id, content, io),
-            (0, Msg::Get { req, id, min }) => r.on_get(req, id, min, io),
+            (0, Msg::Get { req, id, min }) => r.on_get(req, id, min.iter(), io),
             (0, Msg::Members { members }) => r.on_members(&members, io),
             (0, Msg::DeregisterOk) => r.on_deregister_ok(),
             // Its arrival already counted (see `on_link_event`).
@@ -1210,10 +1210,10 @@ impl Worker {
             };
             let connected =
                 !matches!(link.role, Role::Out { up: false, .. }) || link.auth.is_some();
-            // A peer's PEER_FLUSH (a GET there waits for these) ends the hold.
-            let asked = std::mem::take(&mut link.flush_now);
+            // A peer's PEER_FLUSH (a GET there waits for these) ends the
+            // hold until the output is all written.
             let held = pace
-                && !asked
+                && !link.flush_now
                 && matches!(link.role, Role::Out { up: true, .. })
                 && link.auth.is_none()
                 && (1..hold_below).contains(&link.conn.pending_out());
@@ -1222,6 +1222,9 @@ impl Worker {
             } else if connected && link.conn.pending_out() > 0 {
                 sent_to_peer |= out_peer.is_some();
                 link.conn.flush();
+            }
+            if link.conn.pending_out() == 0 {
+                link.flush_now = false;
             }
             if link.trim_when_drained && link.conn.pending_out() == 0 {
                 link.trim_when_drained = false;

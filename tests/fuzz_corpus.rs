@@ -117,6 +117,7 @@ fn write_seed_corpus() {
         records: 3,
         addr: "127.0.0.1:7000".into(),
     }];
+    let get_min = msg::vector_entries(&[(2, 9)]);
     let messages = [
         (
             "register",
@@ -150,7 +151,7 @@ fn write_seed_corpus() {
             Msg::Get {
                 req: 13,
                 id: 7,
-                min: vec![(2, 9)],
+                min: msg::VectorRef::new(&get_min).expect("whole entries"),
             },
         ),
         ("stored", Msg::Stored { req: 11, seq: 9 }),

@@ -25,7 +25,15 @@ fn build(kind: u8, id: u64, content: &[u8]) -> Request<'_> {
     }
 }
 
-fn internal(kind: u8, a: u64, b: u64, content: &[u8], vector: Vec<(u32, u64)>) -> Msg<'_> {
+/// `entries` is `vector` as a frame carries it (a GET's `min` is read in place).
+fn internal<'a>(
+    kind: u8,
+    a: u64,
+    b: u64,
+    content: &'a [u8],
+    entries: &'a [u8],
+    vector: Vec<(u32, u64)>,
+) -> Msg<'a> {
     match kind {
         0 => Msg::Put {
             req: a,
@@ -36,7 +44,7 @@ fn internal(kind: u8, a: u64, b: u64, content: &[u8], vector: Vec<(u32, u64)>) -
         1 => Msg::Get {
             req: a,
             id: b,
-            min: vector,
+            min: msg::VectorRef::new(entries).expect("seqs in range"),
         },
         2 => Msg::Stored {
             req: a,
@@ -60,6 +68,7 @@ fn internal(kind: u8, a: u64, b: u64, content: &[u8], vector: Vec<(u32, u64)>) -
             vector,
         },
         6 => Msg::CatchupDone { vector },
+        7 => Msg::PeerFlush,
         _ => Msg::PeerAck {
             seq: a & msg::MAX_SEQ,
         },
@@ -91,13 +100,14 @@ proptest! {
 
     #[test]
     fn internal_messages_round_trip(
-        kind in 0u8..8,
+        kind in 0u8..9,
         a in any::<u64>(),
         b in any::<u64>(),
         content in proptest::collection::vec(any::<u8>(), 0..MAX_CONTENT),
         vector in proptest::collection::vec((any::<u32>(), 0..=msg::MAX_SEQ), 0..20),
     ) {
-        let m = internal(kind, a, b, &content, vector);
+        let entries = msg::vector_entries(&vector);
+        let m = internal(kind, a, b, &content, &entries, vector);
         let mut buf = Vec::new();
         msg::encode(&mut buf, &m);
         match msg::decode(&buf, MAX_CONTENT) {
@@ -128,7 +138,9 @@ proptest! {
         buf[i] ^= xor;
         rrstore::fuzzing::client_frames(&buf);
         let mut ibuf = Vec::new();
-        msg::encode(&mut ibuf, &internal(kind, id, tag as u64, &content, vec![(1, 2)]));
+        let entries = msg::vector_entries(&[(1, 2)]);
+        let m = internal(kind, id, tag as u64, &content, &entries, vec![(1, 2)]);
+        msg::encode(&mut ibuf, &m);
         let j = at.index(ibuf.len());
         ibuf[j] ^= xor;
         rrstore::fuzzing::internal_frames(&ibuf);

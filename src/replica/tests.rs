@@ -297,11 +297,11 @@ fn a_waiting_get_hurries_exactly_the_origins_it_lacks() {
     vv.observe(4, 1);
     let mut r = Replica::new(1, 1, "w1".into(), Store::new(), vv);
     let mut out = Recorded::default();
-    r.on_get(1, 9, vec![(2, 1), (4, 1)], &mut out);
+    r.on_get(1, 9, [(2, 1), (4, 1)].into_iter(), &mut out);
     assert_eq!(out.values, [(1, false)]);
     assert!(out.hurried.is_empty());
 
-    r.on_get(2, 10, vec![(2, 2), (3, 1), (4, 1)], &mut out);
+    r.on_get(2, 10, [(2, 2), (3, 1), (4, 1)].into_iter(), &mut out);
     assert_eq!(out.hurried, [2, 3], "origin 4 is covered");
     assert_eq!(out.values.len(), 1, "the second GET waits");
     r.on_record(&record(2, 2, 10), &mut out);

@@ -81,8 +81,8 @@ pub(super) struct Link {
     /// A peer's link to us: a GET waits for that peer's records, so a
     /// PEER_FLUSH goes out on it at the end of the turn (once per turn).
     pub(super) send_flush: bool,
-    /// Our link to a peer: it sent PEER_FLUSH, so what `--peer-flush-ms`
-    /// holds for it goes out at the end of this turn.
+    /// Our link to a peer: it sent PEER_FLUSH, so `--peer-flush-ms` holds
+    /// nothing for it until its output is all written.
     pub(super) flush_now: bool,
 }
 

@@ -471,7 +471,7 @@ impl Sim {
                 id,
                 content,
             } => r.on_put(req, version, id, &content, out),
-            ToWorker::Get { req, id, min } => r.on_get(req, id, min, out),
+            ToWorker::Get { req, id, min } => r.on_get(req, id, min.iter().copied(), out),
             ToWorker::DeregisterOk => r.on_deregister_ok(),
             ToWorker::Behind(floor) => r.on_behind(&floor, out),
         });
