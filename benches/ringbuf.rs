@@ -5,6 +5,12 @@
 //! * `ringbuf_transfer`: `N` u64 items from a producer thread to a consumer
 //!   thread, one push / pop at a time, timed from a barrier both threads pass
 //!   until the consumer has checked the last item. Items/s.
+//! * `ringbuf_transfer_batch`: the same `N` items in batches of up to
+//!   [`BATCH`]: our `push_iter` / `pop_into` and rtrb's write and read
+//!   chunks publish a batch with one counter store; crossbeam and
+//!   `sync_channel` have no batch calls, so they move a batch item by item
+//!   (`sync_channel`: one blocking `recv`, then `try_recv` for the rest).
+//!   Items/s.
 //! * `ringbuf_push_pop`: one push then one pop on the same thread (ring
 //!   never contended, never full): the fixed cost of a call pair. Items/s.
 //!
@@ -26,6 +32,8 @@ use rrstore::ringbuf;
 
 const CAPACITY: usize = 1024;
 const N: u64 = 1_000_000;
+/// Items per batch in `ringbuf_transfer_batch`.
+const BATCH: usize = 64;
 
 /// Waits politely: spin a little, then give the core away. On a 2-core
 /// shared machine a pure spin can starve the other side.
@@ -168,6 +176,148 @@ fn transfer<Q: Queue>(iters: u64) -> Duration {
     total
 }
 
+/// A queue moving items in batches: `send_batch` pushes all of `items`,
+/// `recv_batch` appends at least one item to `out`.
+trait BatchQueue: Queue {
+    fn send_batch(tx: &mut Self::Tx, items: std::ops::Range<u64>);
+    fn recv_batch(rx: &mut Self::Rx, out: &mut Vec<u64>);
+}
+
+impl BatchQueue for Ours {
+    fn send_batch(tx: &mut Self::Tx, mut items: std::ops::Range<u64>) {
+        let mut misses = 0;
+        while !items.is_empty() {
+            if tx.push_iter(&mut items) == 0 {
+                backoff(&mut misses);
+            }
+        }
+    }
+    fn recv_batch(rx: &mut Self::Rx, out: &mut Vec<u64>) {
+        let mut misses = 0;
+        while rx.pop_into(out, BATCH) == 0 {
+            backoff(&mut misses);
+        }
+    }
+}
+
+impl BatchQueue for Rtrb {
+    fn send_batch(tx: &mut Self::Tx, mut items: std::ops::Range<u64>) {
+        let mut misses = 0;
+        while !items.is_empty() {
+            let n = tx
+                .slots()
+                .min(items.end.saturating_sub(items.start) as usize);
+            match tx.write_chunk_uninit(n) {
+                Ok(chunk) if n > 0 => {
+                    chunk.fill_from_iter(&mut items);
+                }
+                _ => backoff(&mut misses),
+            }
+        }
+    }
+    fn recv_batch(rx: &mut Self::Rx, out: &mut Vec<u64>) {
+        let mut misses = 0;
+        loop {
+            let n = rx.slots().min(BATCH);
+            if n > 0 {
+                if let Ok(chunk) = rx.read_chunk(n) {
+                    let (a, b) = chunk.as_slices();
+                    out.extend_from_slice(a);
+                    out.extend_from_slice(b);
+                    chunk.commit_all();
+                    return;
+                }
+            }
+            backoff(&mut misses);
+        }
+    }
+}
+
+impl BatchQueue for Crossbeam {
+    fn send_batch(tx: &mut Self::Tx, items: std::ops::Range<u64>) {
+        items.for_each(|v| Self::send(tx, v));
+    }
+    fn recv_batch(rx: &mut Self::Rx, out: &mut Vec<u64>) {
+        out.push(Self::recv(rx));
+        while out.len() < BATCH {
+            match rx.pop() {
+                Some(v) => out.push(v),
+                None => break,
+            }
+        }
+    }
+}
+
+impl BatchQueue for StdSync {
+    fn send_batch(tx: &mut Self::Tx, items: std::ops::Range<u64>) {
+        items.for_each(|v| Self::send(tx, v));
+    }
+    fn recv_batch(rx: &mut Self::Rx, out: &mut Vec<u64>) {
+        out.push(Self::recv(rx));
+        while out.len() < BATCH {
+            match rx.try_recv() {
+                Ok(v) => out.push(v),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// [`transfer`] in batches of up to [`BATCH`] items each way.
+fn transfer_batch<Q: BatchQueue>(iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let (mut tx, mut rx) = Q::pair();
+        let start = Arc::new(Barrier::new(2));
+        let producer = {
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                let mut next = 0;
+                while next < N {
+                    let end = (next + BATCH as u64).min(N);
+                    Q::send_batch(&mut tx, next..end);
+                    next = end;
+                }
+            })
+        };
+        let mut out = Vec::with_capacity(BATCH);
+        start.wait();
+        let t0 = Instant::now();
+        let mut expected = 0;
+        while expected < N {
+            out.clear();
+            Q::recv_batch(&mut rx, &mut out);
+            for &v in &out {
+                // In order, nothing lost.
+                assert_eq!(v, expected);
+                expected += 1;
+            }
+        }
+        total += t0.elapsed();
+        producer.join().expect("producer panicked");
+    }
+    total
+}
+
+fn two_threads_batched(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ringbuf_transfer_batch");
+    g.throughput(Throughput::Elements(N))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("rrstore ringbuf", |b| b.iter_custom(transfer_batch::<Ours>));
+    g.bench_function("rtrb", |b| b.iter_custom(transfer_batch::<Rtrb>));
+    g.bench_function("crossbeam ArrayQueue", |b| {
+        b.iter_custom(transfer_batch::<Crossbeam>)
+    });
+    g.bench_function("std sync_channel", |b| {
+        b.iter_custom(transfer_batch::<StdSync>)
+    });
+    g.finish();
+}
+
 fn two_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("ringbuf_transfer");
     g.throughput(Throughput::Elements(N))
@@ -222,5 +372,5 @@ fn same_thread(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, two_threads, same_thread);
+criterion_group!(benches, two_threads, two_threads_batched, same_thread);
 criterion_main!(benches);

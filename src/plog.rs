@@ -22,6 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// How often the writer drains the ring on its own.
 pub const WRITER_TICK: Duration = Duration::from_millis(10);
 
+/// Lines the writer takes from the ring at a time.
+const DRAIN_BATCH: usize = 1024;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Confirmed {
     pub id: u64,
@@ -72,13 +75,18 @@ impl ProcessedLog {
             .spawn(move || {
                 let mut out = BufWriter::with_capacity(256 * 1024, file);
                 let mut line = Vec::with_capacity(128);
+                // Drained a batch at a time: one store of the ring's head
+                // per batch, not per line.
+                let mut batch = Vec::with_capacity(DRAIN_BATCH);
                 loop {
                     let mut wrote = false;
-                    while let Some(c) = rx.pop() {
+                    while rx.pop_into(&mut batch, DRAIN_BATCH) > 0 {
                         wrote = true;
-                        line.clear();
-                        format_line(&mut line, &c);
-                        let _ = out.write_all(&line);
+                        for c in batch.drain(..) {
+                            line.clear();
+                            format_line(&mut line, &c);
+                            let _ = out.write_all(&line);
+                        }
                     }
                     if wrote {
                         if let Err(e) = out.flush() {

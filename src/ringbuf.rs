@@ -2,7 +2,9 @@
 //!
 //! Carries notifications and work items between a mio event loop and its one
 //! helper thread: the LB's processed-log writer and the worker's fsync thread.
-//! [`channel`] allocates once; `push`/`pop` never lock, block or allocate.
+//! [`channel`] allocates once; `push`/`pop` never lock, block or allocate,
+//! and their batch forms ([`Producer::push_iter`], [`Consumer::pop_into`])
+//! publish a whole batch with one counter store.
 //!
 //! # Invariants
 //!
@@ -160,6 +162,41 @@ impl<T> Producer<T> {
         Ok(())
     }
 
+    /// Moves items from `items` into the ring until it is full or `items`
+    /// runs out, and returns how many it moved: a batch costs one load of
+    /// the consumer's counter (at most) and one store of ours, not one each
+    /// per item. Items the ring had no room for stay in `items` (it is not
+    /// pulled further). Never blocks.
+    ///
+    /// If `items` panics, the items already moved are leaked (never
+    /// dropped, never popped), not published.
+    pub fn push_iter<I: Iterator<Item = T>>(&mut self, items: &mut I) -> usize {
+        let shared = &*self.shared;
+        let mut free = shared.capacity - self.tail.wrapping_sub(self.head_cache);
+        if free < items.size_hint().0.max(1) {
+            self.head_cache = shared.head.0.load(Ordering::Acquire);
+            free = shared.capacity - self.tail.wrapping_sub(self.head_cache);
+        }
+        let mut tail = self.tail;
+        for value in items.take(free) {
+            shared.slots[tail & shared.mask].with_mut(|p| {
+                // SAFETY: counter `tail` is below `self.tail + free`, where
+                // `free` counted from a `head` no later than the current one:
+                // it is outside `[head, self.tail)`, so the slot is
+                // uninitialised and the consumer does not touch it (as in
+                // `push`; nothing is published before the loop ends).
+                unsafe { (*p).write(value) };
+            });
+            tail = tail.wrapping_add(1);
+        }
+        let moved = tail.wrapping_sub(self.tail);
+        if moved > 0 {
+            self.tail = tail;
+            shared.tail.0.store(tail, Ordering::Release);
+        }
+        moved
+    }
+
     /// Number of items that can be pushed right now without failing (may be
     /// more by the time you push, never fewer).
     pub fn free_slots(&self) -> usize {
@@ -219,6 +256,38 @@ impl<T> Consumer<T> {
         self.head = self.head.wrapping_add(1);
         shared.head.0.store(self.head, Ordering::Release);
         Some(value)
+    }
+
+    /// Moves up to `max` of the oldest items, in order, onto the end of
+    /// `out`, and returns how many: a batch costs one load of the
+    /// producer's counter (at most) and one store of ours, not one each per
+    /// item. `out` grows, if it must, before any item leaves the ring, so
+    /// no allocation failure can strike halfway.
+    pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        let shared = &*self.shared;
+        if self.tail_cache.wrapping_sub(self.head) < max {
+            self.tail_cache = shared.tail.0.load(Ordering::Acquire);
+        }
+        let n = self.tail_cache.wrapping_sub(self.head).min(max);
+        if n == 0 {
+            return 0;
+        }
+        out.reserve(n);
+        for i in 0..n {
+            let value = shared.slots[self.head.wrapping_add(i) & shared.mask].with(|p| {
+                // SAFETY: counter `head + i` is below `tail_cache`, so in
+                // `[head, tail)`: the slot is initialised, and the Acquire
+                // load of `tail` ordered the producer's write before this
+                // read. `head` is advanced past it below, before any other
+                // access, so the value is moved out exactly once.
+                unsafe { (*p).assume_init_read() }
+            });
+            // Within the capacity reserved above: cannot reallocate or panic.
+            out.push(value);
+        }
+        self.head = self.head.wrapping_add(n);
+        shared.head.0.store(self.head, Ordering::Release);
+        n
     }
 
     /// Borrows the oldest item without removing it, or `None` if empty.
@@ -370,6 +439,61 @@ mod tests {
             assert_eq!((c.peek(), c.len()), (Some(&i), 1));
             assert_eq!((c.pop(), c.pop()), (Some(i), None));
         }
+    }
+
+    #[test]
+    fn batches_fill_to_capacity_and_leave_the_rest() {
+        let (mut p, mut c) = channel(5);
+        let mut items = 0..8;
+        assert_eq!(p.push_iter(&mut items), 5);
+        assert_eq!(items.next(), Some(5), "not pulled past what fitted");
+        assert_eq!(p.push_iter(&mut (100..101)), 0);
+        let mut out = vec![-1];
+        assert_eq!(c.pop_into(&mut out, 2), 2);
+        assert_eq!(out, [-1, 0, 1]);
+        assert_eq!(p.push_iter(&mut (6..100)), 2);
+        assert_eq!(c.pop_into(&mut out, 100), 5);
+        assert_eq!(out, [-1, 0, 1, 2, 3, 4, 6, 7]);
+        assert_eq!((c.pop_into(&mut out, 100), c.pop()), (0, None));
+        assert_eq!(p.push_iter(&mut std::iter::empty()), 0);
+    }
+
+    #[test]
+    fn batches_wrap_around_the_counters() {
+        let (mut p, mut c) = channel(3);
+        let start = usize::MAX - 50;
+        p.shared.head.0.store(start, Relaxed);
+        p.shared.tail.0.store(start, Relaxed);
+        (p.tail, p.head_cache, c.head, c.tail_cache) = (start, start, start, start);
+        let (mut next_in, mut out) = (0, Vec::new());
+        for round in 0..200 {
+            next_in += p.push_iter(&mut (next_in..next_in + round % 5));
+            // Single pops and batches interleave on the same counters.
+            if round % 3 == 0 {
+                out.extend(c.pop());
+            }
+            c.pop_into(&mut out, round % 4);
+            assert_eq!(c.len(), next_in - out.len());
+        }
+        out.extend(std::iter::from_fn(|| c.pop()));
+        assert_eq!(out, (0..next_in).collect::<Vec<_>>());
+        assert!(next_in > 200, "{next_in}");
+    }
+
+    #[test]
+    fn batched_items_are_dropped_once() {
+        let drops = AtomicUsize::new(0);
+        let (mut p, mut c) = channel(4);
+        let mut items = (0..6).map(|_| Counted(&drops));
+        assert_eq!(p.push_iter(&mut items), 4);
+        drop(items); // the two it had no room for were never made
+        assert_eq!(drops.load(Relaxed), 0);
+        let mut out = Vec::new();
+        assert_eq!(c.pop_into(&mut out, 3), 3);
+        drop(out);
+        assert_eq!(drops.load(Relaxed), 3);
+        drop((p, c));
+        assert_eq!(drops.load(Relaxed), 4);
     }
 
     #[test]

@@ -37,6 +37,32 @@ fn items_arrive_in_order() {
     });
 }
 
+/// The batch forms against each other: a whole batch is published with
+/// one store, so every item of it must be visible once that store is.
+#[test]
+fn batches_arrive_in_order() {
+    loom::model(|| {
+        let (mut p, mut c) = channel::<usize>(2);
+        let producer = thread::spawn(move || {
+            let mut items = 0..ITEMS;
+            while items.len() > 0 {
+                if p.push_iter(&mut items) == 0 {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < ITEMS {
+            if c.pop_into(&mut got, ITEMS) == 0 {
+                thread::yield_now();
+            }
+        }
+        assert_eq!(got, (0..ITEMS).collect::<Vec<_>>());
+        assert_eq!(c.pop(), None);
+        producer.join().unwrap();
+    });
+}
+
 #[test]
 fn abandoned_then_empty_means_done() {
     loom::model(|| {

@@ -120,3 +120,49 @@ fn stress_drop_exactly_once() {
         assert_eq!(count.load(Ordering::Relaxed), want, "item {id}");
     }
 }
+
+/// Batches of every size from 0 to 9 against a ring of 7, popped in
+/// batches of 1 to 5, with single pushes and pops mixed in: order kept,
+/// nothing lost or repeated.
+#[test]
+fn stress_batches_capacity_7() {
+    let (mut p, mut c) = channel::<u64>(7);
+    let producer = thread::spawn(move || {
+        let (mut next, mut size) = (0, 0);
+        while next < ITEMS {
+            size = (size + 1) % 10;
+            let mut batch = next..(next + size).min(ITEMS);
+            next = batch.end;
+            let mut step = 0;
+            while !batch.is_empty() {
+                let moved = if size == 1 {
+                    usize::from(p.push(batch.start).is_ok())
+                } else {
+                    p.push_iter(&mut batch)
+                };
+                if moved == 0 {
+                    backoff(&mut step);
+                } else if size == 1 {
+                    batch.start += 1;
+                }
+            }
+        }
+    });
+    let (mut out, mut max, mut step) = (Vec::new(), 0, 0);
+    while (out.len() as u64) < ITEMS {
+        max = max % 5 + 1;
+        let got = if max == 3 {
+            c.pop().map(|v| out.push(v)).is_some()
+        } else {
+            c.pop_into(&mut out, max) > 0
+        };
+        if got {
+            step = 0;
+        } else {
+            backoff(&mut step);
+        }
+    }
+    producer.join().unwrap();
+    assert!(out.iter().copied().eq(0..ITEMS));
+    assert_eq!(c.pop(), None);
+}
