@@ -273,7 +273,8 @@ impl<T> Consumer<T> {
             return 0;
         }
         out.reserve(n);
-        for i in 0..n {
+        let spare = &mut out.spare_capacity_mut()[..n];
+        for (i, dst) in spare.iter_mut().enumerate() {
             let value = shared.slots[self.head.wrapping_add(i) & shared.mask].with(|p| {
                 // SAFETY: counter `head + i` is below `tail_cache`, so in
                 // `[head, tail)`: the slot is initialised, and the Acquire
@@ -282,9 +283,11 @@ impl<T> Consumer<T> {
                 // access, so the value is moved out exactly once.
                 unsafe { (*p).assume_init_read() }
             });
-            // Within the capacity reserved above: cannot reallocate or panic.
-            out.push(value);
+            dst.write(value);
         }
+        // SAFETY: the loop initialised the first `n` spare elements (it
+        // cannot panic: every slot index is masked into bounds).
+        unsafe { out.set_len(out.len() + n) };
         self.head = self.head.wrapping_add(n);
         shared.head.0.store(self.head, Ordering::Release);
         n
