@@ -200,35 +200,49 @@ impl BatchQueue for Ours {
     }
 }
 
+/// rtrb's own pattern: ask for the whole rest, and on `TooFewSlots(k)` for
+/// the `k` there are (its chunk calls load the other side's counter only
+/// when their cached one is short, as ours do).
 impl BatchQueue for Rtrb {
     fn send_batch(tx: &mut Self::Tx, mut items: std::ops::Range<u64>) {
         let mut misses = 0;
         while !items.is_empty() {
-            let n = tx
-                .slots()
-                .min(items.end.saturating_sub(items.start) as usize);
-            match tx.write_chunk_uninit(n) {
-                Ok(chunk) if n > 0 => {
-                    chunk.fill_from_iter(&mut items);
+            let rest = (items.end - items.start) as usize;
+            let chunk = match tx.write_chunk_uninit(rest) {
+                Ok(chunk) => chunk,
+                Err(rtrb::chunks::ChunkError::TooFewSlots(k)) if k > 0 => {
+                    match tx.write_chunk_uninit(k) {
+                        Ok(chunk) => chunk,
+                        Err(_) => unreachable!("{k} slots were free"),
+                    }
                 }
-                _ => backoff(&mut misses),
-            }
+                Err(_) => {
+                    backoff(&mut misses);
+                    continue;
+                }
+            };
+            chunk.fill_from_iter(&mut items);
         }
     }
     fn recv_batch(rx: &mut Self::Rx, out: &mut Vec<u64>) {
         let mut misses = 0;
         loop {
-            let n = rx.slots().min(BATCH);
-            if n > 0 {
-                if let Ok(chunk) = rx.read_chunk(n) {
-                    let (a, b) = chunk.as_slices();
-                    out.extend_from_slice(a);
-                    out.extend_from_slice(b);
-                    chunk.commit_all();
-                    return;
+            let chunk = match rx.read_chunk(BATCH) {
+                Ok(chunk) => chunk,
+                Err(rtrb::chunks::ChunkError::TooFewSlots(k)) if k > 0 => match rx.read_chunk(k) {
+                    Ok(chunk) => chunk,
+                    Err(_) => unreachable!("{k} items were there"),
+                },
+                Err(_) => {
+                    backoff(&mut misses);
+                    continue;
                 }
-            }
-            backoff(&mut misses);
+            };
+            let (a, b) = chunk.as_slices();
+            out.extend_from_slice(a);
+            out.extend_from_slice(b);
+            chunk.commit_all();
+            return;
         }
     }
 }

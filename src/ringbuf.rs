@@ -15,11 +15,14 @@
 //! * Counter `i` lives in slot `i & mask`: the slot array is `capacity` rounded
 //!   up to a power of two, so this survives wrapping; users never see more
 //!   than `capacity` items.
-//! * Slot `i & mask` is initialised iff `i` lies in `[head, tail)`.
+//! * Slot `i & mask` holds a live value iff `i` lies in `[head, tail)` (a
+//!   slot outside may hold a value leaked by a panicking `push_iter`
+//!   iterator, never read or dropped).
 //! * A side publishes its counter with Release and the other loads it with
 //!   Acquire, which orders every slot write before the read it enables. Each
-//!   side caches the other's counter and reloads it only when the ring looks
-//!   full (producer) or empty (consumer).
+//!   side caches the other's counter and reloads it only when the cached one
+//!   leaves too little: the ring looks full (producer) or empty (consumer),
+//!   or too full or too empty for the batch asked for.
 
 use std::mem::MaybeUninit;
 
@@ -34,7 +37,10 @@ mod sync {
     pub(super) use std::sync::{atomic::*, Arc};
 
     /// `std::cell::UnsafeCell` with loom's closure-based access API.
+    /// Transparent, so a slice of them is laid out as a slice of `T`
+    /// (`Shared::move_out` copies runs of slots at once).
     #[cfg(not(loom))]
+    #[repr(transparent)]
     pub(super) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
     #[cfg(not(loom))]
@@ -70,8 +76,53 @@ struct Shared<T> {
     capacity: usize,
     /// `slots.len() - 1`; `slots.len()` is `capacity.next_power_of_two()`.
     mask: usize,
-    /// Slot `i & mask` holds an initialised `T` iff `i` is in `[head, tail)`.
+    /// Slot `i & mask` holds a live `T` iff `i` is in `[head, tail)`.
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+}
+
+impl<T> Shared<T> {
+    /// Moves the values of counters `from .. from + dst.len()` into `dst`.
+    ///
+    /// # Safety
+    ///
+    /// Those counters must lie in `[head, tail)` (so `dst.len() <=
+    /// capacity`), the producer's writes to them must have been acquired,
+    /// and the caller must advance `head` past them before anything reads
+    /// them again: each value is moved out exactly once.
+    unsafe fn move_out(&self, from: usize, dst: &mut [MaybeUninit<T>]) {
+        #[cfg(not(loom))]
+        {
+            // The slots are one run, or two when the counters wrap past
+            // the end of the array: copied as such, not item by item.
+            let start = from & self.mask;
+            let first = dst.len().min(self.slots.len() - start);
+            // `UnsafeCell` (ours and std's) and `MaybeUninit` are
+            // transparent: the slots are laid out as `MaybeUninit<T>`s.
+            let base = self.slots.as_ptr().cast::<MaybeUninit<T>>();
+            // SAFETY: `start + first <= slots.len()` and the second run,
+            // `dst.len() - first <= capacity - first`, ends before `start`
+            // when it is not empty (`dst.len() <= capacity <= slots.len()`),
+            // so both sources are in bounds and do not overlap `dst`, a
+            // separate allocation. The caller guarantees the values are
+            // initialised, published and moved out only here.
+            unsafe {
+                std::ptr::copy_nonoverlapping(base.add(start), dst.as_mut_ptr(), first);
+                std::ptr::copy_nonoverlapping(
+                    base,
+                    dst.as_mut_ptr().add(first),
+                    dst.len() - first,
+                );
+            }
+        }
+        // Loom tracks each cell's accesses: one at a time through them.
+        #[cfg(loom)]
+        for (i, d) in dst.iter_mut().enumerate() {
+            self.slots[from.wrapping_add(i) & self.mask].with(|p| {
+                // SAFETY: as the caller guarantees for every counter here.
+                d.write(unsafe { (*p).assume_init_read() });
+            });
+        }
+    }
 }
 
 impl<T> Drop for Shared<T> {
@@ -163,31 +214,49 @@ impl<T> Producer<T> {
     }
 
     /// Moves items from `items` into the ring until it is full or `items`
-    /// runs out, and returns how many it moved: a batch costs one load of
-    /// the consumer's counter (at most) and one store of ours, not one each
-    /// per item. Items the ring had no room for stay in `items` (it is not
-    /// pulled further). Never blocks.
+    /// runs out, and returns how many it moved: a batch costs one store of
+    /// our counter, and a load of the consumer's only when the cached one
+    /// leaves too little room. The ring had no room for the items left in
+    /// `items`, which is not pulled further (keep the iterator to keep
+    /// them: a dropped `Drain` drops its rest). Never blocks. At most
+    /// `capacity` items per call.
     ///
-    /// If `items` panics, the items already moved are leaked (never
+    /// If `items` panics, the items it already gave are leaked (never
     /// dropped, never popped), not published.
     pub fn push_iter<I: Iterator<Item = T>>(&mut self, items: &mut I) -> usize {
         let shared = &*self.shared;
-        let mut free = shared.capacity - self.tail.wrapping_sub(self.head_cache);
-        if free < items.size_hint().0.max(1) {
-            self.head_cache = shared.head.0.load(Ordering::Acquire);
-            free = shared.capacity - self.tail.wrapping_sub(self.head_cache);
-        }
         let mut tail = self.tail;
-        for value in items.take(free) {
-            shared.slots[tail & shared.mask].with_mut(|p| {
-                // SAFETY: counter `tail` is below `self.tail + free`, where
-                // `free` counted from a `head` no later than the current one:
-                // it is outside `[head, self.tail)`, so the slot is
-                // uninitialised and the consumer does not touch it (as in
-                // `push`; nothing is published before the loop ends).
-                unsafe { (*p).write(value) };
-            });
-            tail = tail.wrapping_add(1);
+        loop {
+            let mut free = shared.capacity - tail.wrapping_sub(self.head_cache);
+            if free < items.size_hint().0.max(1) {
+                self.head_cache = shared.head.0.load(Ordering::Acquire);
+                free = shared.capacity - tail.wrapping_sub(self.head_cache);
+            }
+            if free == 0 {
+                break;
+            }
+            let start = tail;
+            for value in items.by_ref().take(free) {
+                shared.slots[tail & shared.mask].with_mut(|p| {
+                    // SAFETY: `tail < head_cache + capacity <= head +
+                    // slots.len()` (the cached head is no later than the
+                    // real one), so counter `tail` shares its slot with no
+                    // counter in `[head, self.tail)`: the slot holds no live
+                    // value (at most one an earlier panic leaked) and the
+                    // consumer does not touch it. The Acquire load that set
+                    // `head_cache` ordered the consumer's read of the slot's
+                    // previous value before this write. Nothing is
+                    // published before the loop ends.
+                    unsafe { (*p).write(value) };
+                });
+                tail = tail.wrapping_add(1);
+            }
+            // `items` ran out before the room did; otherwise look again (the
+            // consumer may have made more room, but only of what was already
+            // published, so this ends within `capacity` items).
+            if tail.wrapping_sub(start) < free {
+                break;
+            }
         }
         let moved = tail.wrapping_sub(self.tail);
         if moved > 0 {
@@ -273,20 +342,13 @@ impl<T> Consumer<T> {
             return 0;
         }
         out.reserve(n);
-        let spare = &mut out.spare_capacity_mut()[..n];
-        for (i, dst) in spare.iter_mut().enumerate() {
-            let value = shared.slots[self.head.wrapping_add(i) & shared.mask].with(|p| {
-                // SAFETY: counter `head + i` is below `tail_cache`, so in
-                // `[head, tail)`: the slot is initialised, and the Acquire
-                // load of `tail` ordered the producer's write before this
-                // read. `head` is advanced past it below, before any other
-                // access, so the value is moved out exactly once.
-                unsafe { (*p).assume_init_read() }
-            });
-            dst.write(value);
-        }
-        // SAFETY: the loop initialised the first `n` spare elements (it
-        // cannot panic: every slot index is masked into bounds).
+        // SAFETY: counters `head .. head + n` are below `tail_cache`, so in
+        // `[head, tail)`, and the Acquire load of `tail` ordered the
+        // producer's writes before these reads; `head` is advanced past
+        // them below, before any other access.
+        unsafe { shared.move_out(self.head, &mut out.spare_capacity_mut()[..n]) };
+        // SAFETY: `move_out` initialised the first `n` spare elements (it
+        // cannot panic between the reads and here).
         unsafe { out.set_len(out.len() + n) };
         self.head = self.head.wrapping_add(n);
         shared.head.0.store(self.head, Ordering::Release);
@@ -497,6 +559,43 @@ mod tests {
         assert_eq!(drops.load(Relaxed), 3);
         drop((p, c));
         assert_eq!(drops.load(Relaxed), 4);
+    }
+
+    #[test]
+    fn a_panicking_batch_leaks_what_it_gave_and_publishes_nothing() {
+        let drops = AtomicUsize::new(0);
+        let (mut p, mut c) = channel(4);
+        assert!(p.push(Counted(&drops)).is_ok());
+        let mut given = 0;
+        let mut items = std::iter::from_fn(|| {
+            given += 1;
+            assert!(given < 3, "the iterator fails on its third item");
+            Some(Counted(&drops))
+        });
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.push_iter(&mut items);
+        }));
+        assert!(panicked.is_err());
+        // The two it gave are leaked: not in the ring, never dropped.
+        assert_eq!((c.len(), drops.load(Relaxed)), (1, 0));
+        // Their slots are reused as empty ones.
+        assert_eq!(p.push_iter(&mut (0..3).map(|_| Counted(&drops))), 3);
+        let mut out = Vec::new();
+        assert_eq!(c.pop_into(&mut out, 10), 4);
+        drop(out);
+        drop((p, c));
+        assert_eq!(drops.load(Relaxed), 4);
+    }
+
+    #[test]
+    fn a_batch_is_not_stopped_short_by_a_low_size_hint() {
+        let (mut p, mut c) = channel(4);
+        assert_eq!(p.push_iter(&mut (0..3)), 3);
+        assert_eq!(c.pop_into(&mut Vec::new(), 3), 3);
+        // The cached head says 1 free slot, and a filter's size hint is 0:
+        // the ring really has 4, and all 4 go in.
+        assert_eq!(p.push_iter(&mut (10..20).filter(|_| true)), 4);
+        assert_eq!(c.len(), 4);
     }
 
     #[test]

@@ -63,6 +63,49 @@ fn batches_arrive_in_order() {
     });
 }
 
+/// Small batches, so that each side often goes on its cached view of the
+/// other's counter instead of reloading it; and batched items dropped
+/// exactly once, whether popped or left in the ring.
+#[test]
+fn small_batches_and_their_drops() {
+    loom::model(|| {
+        let drops = Arc::new([
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        ]);
+        let (mut p, mut c) = channel::<Tracked>(2);
+        let d = Arc::clone(&drops);
+        let producer = thread::spawn(move || {
+            let make = |id| Tracked {
+                id,
+                drops: Arc::clone(&d),
+            };
+            let mut first = (0..1).map(make);
+            while p.push_iter(&mut first) == 0 {
+                thread::yield_now();
+            }
+            // Whatever does not fit is dropped with the iterator.
+            let rest: Vec<Tracked> = (1..ITEMS).map(make).collect();
+            p.push_iter(&mut rest.into_iter());
+        });
+        let mut got = Vec::new();
+        while got.is_empty() {
+            if c.pop_into(&mut got, 1) == 0 {
+                thread::yield_now();
+            }
+        }
+        assert_eq!(got[0].id, 0);
+        c.pop_into(&mut got, 1);
+        drop(got);
+        drop(c);
+        producer.join().unwrap();
+        for (id, n) in drops.iter().enumerate() {
+            assert_eq!(n.load(Ordering::Relaxed), 1, "item {id}");
+        }
+    });
+}
+
 #[test]
 fn abandoned_then_empty_means_done() {
     loom::model(|| {
