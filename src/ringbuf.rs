@@ -107,11 +107,7 @@ impl<T> Shared<T> {
             // initialised, published and moved out only here.
             unsafe {
                 std::ptr::copy_nonoverlapping(base.add(start), dst.as_mut_ptr(), first);
-                std::ptr::copy_nonoverlapping(
-                    base,
-                    dst.as_mut_ptr().add(first),
-                    dst.len() - first,
-                );
+                std::ptr::copy_nonoverlapping(base, dst.as_mut_ptr().add(first), dst.len() - first);
             }
         }
         // Loom tracks each cell's accesses: one at a time through them.
