@@ -314,38 +314,44 @@ fn transfer_batch<Q: BatchQueue>(iters: u64) -> Duration {
     total
 }
 
-fn two_threads_batched(c: &mut Criterion) {
-    let mut g = c.benchmark_group("ringbuf_transfer_batch");
+/// A queue's name and its run: [`transfer`] or [`transfer_batch`] of it.
+type Run = (&'static str, fn(u64) -> Duration);
+
+/// One two-thread group: the four queues, each through its run.
+fn two_thread_group(c: &mut Criterion, name: &str, runs: [Run; 4]) {
+    let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(N))
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    g.bench_function("rrstore ringbuf", |b| b.iter_custom(transfer_batch::<Ours>));
-    g.bench_function("rtrb", |b| b.iter_custom(transfer_batch::<Rtrb>));
-    g.bench_function("crossbeam ArrayQueue", |b| {
-        b.iter_custom(transfer_batch::<Crossbeam>)
-    });
-    g.bench_function("std sync_channel", |b| {
-        b.iter_custom(transfer_batch::<StdSync>)
-    });
+    for (queue, run) in runs {
+        g.bench_function(queue, |b| b.iter_custom(run));
+    }
     g.finish();
 }
 
 fn two_threads(c: &mut Criterion) {
-    let mut g = c.benchmark_group("ringbuf_transfer");
-    g.throughput(Throughput::Elements(N))
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
-    g.bench_function("rrstore ringbuf", |b| b.iter_custom(transfer::<Ours>));
-    g.bench_function("rtrb", |b| b.iter_custom(transfer::<Rtrb>));
-    g.bench_function("crossbeam ArrayQueue", |b| {
-        b.iter_custom(transfer::<Crossbeam>)
-    });
-    g.bench_function("std sync_channel", |b| b.iter_custom(transfer::<StdSync>));
-    g.finish();
+    two_thread_group(
+        c,
+        "ringbuf_transfer",
+        [
+            ("rrstore ringbuf", transfer::<Ours>),
+            ("rtrb", transfer::<Rtrb>),
+            ("crossbeam ArrayQueue", transfer::<Crossbeam>),
+            ("std sync_channel", transfer::<StdSync>),
+        ],
+    );
+    two_thread_group(
+        c,
+        "ringbuf_transfer_batch",
+        [
+            ("rrstore ringbuf", transfer_batch::<Ours>),
+            ("rtrb", transfer_batch::<Rtrb>),
+            ("crossbeam ArrayQueue", transfer_batch::<Crossbeam>),
+            ("std sync_channel", transfer_batch::<StdSync>),
+        ],
+    );
 }
 
 fn same_thread(c: &mut Criterion) {
@@ -386,5 +392,5 @@ fn same_thread(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, two_threads, two_threads_batched, same_thread);
+criterion_group!(benches, two_threads, same_thread);
 criterion_main!(benches);

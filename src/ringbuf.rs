@@ -398,7 +398,7 @@ impl<T> Drop for Consumer<T> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::channel;
+    use super::{channel, Consumer, Producer};
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     /// Bumps the counter it points at when dropped.
@@ -407,6 +407,15 @@ mod tests {
         fn drop(&mut self) {
             self.0.fetch_add(1, Relaxed);
         }
+    }
+
+    /// A ring of `usize` whose counters start at `start`.
+    fn channel_from(capacity: usize, start: usize) -> (Producer<usize>, Consumer<usize>) {
+        let (mut p, mut c) = channel(capacity);
+        p.shared.head.0.store(start, Relaxed);
+        p.shared.tail.0.store(start, Relaxed);
+        (p.tail, p.head_cache, c.head, c.tail_cache) = (start, start, start, start);
+        (p, c)
     }
 
     #[test]
@@ -423,12 +432,8 @@ mod tests {
 
     #[test]
     fn wraparound_capacity_3() {
-        let (mut p, mut c) = channel(3);
-        // Start the counters just below `usize::MAX` so that they wrap too.
-        let start = usize::MAX - 100;
-        p.shared.head.0.store(start, Relaxed);
-        p.shared.tail.0.store(start, Relaxed);
-        (p.tail, p.head_cache, c.head, c.tail_cache) = (start, start, start, start);
+        // Counters just below `usize::MAX`, so that they wrap too.
+        let (mut p, mut c) = channel_from(3, usize::MAX - 100);
         let (mut next_in, mut next_out) = (0, 0);
         for round in 0..1000 {
             for _ in 0..round % 4 {
@@ -521,11 +526,7 @@ mod tests {
 
     #[test]
     fn batches_wrap_around_the_counters() {
-        let (mut p, mut c) = channel(3);
-        let start = usize::MAX - 50;
-        p.shared.head.0.store(start, Relaxed);
-        p.shared.tail.0.store(start, Relaxed);
-        (p.tail, p.head_cache, c.head, c.tail_cache) = (start, start, start, start);
+        let (mut p, mut c) = channel_from(3, usize::MAX - 50);
         let (mut next_in, mut out) = (0, Vec::new());
         for round in 0..200 {
             next_in += p.push_iter(&mut (next_in..next_in + round % 5));

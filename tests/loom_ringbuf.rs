@@ -69,11 +69,7 @@ fn batches_arrive_in_order() {
 #[test]
 fn small_batches_and_their_drops() {
     loom::model(|| {
-        let drops = Arc::new([
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-        ]);
+        let drops = drop_counts();
         let (mut p, mut c) = channel::<Tracked>(2);
         let d = Arc::clone(&drops);
         let producer = thread::spawn(move || {
@@ -100,9 +96,7 @@ fn small_batches_and_their_drops() {
         drop(got);
         drop(c);
         producer.join().unwrap();
-        for (id, n) in drops.iter().enumerate() {
-            assert_eq!(n.load(Ordering::Relaxed), 1, "item {id}");
-        }
+        assert_each_dropped_once(&drops);
     });
 }
 
@@ -140,14 +134,21 @@ impl Drop for Tracked {
     }
 }
 
+/// One drop counter per item id, all at 0.
+fn drop_counts() -> Arc<[AtomicUsize; ITEMS]> {
+    Arc::new(std::array::from_fn(|_| AtomicUsize::new(0)))
+}
+
+fn assert_each_dropped_once(drops: &[AtomicUsize; ITEMS]) {
+    for (id, n) in drops.iter().enumerate() {
+        assert_eq!(n.load(Ordering::Relaxed), 1, "item {id}");
+    }
+}
+
 #[test]
 fn leftovers_dropped_exactly_once() {
     loom::model(|| {
-        let drops = Arc::new([
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-        ]);
+        let drops = drop_counts();
         let (mut p, mut c) = channel::<Tracked>(2);
         let d = Arc::clone(&drops);
         let producer = thread::spawn(move || {
@@ -164,8 +165,6 @@ fn leftovers_dropped_exactly_once() {
         }
         drop(c);
         producer.join().unwrap();
-        for (id, n) in drops.iter().enumerate() {
-            assert_eq!(n.load(Ordering::Relaxed), 1, "item {id}");
-        }
+        assert_each_dropped_once(&drops);
     });
 }
